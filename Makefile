@@ -1,0 +1,42 @@
+# imafs — build, test, demo. Run as root for the integration tests and the demo.
+export PATH := /usr/local/go/bin:$(PATH)
+GO       ?= go
+BIN      := bin/imafs
+FUZZTIME ?= 10s
+
+.PHONY: all build test unit integration fuzz-smoke vet kernel-test demo bench clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/imafs
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+# The README's test command: static checks, unit and integration tests
+# (integration/ needs root and the tools scripts/install-deps installs),
+# and a short run of every fuzz target.
+test: vet build
+	$(GO) test -count=1 -timeout 18m ./...
+	$(MAKE) fuzz-smoke
+
+fuzz-smoke:
+	@set -e; for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs grep -ho '^func Fuzz[A-Za-z0-9_]*' | sort -u | sed 's/^func //'); do \
+		pkg=$$(dirname $$(grep -rl --include='*_test.go' "^func $$spec(" . | head -1)); \
+		echo "fuzz $$spec in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$spec$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+kernel-test: build
+	kernel-patches/test/run
+
+demo: build
+	scripts/demo
+
+bench: build
+	bench/run
+
+clean:
+	rm -rf bin
