@@ -1,56 +1,196 @@
 package nsresolve
 
-import "errors"
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
 
 // NSID identifies a namespace by its nsfs device and inode.
+//
+// An NSID is only a name: it designates one namespace only while something
+// holds that namespace open (an nsfs fd, or a live task in it). See Pin.
 type NSID struct {
 	Dev uint64
 	Ino uint64
 }
 
+// String renders the id like the kernel's ns links ("4026531836" with the
+// device in hex before it: "0x4:4026531836").
+func (id NSID) String() string { return fmt.Sprintf("%#x:%d", id.Dev, id.Ino) }
+
+// IsZero reports whether id is the zero NSID (no namespace).
+func (id NSID) IsZero() bool { return id == NSID{} }
+
 // Caller is what a FUSE request's (or fanotify event's) pid resolves to.
 type Caller struct {
 	TID, PID             int    // thread id as in the request, and its thread group id (host pid ns)
-	PidNS                NSID   // the caller's own pid namespace
+	PidNS                NSID   // the caller's own pid namespace (not pid_for_children)
 	UserNS               NSID   // the caller's user namespace
 	MntNS                NSID   // the caller's mount namespace
 	UID, EUID, GID, EGID uint32 // host (initial user ns) ids from /proc/TID/status
-	CapEff               uint64
+	CapEff               uint64 // effective capabilities, relative to UserNS
 }
 
-// Resolver resolves callers and caches pid-namespace ancestry.
-type Resolver struct{}
+// CapSysAdmin is the bit of CAP_SYS_ADMIN in Caller.CapEff.
+const CapSysAdmin = uint64(1) << unix.CAP_SYS_ADMIN
 
-var errNotImplemented = errors.New("nsresolve: not implemented yet")
+// ErrGone is wrapped by errors about a task that exited (or whose pid now
+// names another task) while it was being resolved.
+var ErrGone = errors.New("task gone")
 
-// NewResolver returns a Resolver with an empty cache.
-func NewResolver() *Resolver { return &Resolver{} }
+// Caller resolves the thread id tid, as seen from the daemon's (host) pid
+// namespace, to its thread group, namespaces and credentials.
+//
+// All reads go through one open /proc/TID directory: procfs binds that
+// directory to the task's struct pid, so every later read either describes
+// the same task or fails (ESRCH/ENOENT, reported wrapping ErrGone); it never
+// describes another task that reused the number.
+func (r *Resolver) Caller(tid int) (*Caller, error) {
+	if tid <= 0 {
+		return nil, fmt.Errorf("resolve caller tid %d: no such task (pid 0 is a kernel-internal request such as RELEASE)", tid)
+	}
+	dir, err := openProcDir(tid)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(dir)
 
-// Caller resolves the thread id tid (as seen from the host pid namespace).
-func (r *Resolver) Caller(tid int) (*Caller, error) { return nil, errNotImplemented }
-
-// Owner walks from c.PidNS up the pid-namespace ancestry and returns the first
-// namespace for which registered() is true; ok=false means the host.
-func (r *Resolver) Owner(c *Caller, registered func(NSID) bool) (NSID, bool, error) {
-	return NSID{}, false, errNotImplemented
+	c := &Caller{TID: tid}
+	var buf [4096]byte
+	status, err := readAt(dir, "status", buf[:])
+	if err != nil {
+		return nil, fmt.Errorf("resolve caller tid %d: %w", tid, err)
+	}
+	if err := parseStatus(status, c); err != nil {
+		return nil, fmt.Errorf("resolve caller tid %d: /proc/%d/status: %w", tid, tid, err)
+	}
+	for _, ns := range []struct {
+		name string
+		dst  *NSID
+	}{{"ns/pid", &c.PidNS}, {"ns/user", &c.UserNS}, {"ns/mnt", &c.MntNS}} {
+		if *ns.dst, err = statAt(dir, ns.name); err != nil {
+			return nil, fmt.Errorf("resolve caller tid %d: %w", tid, err)
+		}
+	}
+	// Make sure the ancestry of the pid namespace is cached while we can still
+	// open it through this very directory. A failure here is not fatal: Owner
+	// retries through /proc/TID.
+	r.cacheFromDir(dir, c.PidNS)
+	return c, nil
 }
 
-// Privileged reports whether c is root with CAP_SYS_ADMIN in userNS.
-func (r *Resolver) Privileged(c *Caller, userNS NSID) (bool, error) { return false, errNotImplemented }
-
-// Pinned holds the namespaces of a process open so their inode numbers can't be reused.
-type Pinned struct {
-	PidNS, UserNS, MntNS, CgroupNS NSID
+// openProcDir opens /proc/TID. For a thread that is not a group leader the
+// lookup still works (the directory is hidden from readdir only).
+func openProcDir(tid int) (int, error) {
+	path := "/proc/" + strconv.Itoa(tid)
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
+			return -1, fmt.Errorf("open %s: %w (%w)", path, ErrGone, err)
+		}
+		return -1, fmt.Errorf("open %s: %w", path, err)
+	}
+	return fd, nil
 }
 
-// Pin opens and holds the namespaces of process pid (pidfd + ns fds).
-func Pin(pid int) (*Pinned, error) { return nil, errNotImplemented }
+// readAt reads the file name below the directory dir into buf.
+func readAt(dir int, name string, buf []byte) ([]byte, error) {
+	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, procErr("open", name, err)
+	}
+	defer unix.Close(fd)
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Read(fd, buf[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, procErr("read", name, err)
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	if n == len(buf) {
+		return nil, fmt.Errorf("read %s: larger than %d bytes", name, len(buf))
+	}
+	return buf[:n], nil
+}
 
-// Close releases the pidfd and namespace fds.
-func (p *Pinned) Close() error { return nil }
+// statAt stats the namespace link name below dir and returns its NSID.
+func statAt(dir int, name string) (NSID, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dir, name, &st, 0); err != nil {
+		return NSID{}, procErr("stat", name, err)
+	}
+	return NSID{Dev: st.Dev, Ino: st.Ino}, nil
+}
 
-// Alive reports whether the pinned process is still running.
-func (p *Pinned) Alive() bool { return false }
+func procErr(op, name string, err error) error {
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("%s %s: %w (%w)", op, name, ErrGone, err)
+	}
+	return fmt.Errorf("%s %s: %w", op, name, err)
+}
 
-// PidFD returns the pidfd of the pinned process.
-func (p *Pinned) PidFD() int { return -1 }
+// parseStatus fills PID (Tgid), ids and CapEff from /proc/TID/status.
+func parseStatus(b []byte, c *Caller) error {
+	var have int
+	for len(b) > 0 {
+		var line []byte
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			line, b = b, nil
+		}
+		key, val, ok := bytes.Cut(line, []byte{':'})
+		if !ok {
+			continue
+		}
+		val = bytes.TrimSpace(val)
+		switch string(key) {
+		case "Tgid":
+			n, err := strconv.Atoi(string(val))
+			if err != nil {
+				return fmt.Errorf("Tgid %q: %w", val, err)
+			}
+			c.PID = n
+			have |= 1
+		case "Uid", "Gid":
+			f := bytes.Fields(val)
+			if len(f) < 2 {
+				return fmt.Errorf("%s %q: want 4 fields", key, val)
+			}
+			real, err1 := strconv.ParseUint(string(f[0]), 10, 32)
+			eff, err2 := strconv.ParseUint(string(f[1]), 10, 32)
+			if err := errors.Join(err1, err2); err != nil {
+				return fmt.Errorf("%s %q: %w", key, val, err)
+			}
+			if key[0] == 'U' {
+				c.UID, c.EUID = uint32(real), uint32(eff)
+				have |= 2
+			} else {
+				c.GID, c.EGID = uint32(real), uint32(eff)
+				have |= 4
+			}
+		case "CapEff":
+			n, err := strconv.ParseUint(string(val), 16, 64)
+			if err != nil {
+				return fmt.Errorf("CapEff %q: %w", val, err)
+			}
+			c.CapEff = n
+			have |= 8
+		}
+	}
+	if have != 15 {
+		return fmt.Errorf("missing Tgid, Uid, Gid or CapEff (have mask %#x)", have)
+	}
+	return nil
+}

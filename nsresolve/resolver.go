@@ -1,0 +1,385 @@
+package nsresolve
+
+import (
+	"bufio"
+	"bytes"
+	"container/list"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultCacheSize is the number of pid namespaces whose ancestry a Resolver
+// made by NewResolver keeps (each costs one open fd).
+const DefaultCacheSize = 1024
+
+// ResolverOptions configure a Resolver.
+type ResolverOptions struct {
+	// CacheSize bounds the ancestry cache (entries, one pinned nsfs fd
+	// each). 0 means DefaultCacheSize; negative disables caching.
+	CacheSize int
+}
+
+// Resolver resolves callers and caches pid-namespace ancestry.
+//
+// The cache maps a pid namespace's NSID to the NSIDs of its ancestors. An
+// entry holds an open fd to its namespace: while it is open the namespace
+// (and, through the kernel's parent reference, each ancestor) cannot be
+// freed, so no other namespace can get the same inode number and the entry
+// can't become wrong. The cache is an LRU bounded by CacheSize; eviction
+// closes the fd (deferred while an Owner call is using the entry).
+// A Resolver is safe for concurrent use.
+type Resolver struct {
+	mu      sync.Mutex
+	max     int
+	entries map[NSID]*entry
+	lru     *list.List // front = most recently used; values are *entry
+
+	hostPid, hostUser NSID
+	hostErr           error
+
+	hits, misses atomic.Uint64
+}
+
+type entry struct {
+	id        NSID
+	fd        int
+	ancestors []NSID // parent first; immutable once built
+	refs      int
+	evicted   bool
+	elem      *list.Element
+}
+
+// NewResolver returns a Resolver with an empty cache of DefaultCacheSize.
+func NewResolver() *Resolver { return NewResolverWithOptions(ResolverOptions{}) }
+
+// NewResolverWithOptions returns a Resolver configured by opts.
+func NewResolverWithOptions(opts ResolverOptions) *Resolver {
+	r := &Resolver{max: opts.CacheSize, entries: map[NSID]*entry{}, lru: list.New()}
+	if r.max == 0 {
+		r.max = DefaultCacheSize
+	}
+	dir, err := unix.Open("/proc/thread-self", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		r.hostErr = fmt.Errorf("open /proc/thread-self: %w", err)
+		return r
+	}
+	defer unix.Close(dir)
+	if r.hostPid, err = statAt(dir, "ns/pid"); err != nil {
+		r.hostErr = fmt.Errorf("daemon's own pid namespace: %w", err)
+	} else if r.hostUser, err = statAt(dir, "ns/user"); err != nil {
+		r.hostErr = fmt.Errorf("daemon's own user namespace: %w", err)
+	}
+	return r
+}
+
+// HostPidNS is the daemon's own pid namespace (the initial one when the
+// daemon runs, as it must, in the host pid namespace). Owner stops there.
+func (r *Resolver) HostPidNS() NSID { return r.hostPid }
+
+// HostUserNS is the daemon's own user namespace; pass it to Privileged for
+// the host view.
+func (r *Resolver) HostUserNS() NSID { return r.hostUser }
+
+// CacheStats returns the number of Owner calls answered from the cache
+// (hits) and those that had to open /proc/TID again (misses), and the number
+// of cached namespaces.
+func (r *Resolver) CacheStats() (hits, misses uint64, size int) {
+	r.mu.Lock()
+	size = len(r.entries)
+	r.mu.Unlock()
+	return r.hits.Load(), r.misses.Load(), size
+}
+
+// Close releases every cached namespace fd. The Resolver stays usable
+// (uncached) after Close.
+func (r *Resolver) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, e := range r.entries {
+		delete(r.entries, id)
+		r.lru.Remove(e.elem)
+		r.dropLocked(e)
+	}
+	return nil
+}
+
+// Owner walks from c.PidNS up the pid-namespace ancestry (NS_GET_PARENT) and
+// returns the first namespace for which registered() is true. ok=false means
+// no registered namespace was found before the daemon's own (host) pid
+// namespace; the returned NSID is then HostPidNS(). registered is never
+// asked about the host pid namespace.
+//
+// c must describe a task that is still alive (call Owner while serving the
+// request c was resolved for: the requesting thread is blocked in the kernel
+// then, which keeps its pid namespace and thus c.PidNS valid). If the task is
+// gone and the ancestry is not cached, the error wraps ErrGone.
+func (r *Resolver) Owner(c *Caller, registered func(NSID) bool) (NSID, bool, error) {
+	if r.hostErr != nil {
+		return NSID{}, false, r.hostErr
+	}
+	if c.PidNS == r.hostPid {
+		return r.hostPid, false, nil
+	}
+	e := r.acquire(c.PidNS)
+	if e == nil {
+		r.misses.Add(1)
+		var err error
+		if e, err = r.load(c); err != nil {
+			return NSID{}, false, err
+		}
+	} else {
+		r.hits.Add(1)
+	}
+	defer r.release(e)
+	if registered(e.id) {
+		return e.id, true, nil
+	}
+	for _, id := range e.ancestors {
+		if id == r.hostPid {
+			return r.hostPid, false, nil
+		}
+		if registered(id) {
+			return id, true, nil
+		}
+	}
+	// The walk ended above or beside the daemon's pid namespace: not ours.
+	return r.hostPid, false, nil
+}
+
+// load builds (and caches, if enabled) the ancestry of c.PidNS by opening
+// /proc/c.TID again, checking it is still the same pid namespace.
+func (r *Resolver) load(c *Caller) (*entry, error) {
+	dir, err := openProcDir(c.TID)
+	if err != nil {
+		return nil, fmt.Errorf("pid namespace ancestry of tid %d: %w", c.TID, err)
+	}
+	defer unix.Close(dir)
+	e, err := r.build(dir, c.PidNS)
+	if err != nil {
+		return nil, fmt.Errorf("pid namespace ancestry of tid %d: %w", c.TID, err)
+	}
+	e.refs = 1
+	r.insert(e)
+	return e, nil
+}
+
+// cacheFromDir makes sure the ancestry of the pid namespace id of the task
+// behind dir is cached. Errors are ignored (Owner will retry).
+func (r *Resolver) cacheFromDir(dir int, id NSID) {
+	if r.max < 0 || r.hostErr != nil || id == r.hostPid {
+		return
+	}
+	r.mu.Lock()
+	e, ok := r.entries[id]
+	if ok {
+		r.lru.MoveToFront(e.elem)
+	}
+	r.mu.Unlock()
+	if ok {
+		return
+	}
+	if e, err := r.build(dir, id); err == nil {
+		r.insert(e)
+	}
+}
+
+// build opens ns/pid below dir, checks it is id, and walks its parents.
+func (r *Resolver) build(dir int, id NSID) (*entry, error) {
+	fd, err := unix.Openat(dir, "ns/pid", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, procErr("open", "ns/pid", err)
+	}
+	got, err := fstatNS(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if got != id {
+		unix.Close(fd)
+		return nil, fmt.Errorf("ns/pid is %v, not %v: %w", got, id, ErrGone)
+	}
+	anc, err := r.ancestors(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &entry{id: id, fd: fd, ancestors: anc}, nil
+}
+
+// ancestors returns the parents of the pid namespace open as fd, nearest
+// first, up to the topmost one the daemon may see (NS_GET_PARENT → EPERM).
+// A cached parent's ancestry is reused: it is valid because fd keeps the
+// parent alive.
+func (r *Resolver) ancestors(fd int) ([]NSID, error) {
+	var out []NSID
+	cur := fd
+	defer func() {
+		if cur != fd {
+			unix.Close(cur)
+		}
+	}()
+	for depth := 0; depth < 64; depth++ { // the kernel allows 32 levels
+		pfd, err := unix.IoctlRetInt(cur, unix.NS_GET_PARENT)
+		if errors.Is(err, unix.EPERM) {
+			return out, nil // top reached (initial pid ns or beyond our view)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ioctl NS_GET_PARENT: %w", err)
+		}
+		if cur != fd {
+			unix.Close(cur)
+		}
+		cur = pfd
+		id, err := fstatNS(cur)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+		if id == r.hostPid {
+			return out, nil
+		}
+		r.mu.Lock()
+		if pe, ok := r.entries[id]; ok {
+			out = append(out, pe.ancestors...)
+			r.mu.Unlock()
+			return out, nil
+		}
+		r.mu.Unlock()
+	}
+	return nil, fmt.Errorf("ioctl NS_GET_PARENT: pid namespace nesting deeper than 64")
+}
+
+func fstatNS(fd int) (NSID, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return NSID{}, fmt.Errorf("fstat nsfs fd: %w", err)
+	}
+	return NSID{Dev: st.Dev, Ino: st.Ino}, nil
+}
+
+// acquire returns the cached entry for id with a reference held, or nil.
+func (r *Resolver) acquire(id NSID) *entry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.entries[id]
+	if !ok {
+		return nil
+	}
+	e.refs++
+	r.lru.MoveToFront(e.elem)
+	return e
+}
+
+// insert adds e (which may hold references) unless caching is off or an
+// entry for the same namespace won the race; then e is only kept until its
+// references are released.
+func (r *Resolver) insert(e *entry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.entries[e.id]; dup || r.max < 0 {
+		r.dropLocked(e)
+		return
+	}
+	e.elem = r.lru.PushFront(e)
+	r.entries[e.id] = e
+	for len(r.entries) > r.max {
+		old := r.lru.Back().Value.(*entry)
+		r.lru.Remove(old.elem)
+		delete(r.entries, old.id)
+		r.dropLocked(old)
+	}
+}
+
+// dropLocked marks e evicted and closes its fd once nobody uses it.
+func (r *Resolver) dropLocked(e *entry) {
+	e.evicted = true
+	if e.refs == 0 && e.fd >= 0 {
+		unix.Close(e.fd)
+		e.fd = -1
+	}
+}
+
+func (r *Resolver) release(e *entry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e.refs--
+	if e.evicted {
+		r.dropLocked(e)
+	}
+}
+
+// Privileged reports whether c is root with CAP_SYS_ADMIN in userNS, the
+// user namespace that owns the caller's container (HostUserNS() for the host
+// view). The rule, strict like the kernel's own capability checks:
+//
+//   - c.UserNS must be userNS itself. A task in a descendant user namespace
+//     (say `unshare -U -r` inside the container) is not privileged: the
+//     kernel does not grant it capabilities in the parent either.
+//   - c's effective uid must map to 0 inside userNS (/proc/TID/uid_map).
+//   - CAP_SYS_ADMIN must be in c.CapEff (which is relative to c.UserNS).
+//
+// If the task exited meanwhile the error wraps ErrGone; it never answers for
+// another task that reused the tid.
+func (r *Resolver) Privileged(c *Caller, userNS NSID) (bool, error) {
+	if c.UserNS != userNS || c.CapEff&CapSysAdmin == 0 {
+		return false, nil
+	}
+	dir, err := openProcDir(c.TID)
+	if err != nil {
+		return false, fmt.Errorf("privilege of tid %d: %w", c.TID, err)
+	}
+	defer unix.Close(dir)
+	var buf [4096]byte
+	m, err := readAt(dir, "uid_map", buf[:])
+	if err != nil {
+		return false, fmt.Errorf("privilege of tid %d: %w", c.TID, err)
+	}
+	// The map belongs to the task's user namespace; make sure that is still
+	// the namespace we judge (the tid may have been reused).
+	now, err := statAt(dir, "ns/user")
+	if err != nil {
+		return false, fmt.Errorf("privilege of tid %d: %w", c.TID, err)
+	}
+	if now != userNS {
+		return false, fmt.Errorf("privilege of tid %d: user namespace is now %v, not %v: %w", c.TID, now, userNS, ErrGone)
+	}
+	inside, ok, err := mapUp(m, c.EUID)
+	if err != nil {
+		return false, fmt.Errorf("privilege of tid %d: uid_map: %w", c.TID, err)
+	}
+	return ok && inside == 0, nil
+}
+
+// mapUp translates a uid of the reader's (host) user namespace into the
+// namespace whose uid_map text is m ("inside outside count" lines, outside
+// relative to the reader). ok=false when it is not mapped.
+func mapUp(m []byte, host uint32) (uint32, bool, error) {
+	sc := bufio.NewScanner(bytes.NewReader(m))
+	for sc.Scan() {
+		f := bytes.Fields(sc.Bytes())
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) != 3 {
+			return 0, false, fmt.Errorf("line %q: want 3 fields", sc.Bytes())
+		}
+		var v [3]uint64
+		for i := range f {
+			n, err := strconv.ParseUint(string(f[i]), 10, 32)
+			if err != nil {
+				return 0, false, fmt.Errorf("line %q: %w", sc.Bytes(), err)
+			}
+			v[i] = n
+		}
+		inside, outside, count := v[0], v[1], v[2]
+		if uint64(host) >= outside && uint64(host) < outside+count {
+			return uint32(inside + uint64(host) - outside), true, nil
+		}
+	}
+	return 0, false, sc.Err()
+}
