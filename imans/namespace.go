@@ -1,0 +1,121 @@
+package imans
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/imafs/imafs/measurelog"
+	"github.com/imafs/imafs/nsresolve"
+	"github.com/imafs/imafs/policy"
+)
+
+// HostID is the ID of the host namespace.
+const HostID = "host"
+
+// DefaultPCR is the PCR measurements go to unless a rule says pcr=.
+const DefaultPCR = 10
+
+// ErrEmptyPolicy is returned by LoadPolicy for a load without rules: like the
+// kernel ("policy update failed"), such a session changes nothing.
+var ErrEmptyPolicy = errors.New("policy load without rules")
+
+// Namespace is one registered container (or the host).
+type Namespace struct {
+	ID       string            // container id (HostID for the host)
+	Init     int               // host pid of the container's init (0 for the host)
+	Pinned   *nsresolve.Pinned // nil for the host
+	List     *measurelog.List
+	Attached time.Time
+
+	algo     measurelog.Algo
+	template string
+
+	mu           sync.RWMutex
+	policy       policy.Policy
+	policyLoaded bool // a load replaced the default policy; later loads append
+
+	policyWriter atomic.Bool   // one policy writer at a time (EBUSY for a second)
+	detached     chan struct{} // closed by Detach
+	detachOnce   sync.Once
+}
+
+func newNamespace(id string, init int, pinned *nsresolve.Pinned, algo measurelog.Algo, template string, defaultPolicy policy.Policy) *Namespace {
+	return &Namespace{
+		ID:       id,
+		Init:     init,
+		Pinned:   pinned,
+		List:     measurelog.NewList(measurelog.SHA1, measurelog.SHA256),
+		Attached: time.Now(),
+		algo:     algo,
+		template: template,
+		policy:   append(policy.Policy(nil), defaultPolicy...),
+		detached: make(chan struct{}),
+	}
+}
+
+// IsHost reports whether n is the host namespace.
+func (n *Namespace) IsHost() bool { return n.Pinned == nil }
+
+// Label is the value of the ima-ns template's ns field for entries made in n:
+// the container ID, or "" for the host.
+func (n *Namespace) Label() string {
+	if n.IsHost() {
+		return ""
+	}
+	return n.ID
+}
+
+// Policy returns a snapshot of n's current policy.
+func (n *Namespace) Policy() policy.Policy {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return append(policy.Policy(nil), n.policy...)
+}
+
+// LoadPolicy applies a successful policy load: the first one replaces the
+// default policy, later ones append, as the kernel does with its boot policy.
+// A load without rules changes nothing and returns ErrEmptyPolicy.
+func (n *Namespace) LoadPolicy(rules policy.Policy) error {
+	if len(rules) == 0 {
+		return ErrEmptyPolicy
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.policyLoaded {
+		n.policy = append(policy.Policy(nil), rules...)
+		n.policyLoaded = true
+		return nil
+	}
+	n.policy = append(n.policy, rules...)
+	return nil
+}
+
+// Algo is the hash algorithm of file digests in n (default sha256).
+func (n *Namespace) Algo() measurelog.Algo { return n.algo }
+
+// Template is the default template of measurements in n (default ima-ng).
+func (n *Namespace) Template() string { return n.template }
+
+// AcquirePolicyWriter claims n's policy file for one writer; false means a
+// writer already holds it (the kernel answers EBUSY).
+func (n *Namespace) AcquirePolicyWriter() bool { return n.policyWriter.CompareAndSwap(false, true) }
+
+// ReleasePolicyWriter gives the policy file back.
+func (n *Namespace) ReleasePolicyWriter() { n.policyWriter.Store(false) }
+
+// Detached returns a channel closed once n has been detached.
+func (n *Namespace) Detached() <-chan struct{} { return n.detached }
+
+// IsDetached reports whether n has been detached.
+func (n *Namespace) IsDetached() bool {
+	select {
+	case <-n.detached:
+		return true
+	default:
+		return false
+	}
+}
+
+func (n *Namespace) markDetached() { n.detachOnce.Do(func() { close(n.detached) }) }

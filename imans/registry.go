@@ -1,0 +1,372 @@
+package imans
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/imafs/imafs/measurelog"
+	"github.com/imafs/imafs/nsresolve"
+	"github.com/imafs/imafs/policy"
+)
+
+// Errors of registry operations, to be tested with errors.Is.
+var (
+	ErrExists     = errors.New("already registered")
+	ErrNotFound   = errors.New("not registered")
+	ErrHostPidNS  = errors.New("process shares the host pid namespace")
+	ErrInvalidID  = errors.New("invalid container id")
+	ErrDetached   = errors.New("namespace detached")
+	ErrNotRunning = errors.New("process is not running")
+)
+
+// OCIConfigName is the name of the ima-buf entry that measures a container's
+// OCI config at attach.
+const OCIConfigName = "oci-config"
+
+// Store keeps entries durably (the journal). Append returns once e is
+// durable. A Registry without a Store keeps everything in memory.
+type Store interface {
+	Append(nsID string, e *measurelog.Entry) error
+}
+
+// Options configure a Registry.
+type Options struct {
+	// DefaultContainerPolicy is the policy a container starts with.
+	DefaultContainerPolicy policy.Policy
+	// HostPolicy is the host namespace's policy (empty unless set).
+	HostPolicy policy.Policy
+	Algo       measurelog.Algo // file hash algorithm (default sha256)
+	Template   string          // default template (default ima-ng)
+	StateDir   string
+	Log        *logrus.Logger
+	// Resolver resolves callers; nil means a new one.
+	Resolver *nsresolve.Resolver
+	// Store, when set, receives every recorded entry before Record returns.
+	Store Store
+	// BootAggregate returns the boot_aggregate digest in algo; nil (or an
+	// error) means no TPM: an all-zero digest, like a kernel without a TPM.
+	BootAggregate func(algo measurelog.Algo) ([]byte, error)
+}
+
+// Registry holds the host namespace and every registered container.
+type Registry struct {
+	opts     Options
+	log      *logrus.Logger
+	resolver *nsresolve.Resolver
+	host     *Namespace
+
+	mu        sync.RWMutex
+	byID      map[string]*Namespace
+	byPidNS   map[nsresolve.NSID]*Namespace
+	observers []Observer
+
+	recordMu sync.Mutex // one writer for every list: the host list's order is the record order
+
+	watch *watcher
+}
+
+// Observer is told about attach and detach (measurement sources watch new
+// containers this way). Calls are made without registry locks held.
+type Observer interface {
+	Attached(ns *Namespace)
+	Detached(ns *Namespace)
+}
+
+var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// NewRegistry returns a registry holding only the host namespace.
+func NewRegistry(opts Options) (*Registry, error) {
+	if opts.Algo == 0 {
+		opts.Algo = measurelog.SHA256
+	}
+	if opts.Template == "" {
+		opts.Template = "ima-ng"
+	}
+	if _, err := measurelog.LookupTemplate(opts.Template); err != nil {
+		return nil, fmt.Errorf("new registry: template %q: %w", opts.Template, err)
+	}
+	if opts.Log == nil {
+		opts.Log = logrus.StandardLogger()
+	}
+	if opts.Resolver == nil {
+		opts.Resolver = nsresolve.NewResolver()
+	}
+	r := &Registry{
+		opts:     opts,
+		log:      opts.Log,
+		resolver: opts.Resolver,
+		byID:     map[string]*Namespace{},
+		byPidNS:  map[nsresolve.NSID]*Namespace{},
+	}
+	r.host = newNamespace(HostID, 0, nil, opts.Algo, opts.Template, opts.HostPolicy)
+	ba, err := r.bootAggregate(r.host)
+	if err != nil {
+		return nil, fmt.Errorf("new registry: %w", err)
+	}
+	r.host.List.Append(ba)
+	if opts.Store != nil {
+		if err := opts.Store.Append(r.host.ID, ba); err != nil {
+			return nil, fmt.Errorf("new registry: journal boot_aggregate: %w", err)
+		}
+	}
+	w, err := newWatcher(r.initExited, r.log)
+	if err != nil {
+		return nil, fmt.Errorf("new registry: %w", err)
+	}
+	r.watch = w
+	return r, nil
+}
+
+// Resolver returns the registry's caller resolver.
+func (r *Registry) Resolver() *nsresolve.Resolver { return r.resolver }
+
+// Host returns the host namespace.
+func (r *Registry) Host() *Namespace { return r.host }
+
+func (r *Registry) bootAggregate(ns *Namespace) (*measurelog.Entry, error) {
+	digest := make([]byte, ns.Algo().Size())
+	if r.opts.BootAggregate != nil {
+		d, err := r.opts.BootAggregate(ns.Algo())
+		if err != nil {
+			r.log.WithError(err).Warn("boot_aggregate unavailable, using zeros")
+		} else {
+			digest = d
+		}
+	}
+	e, err := measurelog.NewBootAggregate(ns.Template(), digest, ns.Algo())
+	if err != nil {
+		return nil, fmt.Errorf("boot_aggregate for %s: %w", ns.ID, err)
+	}
+	return e, nil
+}
+
+// Attach registers the container whose init is pid under id: it pins the
+// container's namespaces and starts its list with boot_aggregate and, when
+// ociConfig is not nil, an ima-buf entry "oci-config" over its bytes.
+func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, error) {
+	if !validID.MatchString(id) || id == HostID {
+		return nil, fmt.Errorf("attach %q: %w", id, ErrInvalidID)
+	}
+	if pid <= 0 {
+		return nil, fmt.Errorf("attach %s: pid %d: %w", id, pid, ErrNotRunning)
+	}
+	pinned, err := nsresolve.Pin(pid)
+	if err != nil {
+		return nil, fmt.Errorf("attach %s: pin pid %d: %w", id, pid, err)
+	}
+	hostPidNS, err := r.hostPidNS()
+	if err != nil {
+		pinned.Close()
+		return nil, fmt.Errorf("attach %s: %w", id, err)
+	}
+	if pinned.PidNS == hostPidNS {
+		pinned.Close()
+		return nil, fmt.Errorf("attach %s: pid %d: %w", id, pid, ErrHostPidNS)
+	}
+	ns := newNamespace(id, pid, pinned, r.opts.Algo, r.opts.Template, r.opts.DefaultContainerPolicy)
+	initial, err := r.initialEntries(ns, ociConfig)
+	if err != nil {
+		pinned.Close()
+		return nil, fmt.Errorf("attach %s: %w", id, err)
+	}
+
+	r.mu.Lock()
+	if _, dup := r.byID[id]; dup {
+		r.mu.Unlock()
+		pinned.Close()
+		return nil, fmt.Errorf("attach %s: %w", id, ErrExists)
+	}
+	if other, dup := r.byPidNS[pinned.PidNS]; dup {
+		r.mu.Unlock()
+		pinned.Close()
+		return nil, fmt.Errorf("attach %s: pid namespace of pid %d belongs to %s: %w", id, pid, other.ID, ErrExists)
+	}
+	r.byID[id] = ns
+	r.byPidNS[pinned.PidNS] = ns
+	observers := append([]Observer(nil), r.observers...)
+	r.mu.Unlock()
+
+	for _, e := range initial {
+		if err := r.Record(ns, e); err != nil {
+			r.remove(ns)
+			return nil, fmt.Errorf("attach %s: %w", id, err)
+		}
+	}
+	if err := r.watch.add(pinned.PidFD(), id); err != nil {
+		r.remove(ns)
+		return nil, fmt.Errorf("attach %s: watch init %d: %w", id, pid, err)
+	}
+	r.log.WithFields(logrus.Fields{"id": id, "pid": pid, "pidns": pinned.PidNS.Ino, "userns": pinned.UserNS.Ino}).Info("attached")
+	for _, o := range observers {
+		o.Attached(ns)
+	}
+	// An init that exited between Pin and the watch is detached here; the
+	// epoll loop only reports changes it sees after add.
+	if !pinned.Alive() {
+		go r.initExited(id)
+	}
+	return ns, nil
+}
+
+func (r *Registry) initialEntries(ns *Namespace, ociConfig []byte) ([]*measurelog.Entry, error) {
+	ba, err := r.bootAggregate(ns)
+	if err != nil {
+		return nil, err
+	}
+	entries := []*measurelog.Entry{ba}
+	if ociConfig != nil {
+		e, err := measurelog.NewEntry("ima-buf", DefaultPCR, measurelog.Measurement{
+			FileDigest: ns.Algo().Sum(ociConfig),
+			FileAlgo:   ns.Algo(),
+			Name:       OCIConfigName,
+			Buf:        ociConfig,
+			Namespace:  ns.Label(),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("measure oci config: %w", err)
+		}
+		entries = append(entries, e)
+	}
+	return entries, nil
+}
+
+func (r *Registry) hostPidNS() (nsresolve.NSID, error) {
+	c, err := r.resolver.Caller(1)
+	if err != nil {
+		return nsresolve.NSID{}, fmt.Errorf("host pid namespace: %w", err)
+	}
+	return c.PidNS, nil
+}
+
+// remove unregisters ns and reports whether it was registered.
+func (r *Registry) remove(ns *Namespace) bool {
+	r.mu.Lock()
+	cur, ok := r.byID[ns.ID]
+	if !ok || cur != ns {
+		r.mu.Unlock()
+		return false
+	}
+	delete(r.byID, ns.ID)
+	if r.byPidNS[ns.Pinned.PidNS] == ns {
+		delete(r.byPidNS, ns.Pinned.PidNS)
+	}
+	r.mu.Unlock()
+	r.watch.remove(ns.Pinned.PidFD())
+	ns.markDetached()
+	ns.Pinned.Close()
+	return true
+}
+
+// Detach unregisters the container id. Its list stays readable through
+// Namespace values still held (and in the host's list).
+func (r *Registry) Detach(id string) error {
+	r.mu.RLock()
+	ns, ok := r.byID[id]
+	observers := append([]Observer(nil), r.observers...)
+	r.mu.RUnlock()
+	if !ok {
+		return fmt.Errorf("detach %s: %w", id, ErrNotFound)
+	}
+	if !r.remove(ns) {
+		return fmt.Errorf("detach %s: %w", id, ErrNotFound)
+	}
+	r.log.WithFields(logrus.Fields{"id": id, "pid": ns.Init, "entries": ns.List.Len()}).Info("detached")
+	for _, o := range observers {
+		o.Detached(ns)
+	}
+	return nil
+}
+
+func (r *Registry) initExited(id string) {
+	r.log.WithField("id", id).Info("container init exited")
+	if err := r.Detach(id); err != nil && !errors.Is(err, ErrNotFound) {
+		r.log.WithError(err).WithField("id", id).Warn("auto-detach")
+	}
+}
+
+// Get returns the container registered as id.
+func (r *Registry) Get(id string) (*Namespace, bool) {
+	if id == HostID {
+		return r.host, true
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	ns, ok := r.byID[id]
+	return ns, ok
+}
+
+// Namespaces returns the registered containers sorted by ID (not the host).
+func (r *Registry) Namespaces() []*Namespace {
+	r.mu.RLock()
+	out := make([]*Namespace, 0, len(r.byID))
+	for _, ns := range r.byID {
+		out = append(out, ns)
+	}
+	r.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// ForCaller returns the namespace that answers for c: the registered
+// container owning c's pid namespace or its nearest registered ancestor, else
+// the host.
+func (r *Registry) ForCaller(c *nsresolve.Caller) (*Namespace, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	id, ok, err := r.resolver.Owner(c, func(id nsresolve.NSID) bool {
+		_, reg := r.byPidNS[id]
+		return reg
+	})
+	if err != nil {
+		return nil, fmt.Errorf("namespace for pid %d: %w", c.PID, err)
+	}
+	if !ok {
+		return r.host, nil
+	}
+	ns, reg := r.byPidNS[id]
+	if !reg {
+		// Owner saw it registered under this same read lock: unreachable.
+		return nil, fmt.Errorf("namespace for pid %d: pid ns %d: %w", c.PID, id.Ino, ErrDetached)
+	}
+	return ns, nil
+}
+
+// Record appends e to ns's list and to the host's list (the host sees all),
+// then to the Store when one is configured. A duplicate (same template digest
+// and PCR as an earlier entry of the list) is not added again, as in the kernel.
+func (r *Registry) Record(ns *Namespace, e *measurelog.Entry) error {
+	r.recordMu.Lock()
+	defer r.recordMu.Unlock()
+	added := ns.List.Append(e)
+	if ns != r.host {
+		r.host.List.Append(e)
+	}
+	if r.opts.Store != nil && added {
+		if err := r.opts.Store.Append(ns.ID, e); err != nil {
+			return fmt.Errorf("record in %s: %w", ns.ID, err)
+		}
+	}
+	return nil
+}
+
+// AddObserver registers o for attach and detach notifications.
+func (r *Registry) AddObserver(o Observer) {
+	r.mu.Lock()
+	r.observers = append(r.observers, o)
+	r.mu.Unlock()
+}
+
+// Close detaches every container and stops the init watcher.
+func (r *Registry) Close() error {
+	for _, ns := range r.Namespaces() {
+		if err := r.Detach(ns.ID); err != nil && !errors.Is(err, ErrNotFound) {
+			r.log.WithError(err).Warn("close")
+		}
+	}
+	return r.watch.close()
+}
