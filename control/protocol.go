@@ -1,0 +1,68 @@
+package control
+
+// DefaultSocket is where the daemon listens unless told otherwise.
+const DefaultSocket = "/run/imafs/imafs.sock"
+
+// Operations.
+const (
+	OpPing      = "ping"
+	OpAttach    = "attach"
+	OpDetach    = "detach"
+	OpPs        = "ps"
+	OpLog       = "log"
+	OpPolicyGet = "policy-get"
+	OpPolicySet = "policy-set"
+	OpMeasure   = "measure"
+)
+
+// Request is one client request.
+type Request struct {
+	Op string `json:"op"`
+	// ID is the container id (attach, detach, log, policy, measure); "host"
+	// names the host namespace where that makes sense.
+	ID  string `json:"id,omitempty"`
+	Pid int    `json:"pid,omitempty"` // attach: host pid of the container's init
+	// OCIConfig is the bundle's config.json (attach; measured as an ima-buf entry).
+	OCIConfig []byte `json:"oci_config,omitempty"`
+	// Target is where to mount inside the container's mount namespace
+	// (attach; default /sys/kernel/security under the init's root).
+	Target string `json:"target,omitempty"`
+	// Log: rendering ("ascii" or "binary"), bank ("sha1" default), follow.
+	Format string `json:"format,omitempty"`
+	Bank   string `json:"bank,omitempty"`
+	Follow bool   `json:"follow,omitempty"`
+	// Policy is the policy text to load (policy-set), kernel language.
+	Policy string `json:"policy,omitempty"`
+	// Path is the absolute host path of the file to measure (measure).
+	Path string `json:"path,omitempty"`
+	// Name is the name to record for Path (measure; default Path).
+	Name string `json:"name,omitempty"`
+	// Func and Mask describe the hook for the policy match (measure;
+	// default FILE_CHECK, MAY_READ).
+	Func string `json:"func,omitempty"`
+	Mask string `json:"mask,omitempty"`
+}
+
+// Response is the daemon's answer.
+type Response struct {
+	OK         bool            `json:"ok"`
+	Error      string          `json:"error,omitempty"`
+	Stream     bool            `json:"stream,omitempty"`
+	Namespace  *NamespaceInfo  `json:"namespace,omitempty"`
+	Namespaces []NamespaceInfo `json:"namespaces,omitempty"`
+	Policy     string          `json:"policy,omitempty"`
+	Measured   bool            `json:"measured,omitempty"`
+}
+
+// NamespaceInfo describes one imafs namespace (imafs ps).
+type NamespaceInfo struct {
+	ID          string `json:"id"`
+	Pid         int    `json:"pid"`
+	Namespace   string `json:"namespace"` // "pid:[inode]" of the container's pid namespace
+	Entries     int    `json:"entries"`
+	Violations  int64  `json:"violations"`
+	Rules       int    `json:"rules"`
+	PCR10SHA1   string `json:"pcr10_sha1"`
+	PCR10SHA256 string `json:"pcr10_sha256"`
+	Mount       string `json:"mount,omitempty"`
+}
