@@ -27,6 +27,9 @@ type Request struct {
 	// Target is where to mount inside the container's mount namespace
 	// (attach; default /sys/kernel/security under the init's root).
 	Target string `json:"target,omitempty"`
+	// Rootfs is the host path of the container's root (attach from an OCI
+	// hook): before pivot_root the mount goes to Rootfs+Target.
+	Rootfs string `json:"rootfs,omitempty"`
 	// Log: rendering ("ascii" or "binary"), bank ("sha1" default), follow.
 	Format string `json:"format,omitempty"`
 	Bank   string `json:"bank,omitempty"`

@@ -1,0 +1,512 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/imafs/imafs/control"
+	imafsfs "github.com/imafs/imafs/fs"
+	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/measurelog"
+	"github.com/imafs/imafs/mountns"
+	"github.com/imafs/imafs/policy"
+)
+
+// SecurityFSTarget is where a container's tree is mounted.
+const SecurityFSTarget = "/sys/kernel/security"
+
+func init() {
+	register(command{name: "serve", summary: "run the imafs daemon", run: runServe})
+}
+
+func runServe(args []string) int {
+	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
+	stateDir := fl.String("state-dir", "/var/lib/imafs", "directory for the daemon's state")
+	socket := fl.String("socket", control.DefaultSocket, "control socket path")
+	containerPolicy := fl.String("container-policy", "", "file with the policy every container starts with (kernel policy language)")
+	logLevel := fl.String("log-level", "info", "log level (debug, info, warn, error)")
+	logFormat := fl.String("log-format", "text", "log format (text or json)")
+	hostMount := fl.String("mount", "", "also serve the tree (host view for host callers) at this host directory")
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	if fl.NArg() != 0 {
+		fmt.Fprintln(os.Stderr, "imafs serve: unexpected arguments:", fl.Args())
+		return 2
+	}
+	log := logrus.New()
+	lvl, err := logrus.ParseLevel(*logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "imafs serve:", err)
+		return 2
+	}
+	log.SetLevel(lvl)
+	if *logFormat == "json" {
+		log.SetFormatter(&logrus.JSONFormatter{})
+	}
+	d, err := newDaemon(daemonConfig{
+		StateDir: *stateDir, Socket: *socket, ContainerPolicy: *containerPolicy, HostMount: *hostMount,
+	}, log)
+	if err != nil {
+		log.WithError(err).Error("start")
+		return 1
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	errc := make(chan error, 1)
+	go func() { errc <- d.ctl.Serve() }()
+	log.WithFields(logrus.Fields{"socket": *socket, "state_dir": *stateDir, "pid": os.Getpid()}).Info("imafs daemon ready")
+	code := 0
+	select {
+	case s := <-sigs:
+		log.WithField("signal", s.String()).Info("shutting down")
+	case err := <-errc:
+		log.WithError(err).Error("control socket failed")
+		code = 1
+	}
+	d.shutdown()
+	return code
+}
+
+type daemonConfig struct {
+	StateDir, Socket, ContainerPolicy, HostMount string
+}
+
+// mount is one served FUSE connection.
+type mount struct {
+	id     string
+	pid    int    // process whose namespace holds the mount
+	target string // mount point as resolved at mount time
+	srv    *fuse.Server
+}
+
+type daemon struct {
+	log *logrus.Logger
+	reg *imans.Registry
+	ctl *control.Server
+
+	mu     sync.Mutex
+	mounts map[string]*mount // by namespace id
+	host   *mount
+}
+
+func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
+	var def policy.Policy
+	if cfg.ContainerPolicy != "" {
+		text, err := os.ReadFile(cfg.ContainerPolicy)
+		if err != nil {
+			return nil, fmt.Errorf("container policy: %w", err)
+		}
+		rules, err := policy.Parse(string(text))
+		if err != nil {
+			return nil, fmt.Errorf("container policy %s: %w", cfg.ContainerPolicy, err)
+		}
+		def = rules
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	reg, err := imans.NewRegistry(imans.Options{
+		DefaultContainerPolicy: def,
+		StateDir:               cfg.StateDir,
+		Log:                    log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d := &daemon{log: log, reg: reg, mounts: map[string]*mount{}}
+	reg.AddObserver(d)
+	if cfg.HostMount != "" {
+		m, err := d.serveAt(imans.HostID, os.Getpid(), cfg.HostMount)
+		if err != nil {
+			reg.Close()
+			return nil, fmt.Errorf("host mount: %w", err)
+		}
+		d.host = m
+	}
+	ctl, err := control.Listen(cfg.Socket, control.HandlerFunc(d.serveControl), log)
+	if err != nil {
+		d.shutdownMounts()
+		reg.Close()
+		return nil, err
+	}
+	d.ctl = ctl
+	return d, nil
+}
+
+// serveAt mounts a fresh tree at target in pid's mount namespace and serves it.
+func (d *daemon) serveAt(id string, pid int, target string) (*mount, error) {
+	dev, err := mountns.MountFUSE(pid, target, mountns.Options{AllowOther: true})
+	if err != nil {
+		return nil, err
+	}
+	root := imafsfs.NewRoot(imafsfs.Options{Registry: d.reg, Log: d.log})
+	srv, err := mountns.Serve(dev, root, root.MountOptions())
+	if err != nil {
+		if uerr := mountns.Unmount(pid, target, true); uerr != nil {
+			d.log.WithError(uerr).Warn("unmount after failed serve")
+		}
+		return nil, err
+	}
+	m := &mount{id: id, pid: pid, target: target, srv: srv}
+	go func() {
+		srv.Wait()
+		d.log.WithFields(logrus.Fields{"id": id, "pid": pid, "target": target}).Info("fuse connection ended")
+		d.mu.Lock()
+		if d.mounts[id] == m {
+			delete(d.mounts, id)
+		}
+		d.mu.Unlock()
+	}()
+	d.log.WithFields(logrus.Fields{"id": id, "pid": pid, "target": target}).Info("mounted")
+	return m, nil
+}
+
+// unmount lazily unmounts m in its namespace. A container attached before
+// pivot_root (OCI hook) has its tree at /sys/kernel/security by now.
+func (d *daemon) unmount(m *mount) {
+	targets := []string{m.target}
+	if m.target != SecurityFSTarget && strings.HasSuffix(m.target, SecurityFSTarget) {
+		targets = []string{SecurityFSTarget, m.target}
+	}
+	var err error
+	for _, t := range targets {
+		if err = mountns.Unmount(m.pid, t, true); err == nil {
+			d.log.WithFields(logrus.Fields{"id": m.id, "pid": m.pid, "target": t}).Info("unmounted")
+			return
+		}
+	}
+	d.log.WithError(err).WithField("id", m.id).Warn("unmount")
+}
+
+// Attached implements imans.Observer.
+func (d *daemon) Attached(ns *imans.Namespace) {}
+
+// Detached implements imans.Observer: the mount of an exited container dies
+// with its mount namespace; an explicit detach unmounted it before.
+func (d *daemon) Detached(ns *imans.Namespace) {
+	d.mu.Lock()
+	delete(d.mounts, ns.ID)
+	d.mu.Unlock()
+}
+
+func (d *daemon) shutdownMounts() {
+	d.mu.Lock()
+	ms := make([]*mount, 0, len(d.mounts))
+	for _, m := range d.mounts {
+		ms = append(ms, m)
+	}
+	host := d.host
+	d.mu.Unlock()
+	for _, m := range ms {
+		d.unmount(m)
+	}
+	if host != nil {
+		d.unmount(host)
+	}
+}
+
+func (d *daemon) shutdown() {
+	if d.ctl != nil {
+		d.ctl.Close()
+	}
+	d.shutdownMounts()
+	if err := d.reg.Close(); err != nil {
+		d.log.WithError(err).Warn("close registry")
+	}
+	d.log.Info("imafs daemon stopped")
+}
+
+func (d *daemon) serveControl(ctx context.Context, req *control.Request, rw *control.ReplyWriter) {
+	var err error
+	switch req.Op {
+	case control.OpPing:
+		err = rw.Reply(&control.Response{})
+	case control.OpAttach:
+		var info *control.NamespaceInfo
+		if info, err = d.attach(req); err == nil {
+			err = rw.Reply(&control.Response{Namespace: info})
+		}
+	case control.OpDetach:
+		if err = d.detach(req.ID); err == nil {
+			err = rw.Reply(&control.Response{})
+		}
+	case control.OpPs:
+		resp := &control.Response{Namespaces: []control.NamespaceInfo{}}
+		for _, ns := range append([]*imans.Namespace{d.reg.Host()}, d.reg.Namespaces()...) {
+			resp.Namespaces = append(resp.Namespaces, d.info(ns))
+		}
+		err = rw.Reply(resp)
+	case control.OpLog:
+		err = d.streamLog(ctx, req, rw)
+	case control.OpPolicyGet:
+		var ns *imans.Namespace
+		if ns, err = d.namespace(req.ID); err == nil {
+			err = rw.Reply(&control.Response{Policy: ns.Policy().String()})
+		}
+	case control.OpPolicySet:
+		err = d.setPolicy(req)
+		if err == nil {
+			err = rw.Reply(&control.Response{})
+		}
+	case control.OpMeasure:
+		var measured bool
+		if measured, err = d.measure(req); err == nil {
+			err = rw.Reply(&control.Response{Measured: measured})
+		}
+	default:
+		err = fmt.Errorf("unknown operation %q", req.Op)
+	}
+	if err != nil {
+		d.log.WithError(err).WithFields(logrus.Fields{"op": req.Op, "id": req.ID}).Warn("control request failed")
+		rw.Fail(err)
+	}
+}
+
+func (d *daemon) namespace(id string) (*imans.Namespace, error) {
+	if id == "" {
+		return nil, errors.New("no namespace id")
+	}
+	ns, ok := d.reg.Get(id)
+	if !ok {
+		return nil, fmt.Errorf("namespace %s: %w", id, imans.ErrNotFound)
+	}
+	return ns, nil
+}
+
+func (d *daemon) info(ns *imans.Namespace) control.NamespaceInfo {
+	info := control.NamespaceInfo{
+		ID:          ns.ID,
+		Pid:         ns.Init,
+		Entries:     ns.List.Len(),
+		Violations:  ns.List.Violations(),
+		Rules:       len(ns.Policy()),
+		PCR10SHA1:   hex.EncodeToString(ns.List.PCR(measurelog.SHA1, imans.DefaultPCR)),
+		PCR10SHA256: hex.EncodeToString(ns.List.PCR(measurelog.SHA256, imans.DefaultPCR)),
+	}
+	if ns.IsHost() {
+		info.Namespace = fmt.Sprintf("pid:[%d]", d.reg.Resolver().HostPidNS().Ino)
+	} else {
+		info.Namespace = fmt.Sprintf("pid:[%d]", ns.Pinned.PidNS.Ino)
+	}
+	d.mu.Lock()
+	m := d.mounts[ns.ID]
+	if ns.IsHost() {
+		m = d.host
+	}
+	d.mu.Unlock()
+	if m != nil {
+		info.Mount = m.target
+	}
+	return info
+}
+
+// targetFor picks the mount point inside pid's root: an OCI hook attaches
+// before pivot_root, while the init's root is still the host's and the
+// container's tree lives under Rootfs.
+func targetFor(pid int, rootfs, target string) (string, error) {
+	if target == "" {
+		target = SecurityFSTarget
+	}
+	if rootfs == "" {
+		return target, nil
+	}
+	var inRoot, fsRoot unix.Stat_t
+	if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/root", &inRoot); err != nil {
+		return "", fmt.Errorf("root of pid %d: %w", pid, err)
+	}
+	if err := unix.Stat(rootfs, &fsRoot); err != nil {
+		return "", fmt.Errorf("rootfs %s: %w", rootfs, err)
+	}
+	if inRoot.Dev == fsRoot.Dev && inRoot.Ino == fsRoot.Ino {
+		return target, nil // pivoted already
+	}
+	return filepath.Join(rootfs, target), nil
+}
+
+func (d *daemon) attach(req *control.Request) (*control.NamespaceInfo, error) {
+	id := req.ID
+	if id == "" {
+		id = "pid" + strconv.Itoa(req.Pid)
+	}
+	if ns, ok := d.reg.Get(id); ok && !ns.IsHost() {
+		if ns.Init == req.Pid {
+			// createRuntime and prestart hooks both configured: one attach.
+			info := d.info(ns)
+			return &info, nil
+		}
+		return nil, fmt.Errorf("attach %s: %w", id, imans.ErrExists)
+	}
+	target, err := targetFor(req.Pid, req.Rootfs, req.Target)
+	if err != nil {
+		return nil, fmt.Errorf("attach %s: %w", id, err)
+	}
+	ns, err := d.reg.Attach(id, req.Pid, req.OCIConfig)
+	if err != nil {
+		return nil, err
+	}
+	m, err := d.serveAt(id, req.Pid, target)
+	if err != nil {
+		if derr := d.reg.Detach(id); derr != nil {
+			d.log.WithError(derr).Warn("detach after failed mount")
+		}
+		return nil, fmt.Errorf("attach %s: %w", id, err)
+	}
+	d.mu.Lock()
+	d.mounts[id] = m
+	d.mu.Unlock()
+	info := d.info(ns)
+	return &info, nil
+}
+
+func (d *daemon) detach(id string) error {
+	ns, err := d.namespace(id)
+	if err != nil {
+		return err
+	}
+	if ns.IsHost() {
+		return errors.New("the host namespace can't be detached")
+	}
+	d.mu.Lock()
+	m := d.mounts[id]
+	delete(d.mounts, id)
+	d.mu.Unlock()
+	if m != nil && ns.Pinned.Alive() {
+		d.unmount(m)
+	}
+	return d.reg.Detach(id)
+}
+
+func (d *daemon) setPolicy(req *control.Request) error {
+	ns, err := d.namespace(req.ID)
+	if err != nil {
+		return err
+	}
+	rules, err := policy.Parse(req.Policy)
+	if err != nil {
+		return fmt.Errorf("policy for %s: %w", ns.ID, err)
+	}
+	if err := ns.LoadPolicy(rules); err != nil {
+		return fmt.Errorf("policy for %s: %w", ns.ID, err)
+	}
+	d.log.WithFields(logrus.Fields{"id": ns.ID, "rules": len(rules)}).Info("policy loaded by host admin")
+	return nil
+}
+
+var funcNames = map[string]policy.Func{
+	"BPRM_CHECK": policy.BPRMCheck, "MMAP_CHECK": policy.MMAPCheck, "FILE_MMAP": policy.MMAPCheck,
+	"MMAP_CHECK_REQPROT": policy.MMAPCheckReqprot, "CREDS_CHECK": policy.CredsCheck,
+	"FILE_CHECK": policy.FileCheck, "PATH_CHECK": policy.FileCheck, "MODULE_CHECK": policy.ModuleCheck,
+	"FIRMWARE_CHECK": policy.FirmwareCheck, "POLICY_CHECK": policy.PolicyCheck,
+}
+
+var maskNames = map[string]policy.Mask{
+	"MAY_EXEC": policy.MayExec, "MAY_WRITE": policy.MayWrite, "MAY_READ": policy.MayRead, "MAY_APPEND": policy.MayAppend,
+}
+
+func (d *daemon) measure(req *control.Request) (bool, error) {
+	ns, err := d.namespace(req.ID)
+	if err != nil {
+		return false, err
+	}
+	if !filepath.IsAbs(req.Path) {
+		return false, fmt.Errorf("measure: path %q is not absolute", req.Path)
+	}
+	fn, mask := policy.FileCheck, policy.MayRead
+	if req.Func != "" {
+		f, ok := funcNames[req.Func]
+		if !ok {
+			return false, fmt.Errorf("measure: unknown func %q", req.Func)
+		}
+		fn = f
+	}
+	if req.Mask != "" {
+		m, ok := maskNames[req.Mask]
+		if !ok {
+			return false, fmt.Errorf("measure: unknown mask %q", req.Mask)
+		}
+		mask = m
+	}
+	f, err := os.Open(req.Path)
+	if err != nil {
+		return false, fmt.Errorf("measure: %w", err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return false, fmt.Errorf("measure %s: not a regular file", req.Path)
+	}
+	ev, err := imans.EventFor(f, fn, mask, 0, 0)
+	if err != nil {
+		return false, err
+	}
+	name := req.Name
+	if name == "" {
+		name = req.Path
+	}
+	dec, err := d.reg.MeasureFile(ns, ev, f, name)
+	if err != nil {
+		return false, err
+	}
+	return dec.Actions&policy.Measure != 0, nil
+}
+
+func (d *daemon) streamLog(ctx context.Context, req *control.Request, rw *control.ReplyWriter) error {
+	ns, err := d.namespace(req.ID)
+	if err != nil {
+		return err
+	}
+	format := measurelog.ASCII
+	switch req.Format {
+	case "", "ascii":
+	case "binary":
+		format = measurelog.Binary
+	default:
+		return fmt.Errorf("log: unknown format %q (ascii or binary)", req.Format)
+	}
+	bank := measurelog.SHA1
+	if req.Bank != "" {
+		if bank, err = measurelog.ParseAlgo(req.Bank); err != nil {
+			return fmt.Errorf("log: %w", err)
+		}
+	}
+	if err := rw.Reply(&control.Response{Stream: true}); err != nil {
+		return nil
+	}
+	buf := make([]byte, 64<<10)
+	var off int64
+	for {
+		seen := ns.List.Len()
+		for {
+			n, err := ns.List.ReadAt(buf, off, format, bank)
+			if n > 0 {
+				if _, werr := rw.Write(buf[:n]); werr != nil {
+					return nil
+				}
+				off += int64(n)
+			}
+			if err != nil || n == 0 {
+				break
+			}
+		}
+		if err := rw.Flush(); err != nil || !req.Follow {
+			return nil
+		}
+		if err := ns.List.Wait(ctx, seen); err != nil {
+			return nil
+		}
+	}
+}

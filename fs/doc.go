@@ -1,0 +1,32 @@
+// Package fs is the FUSE tree imafs mounts in every container: a directory
+// that looks like securityfs,
+//
+//	ima -> integrity/ima
+//	integrity/ima/policy
+//	integrity/ima/ascii_runtime_measurements -> ascii_runtime_measurements_sha1
+//	integrity/ima/ascii_runtime_measurements_sha1, _sha256
+//	integrity/ima/binary_runtime_measurements -> binary_runtime_measurements_sha1
+//	integrity/ima/binary_runtime_measurements_sha1, _sha256
+//	integrity/ima/runtime_measurements_count
+//	integrity/ima/violations
+//
+// with the kernel's modes (0440, policy 0600), owner root and size 0.
+//
+// The tree and every attribute are the same for every caller; only content
+// differs. So the kernel may cache entries and attributes, but never pages:
+// every open answers FOPEN_DIRECT_IO. Each OPEN resolves the request's pid to
+// the caller's imafs namespace (imans.Registry.ForCaller), checks privilege
+// (uid 0 with CAP_SYS_ADMIN in the user namespace owning that container; the
+// initial user namespace for the host view) and binds the namespace to the
+// file handle: later READ/WRITE/FLUSH/RELEASE requests (RELEASE comes with
+// pid 0) are answered from the handle.
+//
+// The policy file follows the kernel's rules: O_RDWR is EACCES, one writer at
+// a time per namespace (EBUSY), one rule per write() through a
+// policy.Session, EINVAL for a bad rule (the session then changes nothing),
+// read-back in canonical form. The kernel applies a session at release;
+// FUSE sends RELEASE asynchronously, after close(2) has returned, so imafs
+// applies what a handle has written at FLUSH (sent synchronously by every
+// close) and makes RELEASE idempotent: `echo rule > policy; cat policy`
+// sees the rule.
+package fs

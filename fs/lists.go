@@ -1,0 +1,113 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strconv"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/measurelog"
+)
+
+var (
+	_ gofs.NodeOpener    = (*listNode)(nil)
+	_ gofs.NodeGetattrer = (*listNode)(nil)
+	_ gofs.FileReader    = (*listHandle)(nil)
+	_ gofs.NodeOpener    = (*counterNode)(nil)
+	_ gofs.NodeGetattrer = (*counterNode)(nil)
+	_ gofs.FileReader    = (*counterHandle)(nil)
+)
+
+// listNode is a measurement list file in one rendering and bank.
+type listNode struct {
+	gofs.Inode
+	root   *Root
+	format measurelog.Format
+	bank   measurelog.Algo
+}
+
+// listHandle is an open list: the namespace is bound at open.
+type listHandle struct {
+	ns     *imans.Namespace
+	format measurelog.Format
+	bank   measurelog.Algo
+}
+
+// Getattr implements fs.NodeGetattrer.
+func (n *listNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.root.setAttr(&out.Attr, syscall.S_IFREG|modeList)
+	return 0
+}
+
+// openReadOnly is the open rule of the 0440 files: read-only, privileged.
+func (r *Root) openReadOnly(ctx context.Context, flags uint32, op string) (*imans.Namespace, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
+		return nil, syscall.EACCES
+	}
+	_, ns, errno := r.authorize(ctx, op)
+	return ns, errno
+}
+
+// Open implements fs.NodeOpener.
+func (n *listNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	ns, errno := n.root.openReadOnly(ctx, flags, "open list")
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return &listHandle{ns: ns, format: n.format, bank: n.bank}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// Read implements fs.FileReader: the bytes at off of the list's rendering,
+// which never change once written (offset-stable, like the kernel's seq_file).
+func (h *listHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := h.ns.List.ReadAt(dest, off, h.format, h.bank)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, syscall.EIO
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// counterNode is runtime_measurements_count or violations.
+type counterNode struct {
+	gofs.Inode
+	root  *Root
+	value func(*imans.Namespace) int64
+}
+
+type counterHandle struct {
+	ns    *imans.Namespace
+	value func(*imans.Namespace) int64
+}
+
+// Getattr implements fs.NodeGetattrer.
+func (n *counterNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.root.setAttr(&out.Attr, syscall.S_IFREG|modeList)
+	return 0
+}
+
+// Open implements fs.NodeOpener.
+func (n *counterNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	ns, errno := n.root.openReadOnly(ctx, flags, "open counter")
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return &counterHandle{ns: ns, value: n.value}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// Read implements fs.FileReader: "%li\n" of the current value, read at off
+// (simple_read_from_buffer semantics).
+func (h *counterHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	var buf [24]byte
+	text := strconv.AppendInt(buf[:0], h.value(h.ns), 10)
+	text = append(text, '\n')
+	if off >= int64(len(text)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	n := copy(dest, text[off:])
+	return fuse.ReadResultData(dest[:n]), 0
+}

@@ -1,0 +1,172 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
+
+	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/measurelog"
+)
+
+// Kernel modes of the securityfs entries (security/inode.c, ima_fs.c).
+const (
+	modeDir     = 0o755
+	modeList    = 0o440
+	modePolicy  = 0o600 // CONFIG_IMA_READ_POLICY
+	modeSymlink = 0o444
+)
+
+// DefaultCacheTimeout is how long the kernel may cache entries and
+// attributes. Safe because they never differ between callers.
+const DefaultCacheTimeout = time.Second
+
+// Options configure a tree.
+type Options struct {
+	Registry *imans.Registry
+	Log      *logrus.Logger
+	// CacheTimeout is the entry and attribute timeout (DefaultCacheTimeout
+	// when zero; negative means no caching).
+	CacheTimeout time.Duration
+}
+
+// Root is the root of the tree (what is mounted at /sys/kernel/security).
+type Root struct {
+	gofs.Inode
+	opts  Options
+	log   *logrus.Logger
+	reg   *imans.Registry
+	mtime time.Time
+}
+
+var (
+	_ gofs.NodeOnAdder    = (*Root)(nil)
+	_ gofs.NodeGetattrer  = (*Root)(nil)
+	_ gofs.NodeStatfser   = (*Root)(nil)
+	_ gofs.NodeGetattrer  = (*dirNode)(nil)
+	_ gofs.NodeGetattrer  = (*symlinkNode)(nil)
+	_ gofs.NodeReadlinker = (*symlinkNode)(nil)
+)
+
+// NewRoot returns the root of a tree answering from opts.Registry.
+func NewRoot(opts Options) *Root {
+	if opts.Log == nil {
+		opts.Log = logrus.StandardLogger()
+	}
+	return &Root{opts: opts, log: opts.Log, reg: opts.Registry, mtime: time.Now()}
+}
+
+// MountOptions returns the go-fuse options to serve r with: entry and
+// attribute caching (the tree is the same for every caller), AllowOther
+// (container root is another host uid), and our own permission checks.
+func (r *Root) MountOptions() *gofs.Options {
+	t := r.opts.CacheTimeout
+	if t == 0 {
+		t = DefaultCacheTimeout
+	}
+	if t < 0 {
+		t = 0
+	}
+	neg := t
+	return &gofs.Options{
+		MountOptions: fuse.MountOptions{
+			AllowOther: true,
+			FsName:     "imafs",
+			Name:       "imafs",
+			// Several readers: one slow caller must not stall the others.
+			MaxReadAhead: 0,
+		},
+		EntryTimeout:    &t,
+		AttrTimeout:     &t,
+		NegativeTimeout: &neg,
+		NullPermissions: true,
+		UID:             0,
+		GID:             0,
+	}
+}
+
+// dirNode is a securityfs directory.
+type dirNode struct {
+	gofs.Inode
+	root *Root
+}
+
+// symlinkNode is a securityfs symlink.
+type symlinkNode struct {
+	gofs.Inode
+	root   *Root
+	target string
+}
+
+func (r *Root) setAttr(out *fuse.Attr, mode uint32) {
+	out.Mode = mode
+	out.Uid, out.Gid = 0, 0
+	out.Size = 0
+	out.Nlink = 1
+	out.SetTimes(&r.mtime, &r.mtime, &r.mtime)
+	out.Blksize = 4096
+}
+
+// Getattr implements fs.NodeGetattrer.
+func (r *Root) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	r.setAttr(&out.Attr, syscall.S_IFDIR|modeDir)
+	out.Nlink = 3
+	return 0
+}
+
+// Statfs implements fs.NodeStatfser: like securityfs (magic shows in statfs
+// only as FUSE's, but the name length and block size match).
+func (r *Root) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	out.Bsize = 4096
+	out.Frsize = 4096
+	out.NameLen = 255
+	return 0
+}
+
+// Getattr implements fs.NodeGetattrer.
+func (d *dirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d.root.setAttr(&out.Attr, syscall.S_IFDIR|modeDir)
+	out.Nlink = 2
+	return 0
+}
+
+// Getattr implements fs.NodeGetattrer.
+func (s *symlinkNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	s.root.setAttr(&out.Attr, syscall.S_IFLNK|modeSymlink)
+	out.Size = uint64(len(s.target))
+	return 0
+}
+
+// Readlink implements fs.NodeReadlinker.
+func (s *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	return []byte(s.target), 0
+}
+
+// OnAdd builds the tree.
+func (r *Root) OnAdd(ctx context.Context) {
+	r.AddChild("ima", r.NewPersistentInode(ctx, &symlinkNode{root: r, target: "integrity/ima"}, gofs.StableAttr{Mode: syscall.S_IFLNK}), false)
+	integrity := r.NewPersistentInode(ctx, &dirNode{root: r}, gofs.StableAttr{Mode: syscall.S_IFDIR})
+	r.AddChild("integrity", integrity, false)
+	ima := r.NewPersistentInode(ctx, &dirNode{root: r}, gofs.StableAttr{Mode: syscall.S_IFDIR})
+	integrity.AddChild("ima", ima, false)
+
+	file := func(name string, node gofs.InodeEmbedder) {
+		ima.AddChild(name, r.NewPersistentInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG}), false)
+	}
+	link := func(name, target string) {
+		ima.AddChild(name, r.NewPersistentInode(ctx, &symlinkNode{root: r, target: target}, gofs.StableAttr{Mode: syscall.S_IFLNK}), false)
+	}
+	for _, bank := range []measurelog.Algo{measurelog.SHA1, measurelog.SHA256} {
+		file("ascii_runtime_measurements_"+bank.String(), &listNode{root: r, format: measurelog.ASCII, bank: bank})
+		file("binary_runtime_measurements_"+bank.String(), &listNode{root: r, format: measurelog.Binary, bank: bank})
+	}
+	link("binary_runtime_measurements", "binary_runtime_measurements_sha1")
+	link("ascii_runtime_measurements", "ascii_runtime_measurements_sha1")
+	file("runtime_measurements_count", &counterNode{root: r, value: func(ns *imans.Namespace) int64 { return int64(ns.List.Len()) }})
+	file("violations", &counterNode{root: r, value: func(ns *imans.Namespace) int64 { return ns.List.Violations() }})
+	file("policy", &policyNode{root: r})
+}
