@@ -1,0 +1,314 @@
+package measurelog
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// MaxTemplateDataLen bounds the template data of one record a decoder
+// accepts (16 MiB); a larger length field is reported as corruption instead
+// of being allocated.
+const MaxTemplateDataLen = 16 << 20
+
+// DecodeError reports where and why a binary list stops being decodable.
+type DecodeError struct {
+	Offset int64  // byte offset of the record that cannot be decoded
+	Reason string // what is wrong with it
+	// Torn is true when the data simply ends inside the record (a write
+	// cut short): everything present is a valid prefix of a record.
+	Torn bool
+}
+
+func (e *DecodeError) Error() string { return fmt.Sprintf("offset %d: %s", e.Offset, e.Reason) }
+
+// needMore is returned by parseRecord when data ends inside the record;
+// need is the total record length known so far.
+type needMore struct {
+	need   int
+	what   string
+	record int
+}
+
+// parseRecord decodes one record from the beginning of data. It returns the
+// entry and its length; a *needMore when data ends inside the record; or an
+// error describing corruption. It never retains data.
+func parseRecord(data []byte, bank Algo) (*Entry, int, *needMore, error) {
+	ds := bank.Size()
+	off := 0
+	torn := func(need int, what string) (*Entry, int, *needMore, error) {
+		return nil, 0, &needMore{need: need, what: what}, nil
+	}
+	if len(data) < 4 {
+		return torn(4, "pcr")
+	}
+	pcr := binary.LittleEndian.Uint32(data)
+	if pcr >= NumPCRs {
+		return nil, 0, nil, fmt.Errorf("pcr %d out of range 0..%d", pcr, NumPCRs-1)
+	}
+	off = 4
+	if len(data) < off+ds {
+		return torn(off+ds, "template digest")
+	}
+	digest := data[off : off+ds]
+	off += ds
+	if len(data) < off+4 {
+		return torn(off+4, "template name length")
+	}
+	nl := int(binary.LittleEndian.Uint32(data[off:]))
+	if nl == 0 || nl > maxTemplateNameLen {
+		return nil, 0, nil, fmt.Errorf("template name length %d out of range 1..%d", nl, maxTemplateNameLen)
+	}
+	off += 4
+	if len(data) < off+nl {
+		return torn(off+nl, "template name")
+	}
+	name := data[off : off+nl]
+	for _, c := range name {
+		if c <= ' ' || c > '~' {
+			return nil, 0, nil, fmt.Errorf("template name %q is not printable", name)
+		}
+	}
+	off += nl
+	t, err := lookup(string(name))
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	e := &Entry{PCR: pcr, Template: t.name}
+	if t.ima {
+		if len(data) < off+SHA1.Size() {
+			return torn(off+SHA1.Size(), "d field")
+		}
+		d := data[off : off+SHA1.Size()]
+		off += SHA1.Size()
+		if len(data) < off+4 {
+			return torn(off+4, "n field length")
+		}
+		n := int(binary.LittleEndian.Uint32(data[off:]))
+		if n > maxNameLen {
+			return nil, 0, nil, fmt.Errorf("ima template name of %d bytes, at most %d", n, maxNameLen)
+		}
+		off += 4
+		if len(data) < off+n {
+			return torn(off+n, "n field")
+		}
+		buf := make([]byte, SHA1.Size()+n)
+		copy(buf, d)
+		copy(buf[SHA1.Size():], data[off:off+n])
+		if bytes.IndexByte(buf[SHA1.Size():], 0) >= 0 {
+			return nil, 0, nil, errors.New("ima template name contains a NUL byte")
+		}
+		e.Fields = [][]byte{buf[:SHA1.Size():SHA1.Size()], buf[SHA1.Size():]}
+		off += n
+	} else {
+		if len(data) < off+4 {
+			return torn(off+4, "template data length")
+		}
+		tl := int(binary.LittleEndian.Uint32(data[off:]))
+		if tl > MaxTemplateDataLen {
+			return nil, 0, nil, fmt.Errorf("template data length %d exceeds %d", tl, MaxTemplateDataLen)
+		}
+		off += 4
+		if len(data) < off+tl {
+			return torn(off+tl, "template data")
+		}
+		td := data[off : off+tl]
+		fields, err := splitFields(td, len(t.ids))
+		if err != nil {
+			return nil, 0, nil, fmt.Errorf("template %s: %w", t.name, err)
+		}
+		e.Fields = fields
+		off += tl
+	}
+	if allZero(digest) {
+		e.Violation = true
+	} else {
+		var buf [64]byte
+		if want := templateDigest(buf[:0], t.ima, e.Fields, bank); !bytes.Equal(want, digest) {
+			return nil, 0, nil, fmt.Errorf("template digest %x does not match the template data (%s %x)", digest, bank, want)
+		}
+	}
+	return e, off, nil, nil
+}
+
+// splitFields copies template data into n fields sharing one allocation.
+func splitFields(td []byte, n int) ([][]byte, error) {
+	buf := make([]byte, 0, len(td)-4*n)
+	lens := make([]int, 0, n)
+	rest := td
+	for i := 0; i < n; i++ {
+		if len(rest) < 4 {
+			return nil, fmt.Errorf("template data ends in field %d's length (%d fields expected)", i, n)
+		}
+		l := binary.LittleEndian.Uint32(rest)
+		rest = rest[4:]
+		if uint64(l) > uint64(len(rest)) {
+			return nil, fmt.Errorf("field %d claims %d bytes, %d left in the template data", i, l, len(rest))
+		}
+		buf = append(buf, rest[:l]...)
+		lens = append(lens, int(l))
+		rest = rest[l:]
+	}
+	if len(rest) != 0 {
+		return nil, fmt.Errorf("%d bytes left after the template's %d fields", len(rest), n)
+	}
+	fields := make([][]byte, n)
+	p := 0
+	for i, l := range lens {
+		if l > 0 {
+			fields[i] = buf[p : p+l : p+l]
+		}
+		p += l
+	}
+	return fields, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func checkBank(bank Algo) error {
+	if !bank.IsBank() {
+		return fmt.Errorf("%s is not a PCR bank algorithm", bank)
+	}
+	return nil
+}
+
+// DecodeBinary reads a binary list whose template digests are of bank
+// (binary_runtime_measurements and _sha1: SHA1; _sha256: SHA256; ...). It
+// checks every template digest against the template data (all-zero digests
+// are violations). On a torn or corrupt tail it returns the entries before
+// it and a *DecodeError. It never panics, and it allocates no more than
+// the entries it returns.
+func DecodeBinary(data []byte, bank Algo) ([]*Entry, error) {
+	if err := checkBank(bank); err != nil {
+		return nil, fmt.Errorf("decode binary list: %w", err)
+	}
+	var entries []*Entry
+	off := 0
+	for off < len(data) {
+		e, n, more, err := parseRecord(data[off:], bank)
+		if more != nil {
+			return entries, &DecodeError{Offset: int64(off), Torn: true,
+				Reason: fmt.Sprintf("record %d torn: %s needs %d bytes, %d present", len(entries), more.what, more.need, len(data)-off)}
+		}
+		if err != nil {
+			return entries, &DecodeError{Offset: int64(off), Reason: fmt.Sprintf("record %d: %v", len(entries), err)}
+		}
+		entries = append(entries, e)
+		off += n
+	}
+	return entries, nil
+}
+
+// Decoder reads a binary list entry by entry from a stream, for tailing a
+// kernel's (or a daemon's) list while it grows.
+type Decoder struct {
+	r     io.Reader
+	bank  Algo
+	buf   []byte // unconsumed bytes
+	off   int64  // stream offset of buf[0]
+	count int
+	err   error // sticky corruption error
+}
+
+// NewDecoder returns a Decoder reading records of bank from r.
+func NewDecoder(r io.Reader, bank Algo) *Decoder { return &Decoder{r: r, bank: bank} }
+
+// Offset returns the stream offset just after the last entry returned.
+func (d *Decoder) Offset() int64 { return d.off }
+
+// readChunk bounds how much a Decoder reads ahead at once.
+const readChunk = 64 << 10
+
+// Next returns the next entry. At a clean end of the stream it returns
+// io.EOF. When the stream ends inside a record it returns a *DecodeError
+// with Torn set and keeps the partial record, so a later call continues
+// once the reader has more data (a growing file). Corruption is a
+// *DecodeError that every later call returns again.
+func (d *Decoder) Next() (*Entry, error) {
+	if d.err != nil {
+		return nil, d.err
+	}
+	if err := checkBank(d.bank); err != nil {
+		d.err = fmt.Errorf("decode binary list: %w", err)
+		return nil, d.err
+	}
+	for {
+		if len(d.buf) > 0 {
+			e, n, more, err := parseRecord(d.buf, d.bank)
+			if err != nil {
+				d.err = &DecodeError{Offset: d.off, Reason: fmt.Sprintf("record %d: %v", d.count, err)}
+				return nil, d.err
+			}
+			if more == nil {
+				d.buf = d.buf[n:]
+				d.off += int64(n)
+				d.count++
+				if len(d.buf) == 0 {
+					d.buf = d.buf[:0:0]
+				}
+				return e, nil
+			}
+			if rerr := d.fill(more.need); rerr != nil {
+				if rerr == io.EOF {
+					return nil, &DecodeError{Offset: d.off, Torn: true,
+						Reason: fmt.Sprintf("record %d torn: %s needs %d bytes, %d present", d.count, more.what, more.need, len(d.buf))}
+				}
+				return nil, fmt.Errorf("decode binary list at offset %d: %w", d.off, rerr)
+			}
+			continue
+		}
+		if rerr := d.fill(4); rerr != nil {
+			if rerr == io.EOF && len(d.buf) == 0 {
+				return nil, io.EOF
+			}
+			if rerr == io.EOF {
+				continue // a partial pcr: parseRecord reports it torn
+			}
+			return nil, fmt.Errorf("decode binary list at offset %d: %w", d.off, rerr)
+		}
+	}
+}
+
+// fill reads until buf holds at least need bytes, growing it by what
+// actually arrives (never by the amount a length field claims). It returns
+// io.EOF when the reader ends first.
+func (d *Decoder) fill(need int) error {
+	for len(d.buf) < need {
+		want := need - len(d.buf)
+		if want < readChunk {
+			want = readChunk
+		}
+		if want > readChunk {
+			want = readChunk
+		}
+		if cap(d.buf)-len(d.buf) < want {
+			nb := make([]byte, len(d.buf), max(2*cap(d.buf), len(d.buf)+want))
+			copy(nb, d.buf)
+			d.buf = nb
+		}
+		n, err := d.r.Read(d.buf[len(d.buf) : len(d.buf)+want])
+		d.buf = d.buf[:len(d.buf)+n]
+		if err != nil {
+			if len(d.buf) >= need {
+				return nil
+			}
+			if err == io.EOF {
+				return io.EOF
+			}
+			return err
+		}
+		if n == 0 {
+			return io.EOF // a reader that makes no progress
+		}
+	}
+	return nil
+}

@@ -1,0 +1,439 @@
+package measurelog
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// Format selects a rendering of a list.
+type Format int
+
+// Renderings of a list.
+const (
+	ASCII  Format = iota // ascii_runtime_measurements[_<algo>]
+	Binary               // binary_runtime_measurements[_<algo>]
+)
+
+func (f Format) String() string {
+	switch f {
+	case ASCII:
+		return "ascii"
+	case Binary:
+		return "binary"
+	}
+	return fmt.Sprintf("format(%d)", int(f))
+}
+
+const (
+	chunkShift = 10
+	chunkSize  = 1 << chunkShift // entries per chunk
+	slabSize   = 64 << 10        // bytes per record slab
+)
+
+// chunk holds chunkSize entries: their packed records and, per rendering,
+// the byte offset at which each entry's rendering ends. A chunk is never
+// moved or resized, and a slot is written once before it is published, so
+// readers use it without locks.
+type chunk struct {
+	recs [chunkSize][]byte
+	ends []int64 // ends[i*nrend+r]: end offset of entry i in rendering r
+}
+
+// List is a per-namespace measurement list: append-only, one writer, many
+// concurrent readers; a reader at byte offset X of any rendering always
+// sees the same bytes.
+//
+// Each entry is kept once, packed (template name, PCR, template digests of
+// every bank, template data), plus one end offset per rendering (ascii and
+// binary of every bank). Readers find the entry containing an offset by
+// binary search and render only the entries they read; they take no lock,
+// so reading never blocks appending. Memory per entry is its template data
+// and digests plus a few dozen bytes (see BenchmarkListMemory).
+type List struct {
+	banks []Algo
+	nrend int
+
+	count atomic.Int64 // published entries
+	dir   atomic.Pointer[[]*chunk]
+
+	viol atomic.Int64
+
+	mu     sync.Mutex // writer state below
+	slab   []byte
+	pcrs   *PCRs
+	seen   map[uint64]int32 // duplicate rule: hash prefix of (pcr, sha1 digest) -> entry index
+	seen2  map[string]struct{}
+	notify chan struct{}
+}
+
+// NewList returns an empty list keeping banks; it always keeps SHA1 and
+// SHA256. Algorithms that are not PCR banks are ignored.
+func NewList(banks ...Algo) *List {
+	bs := []Algo{SHA1, SHA256}
+	for _, b := range banks {
+		if b.IsBank() && !slices.Contains(bs, b) {
+			bs = append(bs, b)
+		}
+	}
+	slices.Sort(bs)
+	l := &List{banks: bs, nrend: 2 * len(bs), pcrs: NewPCRs(bs...), seen: make(map[uint64]int32)}
+	dir := []*chunk{}
+	l.dir.Store(&dir)
+	return l
+}
+
+// Banks returns the banks of l, in Algo order.
+func (l *List) Banks() []Algo { return append([]Algo(nil), l.banks...) }
+
+func (l *List) bankIndex(bank Algo) int {
+	for i, b := range l.banks {
+		if b == bank {
+			return i
+		}
+	}
+	return -1
+}
+
+// rendering returns the index of (f, bank) among the renderings.
+func (l *List) rendering(f Format, bank Algo) (int, error) {
+	bi := l.bankIndex(bank)
+	if bi < 0 {
+		return 0, fmt.Errorf("list has no %s bank", bank)
+	}
+	switch f {
+	case ASCII:
+		return 2 * bi, nil
+	case Binary:
+		return 2*bi + 1, nil
+	}
+	return 0, fmt.Errorf("unknown list format %d", int(f))
+}
+
+// Record layout: pcr u32 | flags u8 | namelen u8 | name | digests of every
+// bank (absent for violations) | template data ((u32 len + data) per field).
+const flagViolation = 1
+
+type record struct {
+	pcr       uint32
+	violation bool
+	t         *compiled
+	digests   []byte
+	fields    [][]byte
+}
+
+func (l *List) digestOffset(bank int) int {
+	o := 0
+	for _, b := range l.banks[:bank] {
+		o += b.Size()
+	}
+	return o
+}
+
+func (l *List) parse(rec []byte, fields [][]byte) record {
+	r := record{pcr: binary.LittleEndian.Uint32(rec), violation: rec[4]&flagViolation != 0}
+	nl := int(rec[5])
+	name := rec[6 : 6+nl]
+	r.t, _ = lookup(string(name))
+	if r.t == nil {
+		r.t = &compiled{name: string(name)}
+	}
+	p := 6 + nl
+	if !r.violation {
+		n := l.digestOffset(len(l.banks))
+		r.digests = rec[p : p+n]
+		p += n
+	}
+	td := rec[p:]
+	for len(td) >= 4 {
+		n := binary.LittleEndian.Uint32(td)
+		fields = append(fields, td[4:4+n:4+n])
+		td = td[4+n:]
+	}
+	r.fields = fields
+	return r
+}
+
+func (l *List) digest(r *record, bank int, scratch []byte) []byte {
+	size := l.banks[bank].Size()
+	if r.violation {
+		return scratch[:size] // caller passes zeros
+	}
+	o := l.digestOffset(bank)
+	return r.digests[o : o+size]
+}
+
+var zeros [64]byte
+
+// render appends entry rendering rend of a packed record.
+func (l *List) render(dst, rec []byte, rend int) []byte {
+	var fa [16][]byte
+	r := l.parse(rec, fa[:0])
+	bank := rend / 2
+	d := l.digest(&r, bank, zeros[:])
+	if rend%2 == 0 {
+		return appendASCII(dst, r.pcr, r.t, r.fields, d)
+	}
+	return appendBinary(dst, r.pcr, r.t, r.fields, d)
+}
+
+// Append adds e at the end of the list and extends the PCRs, unless the
+// kernel's duplicate rule drops it: an entry whose template digest and PCR
+// equal those of an earlier non-violation entry is not added again, and
+// Append returns false. A violation entry is always added, extends the PCR
+// with 0xff.. and counts in Violations. Append is safe to call
+// concurrently, though a list normally has one writer.
+func (l *List) Append(e *Entry) bool {
+	t := e.compiled()
+	if len(t.name) > 255 || e.PCR >= NumPCRs {
+		return false // cannot be rendered as a kernel record
+	}
+	var dbuf [2 * (20 + 32 + 48 + 64)]byte
+	digests := dbuf[:0]
+	if !e.Violation {
+		for _, b := range l.banks {
+			digests = templateDigest(digests, t.ima, e.Fields, b)
+		}
+	}
+	var key uint64
+	var fullKey []byte
+	if !e.Violation {
+		fullKey = binary.LittleEndian.AppendUint32(digests[:SHA1.Size():SHA1.Size()], e.PCR)
+		key = binary.LittleEndian.Uint64(fullKey) ^ uint64(e.PCR)<<32
+	}
+	recLen := 6 + len(t.name) + len(digests) + templateDataLen(e.Fields)
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := int(l.count.Load())
+	if !e.Violation {
+		if l.isDuplicate(key, fullKey) {
+			return false
+		}
+	}
+	rec := l.alloc(recLen)
+	binary.LittleEndian.PutUint32(rec, e.PCR)
+	if e.Violation {
+		rec[4] = flagViolation
+	}
+	rec[5] = byte(len(t.name))
+	p := 6 + copy(rec[6:], t.name)
+	p += copy(rec[p:], digests)
+	appendTemplateData(rec[p:p], e.Fields)
+
+	dir := *l.dir.Load()
+	ci, si := n>>chunkShift, n&(chunkSize-1)
+	if ci == len(dir) {
+		nd := make([]*chunk, len(dir)+1, len(dir)+1)
+		copy(nd, dir)
+		nd[ci] = &chunk{ends: make([]int64, chunkSize*l.nrend)}
+		l.dir.Store(&nd)
+		dir = nd
+	}
+	c := dir[ci]
+	c.recs[si] = rec
+	var scratch [1024]byte
+	for r := 0; r < l.nrend; r++ {
+		prev := int64(0)
+		if n > 0 {
+			prev = l.end(dir, n-1, r)
+		}
+		c.ends[si*l.nrend+r] = prev + int64(len(l.render(scratch[:0], rec, r)))
+	}
+	if e.Violation {
+		for _, b := range l.banks {
+			l.pcrs.extend(b, e.PCR, bytes.Repeat([]byte{0xff}, b.Size()))
+		}
+		l.viol.Add(1)
+	} else {
+		for i, b := range l.banks {
+			o := l.digestOffset(i)
+			l.pcrs.extend(b, e.PCR, digests[o:o+b.Size()])
+		}
+		l.remember(key, fullKey, n)
+	}
+	l.count.Store(int64(n + 1))
+	if l.notify != nil {
+		close(l.notify)
+		l.notify = nil
+	}
+	return true
+}
+
+// isDuplicate reports whether (pcr, sha1 template digest) was seen. The
+// primary map is keyed by 64 bits of it and points at the entry to compare
+// in full; the rare prefix collision goes to seen2, keyed by all of it.
+func (l *List) isDuplicate(key uint64, full []byte) bool {
+	if i, ok := l.seen[key]; ok {
+		if l.sameKey(int(i), full) {
+			return true
+		}
+		if len(l.seen2) > 0 {
+			_, ok := l.seen2[string(full)]
+			return ok
+		}
+	}
+	return false
+}
+
+func (l *List) remember(key uint64, full []byte, n int) {
+	if _, ok := l.seen[key]; !ok {
+		l.seen[key] = int32(n)
+		return
+	}
+	if l.seen2 == nil {
+		l.seen2 = make(map[string]struct{})
+	}
+	l.seen2[string(full)] = struct{}{}
+}
+
+func (l *List) sameKey(i int, full []byte) bool {
+	rec := l.rec(*l.dir.Load(), i)
+	var fa [16][]byte
+	r := l.parse(rec, fa[:0])
+	if r.violation {
+		return false
+	}
+	return binary.LittleEndian.Uint32(full[SHA1.Size():]) == r.pcr && bytes.Equal(full[:SHA1.Size()], r.digests[:SHA1.Size()])
+}
+
+// alloc returns n bytes of record storage. Records are carved from shared
+// slabs; a slab's bytes are never rewritten once handed out.
+func (l *List) alloc(n int) []byte {
+	if n > slabSize/4 {
+		return make([]byte, n)
+	}
+	if len(l.slab) < n {
+		l.slab = make([]byte, slabSize)
+	}
+	b := l.slab[:n:n]
+	l.slab = l.slab[n:]
+	return b
+}
+
+func (l *List) rec(dir []*chunk, i int) []byte {
+	return dir[i>>chunkShift].recs[i&(chunkSize-1)]
+}
+
+func (l *List) end(dir []*chunk, i, r int) int64 {
+	return dir[i>>chunkShift].ends[(i&(chunkSize-1))*l.nrend+r]
+}
+
+// Len returns the number of entries, boot_aggregate and violations
+// included (runtime_measurements_count).
+func (l *List) Len() int { return int(l.count.Load()) }
+
+// Violations returns the number of violation entries (the violations file).
+func (l *List) Violations() int64 { return l.viol.Load() }
+
+// Entry returns a copy of entry i, or nil when i is out of range.
+func (l *List) Entry(i int) *Entry {
+	n := l.Len()
+	if i < 0 || i >= n {
+		return nil
+	}
+	rec := l.rec(*l.dir.Load(), i)
+	r := l.parse(rec, nil)
+	e := &Entry{PCR: r.pcr, Template: r.t.name, Violation: r.violation, Fields: make([][]byte, len(r.fields))}
+	for j, f := range r.fields {
+		if len(f) > 0 {
+			e.Fields[j] = append([]byte(nil), f...)
+		}
+	}
+	return e
+}
+
+// PCR returns the current value of PCR index in bank (nil when the list
+// has no such bank).
+func (l *List) PCR(bank Algo, index int) []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pcrs.Value(bank, index)
+}
+
+// PCRs returns a snapshot of every PCR of every bank.
+func (l *List) PCRs() *PCRs {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pcrs.clone()
+}
+
+// Size returns the byte size of a rendering (0 for a bank the list does not keep).
+func (l *List) Size(f Format, bank Algo) int64 {
+	r, err := l.rendering(f, bank)
+	if err != nil {
+		return 0
+	}
+	n := l.Len()
+	if n == 0 {
+		return 0
+	}
+	return l.end(*l.dir.Load(), n-1, r)
+}
+
+// ReadAt reads len(p) bytes of a rendering starting at off, like
+// io.ReaderAt: it returns io.EOF when it reads fewer bytes because the
+// rendering ends (or off is at or past its end). The bytes at an offset
+// never change once they exist.
+func (l *List) ReadAt(p []byte, off int64, f Format, bank Algo) (int, error) {
+	r, err := l.rendering(f, bank)
+	if err != nil {
+		return 0, fmt.Errorf("read %s list at %d: %w", f, off, err)
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("read %s list: negative offset %d", f, off)
+	}
+	n := l.Len()
+	dir := *l.dir.Load()
+	if n == 0 || off >= l.end(dir, n-1, r) {
+		return 0, io.EOF
+	}
+	// First entry whose rendering ends after off.
+	i := sort.Search(n, func(i int) bool { return l.end(dir, i, r) > off })
+	var scratch [1024]byte
+	done := 0
+	for ; i < n && done < len(p); i++ {
+		start := int64(0)
+		if i > 0 {
+			start = l.end(dir, i-1, r)
+		}
+		b := l.render(scratch[:0], l.rec(dir, i), r)
+		skip := int64(0)
+		if off > start {
+			skip = off - start
+		}
+		done += copy(p[done:], b[skip:])
+		off = start + int64(len(b))
+	}
+	if done < len(p) {
+		return done, io.EOF
+	}
+	return done, nil
+}
+
+// Wait returns nil once Len() > n, or ctx's error when it is done first.
+func (l *List) Wait(ctx context.Context, n int) error {
+	for {
+		l.mu.Lock()
+		if l.Len() > n {
+			l.mu.Unlock()
+			return nil
+		}
+		if l.notify == nil {
+			l.notify = make(chan struct{})
+		}
+		ch := l.notify
+		l.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
