@@ -89,9 +89,7 @@ type SWTPM struct {
 }
 
 // StartSWTPM starts a swtpm process for a namespace and connects to it.
-// A swtpm left running on the same state directory by a previous daemon
-// (found through its pid file and checked by its command line) is stopped
-// first; swtpm's lock on the state directory forbids two at once.
+// It refuses a state directory that a running swtpm still serves.
 func StartSWTPM(opts SWTPMOptions) (*SWTPM, error) {
 	if opts.StateDir == "" {
 		return nil, errors.New("start swtpm: no state directory")
@@ -123,7 +121,7 @@ func StartSWTPM(opts SWTPMOptions) (*SWTPM, error) {
 			return nil, fmt.Errorf("start swtpm for %q: %w", opts.ID, err)
 		}
 	}
-	if err := s.stopStale(); err != nil {
+	if err := s.checkNotRunning(); err != nil {
 		return nil, err
 	}
 	for _, p := range []string{s.sock, s.ctrl} {
@@ -186,9 +184,12 @@ func (s *SWTPM) connect() (*msgConn, error) {
 	}
 }
 
-// stopStale stops a swtpm that a previous daemon left on this state
-// directory (normally none: --terminate ends it with its connection).
-func (s *SWTPM) stopStale() error {
+// checkNotRunning refuses a state directory a live swtpm still serves (found
+// through its pid file and checked by its command line). Normally there is
+// none: --terminate ends a swtpm with its connection, i.e. with its daemon.
+// Killing it instead would break a daemon still running on it; swtpm's own
+// lock on the state directory backs this check.
+func (s *SWTPM) checkNotRunning() error {
 	data, err := os.ReadFile(s.pidFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -207,19 +208,9 @@ func (s *SWTPM) stopStale() error {
 	args := strings.Split(string(cmdline), "\x00")
 	if len(args) == 0 || filepath.Base(args[0]) != filepath.Base(s.opts.Binary) ||
 		!strings.Contains(string(cmdline), "dir="+s.opts.StateDir+",") {
-		return nil // pid reused by another process: leave it alone
+		return nil // pid reused by another process
 	}
-	s.log.WithField("pid", pid).Warn("stopping stale swtpm on this state directory")
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	for i := 0; i < 100; i++ {
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	time.Sleep(100 * time.Millisecond)
-	return nil
+	return fmt.Errorf("start swtpm for %q: state directory %s is in use by swtpm pid %d", s.opts.ID, s.opts.StateDir, pid)
 }
 
 // Pid is the swtpm process id.
