@@ -27,6 +27,7 @@ type Journal struct {
 	nextSeq    uint64 // sequence number of the last record appended
 	durableSeq uint64 // every record up to this one is on disk
 	flushing   bool
+	syncs      int // fsyncs done, for tests of group commit
 	closed     bool
 	err        error // sticky: the file's tail is in an unknown state
 }
@@ -162,6 +163,7 @@ func (j *Journal) flush() {
 		j.log.WithFields(logrus.Fields{"journal": j.path, "error": err}).Error("journal: write failed; later appends fail too")
 	} else {
 		j.durableSeq = upto
+		j.syncs++
 	}
 	j.cond.Broadcast()
 }
