@@ -236,11 +236,11 @@ func (r *Registry) initialEntries(ns *Namespace, ociConfig []byte) ([]*measurelo
 }
 
 func (r *Registry) hostPidNS() (nsresolve.NSID, error) {
-	c, err := r.resolver.Caller(1)
-	if err != nil {
-		return nsresolve.NSID{}, fmt.Errorf("host pid namespace: %w", err)
+	id := r.resolver.HostPidNS()
+	if id.IsZero() {
+		return id, fmt.Errorf("host pid namespace unknown")
 	}
-	return c.PidNS, nil
+	return id, nil
 }
 
 // remove unregisters ns and reports whether it was registered.
