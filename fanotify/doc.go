@@ -1,0 +1,103 @@
+// Package fanotify is imafs's measurement and appraisal engine for stock
+// kernels (no IMA, or IMA without namespaces): it turns fanotify permission
+// events in attached containers into IMA hooks, matches them against the
+// container's policy, records measurements through imans.Registry.Record
+// (container list and host list) and enforces appraisal with FAN_DENY.
+//
+// # Events and hooks
+//
+//	FAN_OPEN_EXEC_PERM → BPRM_CHECK, mask MAY_EXEC
+//	FAN_OPEN_PERM      → FILE_CHECK, mask of the open (MAY_READ, MAY_WRITE, MAY_APPEND)
+//
+// The open's mask is not in the event (the event fd is the daemon's own
+// O_RDONLY descriptor, so its fdinfo says nothing about the caller): the
+// caller is blocked in its open system call, and /proc/TID/syscall shows
+// that call and its flags (FAN_REPORT_TID gives the thread). When that
+// fails (io_uring, exotic calls) the mask is MAY_READ.
+//
+// An event's thread is resolved to its container exactly like a FUSE caller
+// (nsresolve.Resolver.Caller + imans.Registry.ForCaller) and matched against
+// that container's policy, with uids and gids mapped into the container's
+// user namespace. The hashing happens before the answer, so the entry is in
+// the list before the exec or open proceeds.
+//
+// # Groups, marks and ignore marks
+//
+// One fanotify group per container (FAN_CLASS_CONTENT, FAN_UNLIMITED_QUEUE
+// so permission events are never dropped-and-allowed on overflow,
+// FAN_REPORT_TID). Ignore marks belong to a group, so with one group per
+// container a file measured (and appraised) in one container gets an ignore
+// mark for that container only: its next exec there costs no round trip,
+// while another container still sees it. The ignore mark is added without
+// FAN_MARK_IGNORED_SURV_MODIFY, so the kernel clears it on the first write
+// to the file. The price is one group per container: root's fanotify group
+// limit (/proc/sys/fs/fanotify/max_user_groups, 128 by default) bounds the
+// number of watched containers; raise it on dense nodes.
+//
+// A group answers only for its own container's tasks: events of host tasks
+// and of other registered containers (a nested container on the same
+// superblock has its own group) are allowed at once by this group.
+//
+// Ignore marks are only used when the decision cannot depend on the caller
+// (no uid/euid/gid/egid/subj_* rule for the hook, and no mask= for
+// FILE_CHECK); otherwise a per-container cache keyed by (device, inode)
+// and validated by change time, modification time and size answers already
+// measured files without hashing. A policy change (or a change of the
+// container's key directory) flushes both.
+//
+// Marks: a filesystem mark (FAN_MARK_FILESYSTEM) on every superblock that is
+// the container's own, which also covers mounts copied by `unshare -m` inside
+// the container; mount marks (FAN_MARK_MOUNT) on the container's mounts of
+// file systems the host shares. A superblock is the host's when it is the
+// host's root file system (st_dev of /proc/1/root) or mounted in the host's
+// mount namespace (/proc/1/mountinfo) — overlay excepted, since container
+// runtimes create one overlay superblock per container and mount it in the
+// host namespace too. A filesystem mark is therefore never placed on `/` or
+// any other host file system. Pseudo file systems (proc, sysfs, cgroup, ...)
+// and FUSE file systems of imafs and lxcfs are not marked. A container that
+// shares the host mount namespace, or whose root is still the host's (an OCI
+// createRuntime hook runs before pivot_root), is not marked until its mounts
+// are its own. The container's mountinfo is rescanned every Options.Rescan
+// and new mounts are marked.
+//
+// Names are the paths as the container's task sees them: the event fd's
+// /proc/self/fd link with the task's /proc/TID/root link cut off the front
+// (see fileName).
+//
+// # Failures
+//
+// Every permission event is answered: by a worker, or by the failure mode
+// when the worker queue is full (Options.QueueLen), when the decision takes
+// longer than Options.Timeout, or when hashing fails. The failure mode is
+// fail-closed (FAN_DENY) for containers whose policy has appraise rules and
+// fail-open for measure-only containers (Options.FailClosed overrides it per
+// container); a measurement that could not be taken is recorded as a
+// violation entry, so a verifier sees that the list is incomplete. The
+// daemon's own accesses are answered at once by the reader (never queued),
+// and the daemon reads files only through the events' own descriptors,
+// which generate no events.
+//
+// # Violations
+//
+// open_writers: a FILE_CHECK read measurement of a file that a task of the
+// container holds open for write (write opens are counted through
+// FAN_OPEN_PERM, closes through FAN_CLOSE_WRITE; only while the policy has
+// FILE_CHECK rules). ToMToU: the file changed while it was hashed. The
+// kernel's other ToMToU case (a write open of a file that is open for read
+// and measured) would need every close to be watched and is not reported.
+//
+// # Gaps against the kernel
+//
+//   - mmap(PROT_EXEC) (MMAP_CHECK, MMAP_CHECK_REQPROT) is invisible to
+//     fanotify: shared libraries mapped by ld.so are opened (FILE_CHECK,
+//     when the policy asks for it) but their executable mapping is not
+//     seen. A BPF-LSM program on file_mmap/file_mprotect (this kernel has
+//     the bpf LSM and BTF) is the way to add it.
+//   - An ELF interpreter (ld.so) is opened by execve with FMODE_EXEC, so it
+//     appears as BPRM_CHECK where the kernel measures it under MMAP_CHECK.
+//   - MODULE_CHECK, FIRMWARE_CHECK, KEXEC_*, POLICY_CHECK, CREDS_CHECK,
+//     KEY_CHECK and CRITICAL_DATA have no fanotify event.
+//   - Writes through a shared writable mapping do not clear ignore marks
+//     (no FS_MODIFY event), as with the kernel's i_version-less file systems.
+//   - fs-verity signatures (sigv3) and EVM are not appraised.
+package fanotify

@@ -1,0 +1,323 @@
+package fanotify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/nsresolve"
+)
+
+// Options configure an Engine.
+type Options struct {
+	// Registry is the registry of namespaces; measurements are recorded
+	// through its Record. Required.
+	Registry *imans.Registry
+	// Resolver resolves event pids; nil means Registry.Resolver().
+	Resolver *nsresolve.Resolver
+	Log      *logrus.Logger
+	// KeyDir holds one directory of trusted public keys per container:
+	// KeyDir/<container id>/*.{pem,der,crt,cer,x509,pub}. Empty: no keys
+	// (every signature fails to verify).
+	KeyDir string
+	// Workers hash and decide in parallel (default: number of CPUs, at least 2).
+	Workers int
+	// QueueLen bounds the events waiting for a worker (default 1024). An
+	// event that finds the queue full is answered at once by the failure mode.
+	QueueLen int
+	// Timeout bounds the time to answer a permission event (default 30s);
+	// when it passes, the event is answered by the failure mode.
+	Timeout time.Duration
+	// FailClosed returns whether a container's measurement failures deny
+	// the access. Nil: containers whose policy has appraise rules fail
+	// closed, the others fail open (and the failure is recorded as a
+	// violation entry, so a verifier sees the list is incomplete).
+	FailClosed func(ns *imans.Namespace) bool
+	// Rescan is how often mounts and policies of watched containers are
+	// checked for changes (default 200ms).
+	Rescan time.Duration
+	// Proc is the procfs mount to use (default "/proc").
+	Proc string
+}
+
+// Stats are the engine's counters.
+type Stats struct {
+	Events     uint64 // permission events received
+	Allowed    uint64
+	Denied     uint64
+	Measured   uint64 // entries recorded
+	Cached     uint64 // events answered from the per-container cache
+	Violations uint64 // violation entries recorded
+	Errors     uint64 // events whose handling failed (answered by failure mode)
+	Timeouts   uint64 // events answered by the timeout
+	Overflows  uint64 // events answered because the queue was full
+	Ignored    uint64 // ignore marks added
+}
+
+type counters struct {
+	events, allowed, denied, measured, cached, violations, errors, timeouts, overflows, ignored atomic.Uint64
+}
+
+// Engine measures and appraises files on fanotify permission events for
+// the containers of a Registry. It is an imans.Observer.
+type Engine struct {
+	opts  Options
+	log   *logrus.Logger
+	reg   *imans.Registry
+	res   *nsresolve.Resolver
+	queue chan *event
+	stats counters
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	watches map[string]*watch
+	closed  bool
+}
+
+var _ imans.Observer = (*Engine)(nil)
+
+// New starts an engine's workers. Register it with
+// Registry.AddObserver(engine) to watch containers as they attach.
+func New(opts Options) (*Engine, error) {
+	if opts.Registry == nil {
+		return nil, errors.New("fanotify engine: no registry")
+	}
+	if opts.Resolver == nil {
+		opts.Resolver = opts.Registry.Resolver()
+	}
+	if opts.Log == nil {
+		opts.Log = logrus.StandardLogger()
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = max(2, runtime.NumCPU())
+	}
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = 1024
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	if opts.Rescan <= 0 {
+		opts.Rescan = 200 * time.Millisecond
+	}
+	if opts.Proc == "" {
+		opts.Proc = "/proc"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Engine{
+		opts:    opts,
+		log:     opts.Log,
+		reg:     opts.Registry,
+		res:     opts.Resolver,
+		queue:   make(chan *event, opts.QueueLen),
+		ctx:     ctx,
+		cancel:  cancel,
+		watches: map[string]*watch{},
+	}
+	for i := 0; i < opts.Workers; i++ {
+		e.wg.Add(1)
+		go e.worker()
+	}
+	e.wg.Add(1)
+	go e.rescanLoop()
+	return e, nil
+}
+
+// Stats returns a snapshot of the counters.
+func (e *Engine) Stats() Stats {
+	c := &e.stats
+	return Stats{c.events.Load(), c.allowed.Load(), c.denied.Load(), c.measured.Load(), c.cached.Load(),
+		c.violations.Load(), c.errors.Load(), c.timeouts.Load(), c.overflows.Load(), c.ignored.Load()}
+}
+
+// Attached starts watching ns (imans.Observer). Errors are logged: the
+// container runs, unmeasured, and Watch can be retried.
+func (e *Engine) Attached(ns *imans.Namespace) {
+	if err := e.Watch(ns); err != nil {
+		e.log.WithError(err).WithField("id", ns.ID).Error("fanotify: cannot watch container")
+	}
+}
+
+// Detached stops watching ns (imans.Observer).
+func (e *Engine) Detached(ns *imans.Namespace) { e.Unwatch(ns.ID) }
+
+// Watch starts watching the file systems of container ns.
+func (e *Engine) Watch(ns *imans.Namespace) error {
+	if ns.IsHost() {
+		return fmt.Errorf("fanotify watch %s: the host is not watched (see package doc)", ns.ID)
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return fmt.Errorf("fanotify watch %s: engine closed", ns.ID)
+	}
+	if _, ok := e.watches[ns.ID]; ok {
+		e.mu.Unlock()
+		return nil
+	}
+	e.mu.Unlock()
+	w, err := newWatch(e, ns)
+	if err != nil {
+		return fmt.Errorf("fanotify watch %s: %w", ns.ID, err)
+	}
+	e.mu.Lock()
+	if _, dup := e.watches[ns.ID]; dup || e.closed {
+		e.mu.Unlock()
+		w.close()
+		return nil
+	}
+	e.watches[ns.ID] = w
+	e.mu.Unlock()
+	if err := w.sync(); err != nil {
+		e.log.WithError(err).WithField("id", ns.ID).Warn("fanotify: initial marks incomplete")
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		w.read()
+	}()
+	e.log.WithFields(logrus.Fields{"id": ns.ID, "pid": ns.Init}).Info("fanotify: watching container")
+	return nil
+}
+
+// Unwatch stops watching container id. Closing its group lets the kernel
+// allow every event still pending in it.
+func (e *Engine) Unwatch(id string) {
+	e.mu.Lock()
+	w, ok := e.watches[id]
+	delete(e.watches, id)
+	e.mu.Unlock()
+	if ok {
+		w.close()
+	}
+}
+
+// Sync re-reads ns's policy and mounts now and updates its marks (the
+// rescan loop does this every Options.Rescan).
+func (e *Engine) Sync(ns *imans.Namespace) error {
+	e.mu.Lock()
+	w, ok := e.watches[ns.ID]
+	e.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("fanotify sync %s: not watched", ns.ID)
+	}
+	return w.sync()
+}
+
+// Close stops every watch and the workers; pending events are allowed by
+// the kernel as their groups close.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	e.closed = true
+	ws := e.watches
+	e.watches = map[string]*watch{}
+	e.mu.Unlock()
+	for _, w := range ws {
+		w.close()
+	}
+	e.cancel()
+	e.wg.Wait()
+	return nil
+}
+
+func (e *Engine) rescanLoop() {
+	defer e.wg.Done()
+	t := time.NewTicker(e.opts.Rescan)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case <-t.C:
+		}
+		e.mu.Lock()
+		ws := make([]*watch, 0, len(e.watches))
+		for _, w := range e.watches {
+			ws = append(ws, w)
+		}
+		e.mu.Unlock()
+		for _, w := range ws {
+			if err := w.sync(); err != nil {
+				w.log.WithError(err).Debug("fanotify: rescan")
+			}
+		}
+	}
+}
+
+// event is one permission event on its way to an answer.
+type event struct {
+	w     *watch
+	fd    int
+	tid   int
+	mask  uint64
+	start time.Time
+	timer *time.Timer
+	once  sync.Once
+	done  atomic.Bool
+}
+
+// answer responds once; later calls do nothing.
+func (ev *event) answer(allow bool) {
+	ev.once.Do(func() {
+		ev.done.Store(true)
+		if err := ev.w.g.respond(int32(ev.fd), allow); err != nil && !errors.Is(err, os.ErrClosed) {
+			ev.w.log.WithError(err).Warn("fanotify: respond")
+		}
+		if allow {
+			ev.w.e.stats.allowed.Add(1)
+		} else {
+			ev.w.e.stats.denied.Add(1)
+		}
+	})
+}
+
+func (e *Engine) worker() {
+	defer e.wg.Done()
+	for {
+		select {
+		case <-e.ctx.Done():
+			// Drain: every queued event is answered.
+			for {
+				select {
+				case ev := <-e.queue:
+					ev.timer.Stop()
+					ev.answer(true)
+					unix.Close(ev.fd)
+				default:
+					return
+				}
+			}
+		case ev := <-e.queue:
+			if !ev.done.Load() {
+				allow := ev.w.handle(ev)
+				ev.answer(allow)
+			}
+			ev.timer.Stop()
+			unix.Close(ev.fd)
+		}
+	}
+}
+
+// isSelf reports whether tid is a thread of this process: the daemon's own
+// accesses are allowed at once, never queued behind work that could wait
+// on them.
+func isSelf(proc string, tid int) bool {
+	if tid == os.Getpid() {
+		return true
+	}
+	var st unix.Stat_t
+	return unix.Stat(proc+"/self/task/"+strconv.Itoa(tid), &st) == nil
+}

@@ -1,0 +1,447 @@
+package fanotify
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/imafs/imafs/appraise"
+	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/policy"
+)
+
+// inoKey identifies an inode.
+type inoKey struct{ dev, ino uint64 }
+
+// fileState is what a container already did with one version of a file
+// (same inode, change time, modification time and size).
+type fileState struct {
+	ctime, mtime unix.Timespec
+	size         int64
+	measured     map[uint32]bool // by PCR, as the kernel's measured_pcrs
+	appraised    bool            // appraisal ran
+	appraisedSig bool            // ... and was satisfied by a signature
+	appraiseErr  error           // ... and failed with this
+	audited      bool
+}
+
+func (fs *fileState) same(st *unix.Stat_t) bool {
+	return fs.ctime == st.Ctim && fs.mtime == st.Mtim && fs.size == st.Size
+}
+
+// watch is one container's fanotify group, its marks and its caches. One
+// group per container keeps ignore marks per container: a file measured in
+// one container is still seen when another one opens it.
+type watch struct {
+	e   *Engine
+	ns  *imans.Namespace
+	g   *group
+	log *logrus.Entry
+
+	syncMu sync.Mutex // one sync at a time
+
+	mu          sync.Mutex
+	gen         uint64               // bumped when policy or keys change: cache and ignore marks flushed
+	policy      policy.Policy        // current policy (rule pointers compare for change)
+	mask        uint64               // event mask of our marks
+	hasAppraise bool                 // policy has appraise rules: fail closed
+	independent map[policy.Func]bool // decisions for Func don't depend on the caller
+	mountinfo   []byte               // last container mountinfo seen
+	fsMarked    map[uint64]bool
+	mountMarked map[int]bool
+	cache       map[inoKey]*fileState
+	writers     map[inoKey]int
+	uidMap      idMap
+	gidMap      idMap
+	keys        *appraise.Keyring
+	keysStamp   time.Time
+	closed      bool
+}
+
+func newWatch(e *Engine, ns *imans.Namespace) (*watch, error) {
+	g, err := newGroup()
+	if err != nil {
+		return nil, err
+	}
+	w := &watch{
+		e: e, ns: ns, g: g,
+		log:         e.log.WithFields(logrus.Fields{"id": ns.ID, "source": "fanotify"}),
+		fsMarked:    map[uint64]bool{},
+		mountMarked: map[int]bool{},
+		cache:       map[inoKey]*fileState{},
+		writers:     map[inoKey]int{},
+		independent: map[policy.Func]bool{},
+	}
+	if w.uidMap, err = readIDMap(fmt.Sprintf("%s/%d/uid_map", e.opts.Proc, ns.Init)); err != nil {
+		g.close()
+		return nil, err
+	}
+	if w.gidMap, err = readIDMap(fmt.Sprintf("%s/%d/gid_map", e.opts.Proc, ns.Init)); err != nil {
+		g.close()
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *watch) close() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.closed = true
+	w.mu.Unlock()
+	w.g.close()
+}
+
+// read reads events until the group is closed.
+func (w *watch) read() {
+	buf := make([]byte, 64<<10)
+	var evs []rawEvent
+	for {
+		n, err := w.g.f.Read(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+				continue
+			}
+			w.log.WithError(err).Error("fanotify: read events; watch stopped")
+			return
+		}
+		evs, err = parseEvents(buf[:n], evs[:0])
+		if err != nil {
+			w.log.WithError(err).Error("fanotify: parse events")
+		}
+		for _, re := range evs {
+			w.dispatch(re)
+		}
+	}
+}
+
+func (w *watch) dispatch(re rawEvent) {
+	if re.Fd == unix.FAN_NOFD {
+		w.log.Error("fanotify: event queue overflow (notification events lost)")
+		return
+	}
+	fd, tid := int(re.Fd), int(re.TID)
+	if re.Mask&(maskExec|maskOpen) == 0 {
+		if re.Mask&maskCloseWrite != 0 {
+			w.closedWriter(fd)
+		}
+		unix.Close(fd)
+		return
+	}
+	e := w.e
+	e.stats.events.Add(1)
+	ev := &event{w: w, fd: fd, tid: tid, mask: re.Mask, start: time.Now()}
+	if isSelf(e.opts.Proc, tid) {
+		ev.answer(true)
+		unix.Close(fd)
+		return
+	}
+	ev.timer = time.AfterFunc(e.opts.Timeout, func() {
+		if !ev.done.Load() {
+			e.stats.timeouts.Add(1)
+			allow := !w.failClosed()
+			w.log.WithFields(logrus.Fields{"tid": tid, "allow": allow, "timeout": e.opts.Timeout}).Warn("fanotify: event not decided in time")
+			ev.answer(allow)
+		}
+	})
+	select {
+	case e.queue <- ev:
+	default:
+		e.stats.overflows.Add(1)
+		ev.timer.Stop()
+		allow := !w.failClosed()
+		w.log.WithFields(logrus.Fields{"tid": tid, "allow": allow}).Warn("fanotify: worker queue full")
+		ev.answer(allow)
+		unix.Close(fd)
+	}
+}
+
+// failClosed is the answer mode when an event cannot be decided.
+func (w *watch) failClosed() bool {
+	if f := w.e.opts.FailClosed; f != nil {
+		return f(w.ns)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.hasAppraise
+}
+
+// closedWriter counts down the writers of the file fd refers to.
+func (w *watch) closedWriter(fd int) {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return
+	}
+	k := inoKey{st.Dev, st.Ino}
+	w.mu.Lock()
+	if w.writers[k] > 1 {
+		w.writers[k]--
+	} else {
+		delete(w.writers, k)
+	}
+	w.mu.Unlock()
+}
+
+// sync brings policy-derived state and marks up to date.
+func (w *watch) sync() error {
+	w.syncMu.Lock()
+	defer w.syncMu.Unlock()
+	w.refreshPolicy()
+	return w.scanMounts()
+}
+
+// samePolicy compares two policies by rule identity: a load replaces or
+// appends *Rule values, it never edits one.
+func samePolicy(a, b policy.Policy) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// refreshPolicy notices a policy change: it drops the cache and the ignore
+// marks (decisions may differ now) and widens the event mask when the new
+// policy needs FILE_CHECK.
+func (w *watch) refreshPolicy() {
+	p := w.ns.Policy()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.mask != 0 && samePolicy(p, w.policy) {
+		return
+	}
+	w.policy = p
+	w.invalidateLocked("policy changed")
+	w.hasAppraise = false
+	needOpen := false
+	for _, fn := range []policy.Func{policy.BPRMCheck, policy.FileCheck} {
+		w.independent[fn] = callerIndependent(p, fn)
+	}
+	for _, r := range p {
+		fields := strings.Fields(r.String())
+		if r.Action&policy.Appraise != 0 {
+			w.hasAppraise = true
+		}
+		if r.Action&(policy.Measure|policy.Appraise|policy.Audit) != 0 && appliesTo(fields, policy.FileCheck) {
+			needOpen = true
+		}
+	}
+	mask := uint64(maskExec)
+	if needOpen {
+		mask |= maskOpen | maskCloseWrite
+	}
+	if mask|w.mask != w.mask {
+		// Marks are re-added with the wider mask on the next scan.
+		w.mask |= mask
+		w.fsMarked = map[uint64]bool{}
+		w.mountMarked = map[int]bool{}
+		w.mountinfo = nil
+	}
+}
+
+// invalidateLocked drops everything derived from the policy or the keys.
+func (w *watch) invalidateLocked(why string) {
+	w.gen++
+	w.cache = map[inoKey]*fileState{}
+	if err := w.g.flushInodeMarks(); err != nil && !w.closed {
+		w.log.WithError(err).Warn("fanotify: flush ignore marks")
+	}
+	w.log.WithField("why", why).Debug("fanotify: cache flushed")
+}
+
+// appliesTo reports whether a rule (its canonical words) can match hook fn:
+// it names fn, or no func at all.
+func appliesTo(fields []string, fn policy.Func) bool {
+	for _, f := range fields {
+		if v, ok := strings.CutPrefix(f, "func="); ok {
+			return v == fn.String()
+		}
+	}
+	return true
+}
+
+// callerIndependent reports whether every rule that can apply to fn decides
+// the same for every caller of the container: no uid/gid/LSM subject
+// conditions (and, for FILE_CHECK, no mask=, which differs per open). Only
+// then may a decision be cached per file with an ignore mark.
+func callerIndependent(p policy.Policy, fn policy.Func) bool {
+	for _, r := range p {
+		fields := strings.Fields(r.String())
+		if !appliesTo(fields, fn) {
+			continue
+		}
+		for _, f := range fields {
+			key := f
+			if i := strings.IndexAny(f, "=<>^"); i >= 0 {
+				key = f[:i]
+			}
+			switch key {
+			case "uid", "euid", "gid", "egid", "subj_user", "subj_role", "subj_type":
+				return false
+			case "mask":
+				if fn != policy.BPRMCheck {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// scanMounts marks the container's file systems: a filesystem mark on each
+// superblock that is the container's own, mount marks on its mounts of file
+// systems the host shares (see hostView.classify).
+func (w *watch) scanMounts() error {
+	proc := w.e.opts.Proc
+	pid := w.ns.Init
+	info, err := os.ReadFile(fmt.Sprintf("%s/%d/mountinfo", proc, pid))
+	if err != nil {
+		return fmt.Errorf("scan mounts of pid %d: %w", pid, err)
+	}
+	w.mu.Lock()
+	unchanged := bytes.Equal(info, w.mountinfo)
+	mask := w.mask
+	w.mu.Unlock()
+	if unchanged {
+		return nil
+	}
+	hv, err := readHostView(proc)
+	if err != nil {
+		return fmt.Errorf("scan mounts of pid %d: %w", pid, err)
+	}
+	if err := w.checkNotHost(hv); err != nil {
+		return err
+	}
+	mounts, err := parseMountInfo(info)
+	if err != nil {
+		return fmt.Errorf("scan mounts of pid %d: %w", pid, err)
+	}
+	rootFD, err := unix.Open(fmt.Sprintf("%s/%d/root", proc, pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("scan mounts of pid %d: open root: %w", pid, err)
+	}
+	defer unix.Close(rootFD)
+	var errs []error
+	for _, m := range mounts {
+		kind := hv.classify(m)
+		w.mu.Lock()
+		done := kind == markNone || (kind == markFilesystem && w.fsMarked[m.Dev]) || (kind == markMount && w.mountMarked[m.ID])
+		w.mu.Unlock()
+		if done {
+			continue
+		}
+		fd, err := openInRoot(rootFD, m.MountPoint)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// The path may have been over-mounted since mountinfo was read:
+		// mark only what it resolves to now if it is the same device.
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil || st.Dev != m.Dev {
+			unix.Close(fd)
+			continue
+		}
+		if kind == markFilesystem {
+			err = w.g.markFilesystem(fd, mask)
+		} else {
+			err = w.g.markMount(fd, mask)
+		}
+		unix.Close(fd)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s mark on %s (%s): %w", kind, m.MountPoint, m.FSType, err))
+			continue
+		}
+		w.log.WithFields(logrus.Fields{"mount": m.MountPoint, "fstype": m.FSType, "mark": kind.String()}).Debug("fanotify: marked")
+		w.mu.Lock()
+		if kind == markFilesystem {
+			w.fsMarked[m.Dev] = true
+		} else {
+			w.mountMarked[m.ID] = true
+		}
+		w.mu.Unlock()
+	}
+	if len(errs) == 0 {
+		w.mu.Lock()
+		w.mountinfo = info
+		w.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// checkNotHost refuses to mark a container that shares the host's mount
+// namespace or has not left the host's root yet (an OCI createRuntime hook
+// runs before pivot_root): its mounts are the host's. The rescan picks it up
+// once its mounts are its own.
+func (w *watch) checkNotHost(hv *hostView) error {
+	proc := w.e.opts.Proc
+	var a, b unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("%s/%d/ns/mnt", proc, w.ns.Init), &a); err != nil {
+		return fmt.Errorf("scan mounts of pid %d: %w", w.ns.Init, err)
+	}
+	if err := unix.Stat(proc+"/1/ns/mnt", &b); err != nil {
+		return fmt.Errorf("scan mounts: host mount ns: %w", err)
+	}
+	if a.Ino == b.Ino && a.Dev == b.Dev {
+		return fmt.Errorf("scan mounts of pid %d: container shares the host mount namespace; not marked", w.ns.Init)
+	}
+	if err := unix.Stat(fmt.Sprintf("%s/%d/root", proc, w.ns.Init), &a); err != nil {
+		return fmt.Errorf("scan mounts of pid %d: %w", w.ns.Init, err)
+	}
+	if err := unix.Stat(proc+"/1/root", &b); err != nil {
+		return fmt.Errorf("scan mounts: host root: %w", err)
+	}
+	if a.Ino == b.Ino && a.Dev == b.Dev {
+		return fmt.Errorf("scan mounts of pid %d: container root is the host root (not pivoted yet); not marked", w.ns.Init)
+	}
+	return nil
+}
+
+// keyring returns the container's keys, reloading them when the key
+// directory changed (which also drops cached appraisal results).
+func (w *watch) keyring() (*appraise.Keyring, error) {
+	if w.e.opts.KeyDir == "" {
+		return &appraise.Keyring{}, nil
+	}
+	dir := filepath.Join(w.e.opts.KeyDir, w.ns.ID)
+	var stamp time.Time
+	if fi, err := os.Stat(dir); err == nil {
+		stamp = fi.ModTime()
+	}
+	w.mu.Lock()
+	if w.keys != nil && stamp.Equal(w.keysStamp) {
+		k := w.keys
+		w.mu.Unlock()
+		return k, nil
+	}
+	w.mu.Unlock()
+	k, err := appraise.LoadKeyring(dir)
+	if err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	if w.keys != nil {
+		w.invalidateLocked("keys changed")
+	}
+	w.keys, w.keysStamp = k, stamp
+	w.mu.Unlock()
+	w.log.WithFields(logrus.Fields{"dir": dir, "keys": k.Len()}).Info("fanotify: keyring loaded")
+	return k, nil
+}
