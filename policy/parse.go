@@ -434,7 +434,6 @@ type ruleParser struct {
 	algo bool // appraise_algos seen (allowed_algos != 0)
 }
 
-
 // token applies one token like one iteration of ima_parse_rule's loop; it
 // returns "" or the reason the rule is invalid.
 func (p *ruleParser) token(tok string) string {
