@@ -3,6 +3,7 @@ package harness
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -138,7 +139,11 @@ func NSIno(pid int, kind string) (uint64, error) {
 	return st.Ino, nil
 }
 
-// waitFor polls cond every 5ms until it returns true or DefaultTimeout.
+// errStop, returned by a waitFor condition, ends the wait at once.
+var errStop = errors.New("gave up: process exited")
+
+// waitFor polls cond every 5ms until it returns true, errStop, or
+// DefaultTimeout passes.
 func waitFor(what string, cond func() (bool, error)) error {
 	deadline := time.Now().Add(DefaultTimeout)
 	var last error
@@ -146,6 +151,9 @@ func waitFor(what string, cond func() (bool, error)) error {
 		ok, err := cond()
 		if ok {
 			return nil
+		}
+		if errors.Is(err, errStop) {
+			return fmt.Errorf("waiting for %s: %w", what, err)
 		}
 		last = err
 		time.Sleep(5 * time.Millisecond)

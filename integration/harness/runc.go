@@ -291,6 +291,7 @@ func (c *RuncContainer) Delete() error {
 		}
 		if c.pidfd >= 0 {
 			unix.Close(c.pidfd)
+			c.pidfd = -1
 		}
 	})
 	return err

@@ -3,7 +3,6 @@ package harness
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -96,16 +95,29 @@ func start(t testing.TB, opts UnshareOptions, parent *Unshare) *Unshare {
 		inner += "hostname " + shellQuote(opts.Hostname) + " && "
 	}
 	inner += `echo ready && exec "$@"`
+	// --mount-proc only where util-linux's unshare runs at the host's root:
+	// busybox's (nested containers use the parent's tools) first makes "/"
+	// private with mount("none", "/"), which fails with EINVAL when "/" is
+	// not a mount point (a chroot directory).
+	mountProc := parent == nil && opts.Root == ""
 	script := inner
 	if opts.Root != "" {
-		script = "exec chroot " + shellQuote(opts.Root) + " /bin/sh -c " +
+		// Bind the root onto itself so that "/" is a mount point inside,
+		// as in a real container, then chroot and mount a fresh /proc.
+		script = "mount --bind " + shellQuote(opts.Root) + " " + shellQuote(opts.Root) +
+			" && exec chroot " + shellQuote(opts.Root) + " /bin/sh -c " +
 			shellQuote("mount -t proc proc /proc && "+inner) + ` sh "$@"`
+	} else if !mountProc {
+		script = "mount -t proc proc /proc && " + inner
 	}
-	argv := []string{"unshare", "-p", "-f", "-m", "--propagation", "private"}
+	// Both unshares make the new mount namespace's mounts private by
+	// default. (busybox's "--propagation unchanged" is broken: it calls
+	// mount("none", "/", 0) and fails with EINVAL.)
+	argv := []string{"unshare", "-p", "-f", "-m"}
 	if opts.Hostname != "" {
 		argv = append(argv, "-u")
 	}
-	if opts.Root == "" {
+	if mountProc {
 		argv = append(argv, "--mount-proc")
 	}
 	if parent == nil {
@@ -136,7 +148,7 @@ func start(t testing.TB, opts UnshareOptions, parent *Unshare) *Unshare {
 	err = waitFor("unshare container init", func() (bool, error) {
 		select {
 		case <-u.waited:
-			return false, errors.New("exited")
+			return false, errStop
 		default:
 		}
 		b, _ := os.ReadFile(u.log)
