@@ -460,3 +460,48 @@ func TestPolicyMultiLineWrite(t *testing.T) {
 		t.Fatalf("second write = %d, %v; want EINVAL", n, err)
 	}
 }
+
+func TestPolicySessionsLikeTheKernel(t *testing.T) {
+	fx := mount(t, imans.Options{})
+	pol := filepath.Join(fx.ima, "policy")
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	polfile := write("policyfile", "measure func=KEXEC_KERNEL_CHECK\n# comment in a policy file\nmeasure func=KEXEC_INITRAMFS_CHECK\n")
+	tests := []struct {
+		name    string
+		input   string
+		wantErr string // substring of cat's error, "" for success
+		want    string // policy after
+	}{
+		{"comment only", "# a comment-only session\n", "", ""},
+		{"crlf", "measure func=BPRM_CHECK\r\n", "Invalid argument", ""},
+		{"three lines", "measure func=CREDS_CHECK\n# middle comment\n\nmeasure func=FILE_CHECK mask=MAY_READ uid=0\n", "",
+			"measure func=CREDS_CHECK \nmeasure func=FILE_CHECK mask=MAY_READ uid=0 \n"},
+		{"load by path", polfile + "\n", "",
+			"measure func=CREDS_CHECK \nmeasure func=FILE_CHECK mask=MAY_READ uid=0 \nmeasure func=KEXEC_KERNEL_CHECK \nmeasure func=KEXEC_INITRAMFS_CHECK \n"},
+		{"missing path", "/nonexistent/policy\n", "No such file", ""},
+	}
+	want := ""
+	for _, tt := range tests {
+		in := write(strings.ReplaceAll(tt.name, " ", "-"), tt.input)
+		_, err := run(t, 0, "sh", "-c", "cat "+in+" > "+pol)
+		if tt.wantErr == "" && err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+		}
+		if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("%s: error %v, want %q", tt.name, err, tt.wantErr)
+		}
+		if tt.want != "" {
+			want = tt.want
+		}
+		if got := fx.reg.Host().Policy().String(); got != want {
+			t.Errorf("%s: policy %q, want %q", tt.name, got, want)
+		}
+	}
+}

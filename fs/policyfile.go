@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/policy"
 )
 
 var (
@@ -73,7 +74,7 @@ func (n *policyNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 			return nil, 0, syscall.EBUSY
 		}
 		w := &policyWriter{root: n.root, ns: ns, pid: c.PID, holding: true}
-		w.sess = newWriteSession(n.root.policyFileLoader(c.PID))
+		w.sess = n.root.newWriteSession(ns, c.PID)
 		return w, fuse.FOPEN_DIRECT_IO, 0
 	default:
 		return nil, 0, syscall.EACCES
@@ -134,11 +135,7 @@ func (w *policyWriter) Write(ctx context.Context, data []byte, off int64) (uint3
 	n, err := w.sess.Write(data, sessOff)
 	if err != nil {
 		w.root.log.WithError(err).WithFields(logrus.Fields{"ns": w.ns.ID, "pid": w.pid}).Info("policy write rejected")
-		var errno syscall.Errno
-		if errors.As(err, &errno) {
-			return 0, errno
-		}
-		return 0, syscall.EINVAL
+		return 0, errnoOfPolicy(err)
 	}
 	// The kernel counts a missing final newline (count+1); FUSE refuses a
 	// result larger than the request (EIO).
@@ -161,6 +158,22 @@ func (w *policyWriter) Release(ctx context.Context) syscall.Errno {
 	return 0
 }
 
+// errnoOfPolicy maps a policy.Session error to the kernel's errno.
+func errnoOfPolicy(err error) syscall.Errno {
+	var errno syscall.Errno
+	switch {
+	case errors.Is(err, policy.ErrAccess):
+		return syscall.EACCES
+	case errors.Is(err, policy.ErrInvalid):
+		return syscall.EINVAL
+	case errors.As(err, &errno):
+		return errno
+	}
+	// A policy file that can't be read: the kernel returns the read error;
+	// anything else is a bad request.
+	return syscall.EINVAL
+}
+
 func (w *policyWriter) commit() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -178,7 +191,7 @@ func (w *policyWriter) commit() {
 		} else {
 			log.WithField("rules", len(rules)).Info("policy update completed")
 		}
-		w.sess = newWriteSession(w.root.policyFileLoader(w.pid))
+		w.sess = w.root.newWriteSession(w.ns, w.pid)
 		w.dirty = false
 	}
 	w.ns.ReleasePolicyWriter()

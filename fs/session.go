@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imafs/imafs/imans"
 	"github.com/imafs/imafs/policy"
 )
 
@@ -57,68 +57,10 @@ func (r *Root) policyFileLoader(pid int) func(path string) ([]byte, error) {
 	}
 }
 
-// lineSession is ima_write_policy + ima_parse_add_rule on top of
-// policy.ParseRule: at most PAGE_SIZE-1 bytes taken per write, EINVAL at a
-// non-zero offset, one line parsed per write (result: its length + 1), "/path"
-// loads a file; any error fails the whole session.
-type lineSession struct {
-	load   func(path string) ([]byte, error)
-	rules  policy.Policy
-	failed bool
-}
-
-const pageSize = 4096
-
-func (s *lineSession) Write(p []byte, off int64) (int, error) {
-	if len(p) >= pageSize {
-		p = p[:pageSize-1]
+// newWriteSession starts a kernel-style policy write session for ns.
+func (r *Root) newWriteSession(ns *imans.Namespace, pid int) writeSession {
+	return &policy.Session{
+		Options:  policy.ParseOptions{DefaultPolicyActive: ns.DefaultPolicyActive()},
+		ReadFile: r.policyFileLoader(pid),
 	}
-	if off != 0 {
-		s.failed = true
-		return 0, fmt.Errorf("policy write at offset %d: %w", off, syscall.EINVAL)
-	}
-	if i := bytes.IndexByte(p, 0); i >= 0 {
-		p = p[:i]
-	}
-	if len(p) > 0 && p[0] == '/' {
-		path := string(bytes.TrimRight(p, "\n"))
-		data, err := s.load(path)
-		if err != nil {
-			s.failed = true
-			return 0, err
-		}
-		rules, err := policy.Parse(string(data))
-		if err != nil {
-			s.failed = true
-			return 0, fmt.Errorf("policy file %s: %w: %w", path, err, syscall.EINVAL)
-		}
-		s.rules = append(s.rules, rules...)
-		return len(p), nil
-	}
-	line := p
-	if i := bytes.IndexByte(p, '\n'); i >= 0 {
-		line = p[:i]
-	}
-	n := len(line) + 1
-	r, err := policy.ParseRule(string(line))
-	if err != nil {
-		s.failed = true
-		return 0, fmt.Errorf("policy rule %q: %w: %w", line, err, syscall.EINVAL)
-	}
-	if r != nil {
-		s.rules = append(s.rules, r)
-	}
-	return n, nil
-}
-
-func (s *lineSession) Commit() (policy.Policy, error) {
-	if s.failed {
-		return nil, fmt.Errorf("policy session had an invalid write")
-	}
-	return s.rules, nil
-}
-
-// newWriteSession starts a policy write session.
-var newWriteSession = func(load func(path string) ([]byte, error)) writeSession {
-	return &lineSession{load: load}
 }

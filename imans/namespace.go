@@ -92,6 +92,14 @@ func (n *Namespace) LoadPolicy(rules policy.Policy) error {
 	return nil
 }
 
+// DefaultPolicyActive reports that no policy load has replaced the
+// namespace's initial (default) policy yet.
+func (n *Namespace) DefaultPolicyActive() bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return !n.policyLoaded
+}
+
 // Algo is the hash algorithm of file digests in n (default sha256).
 func (n *Namespace) Algo() measurelog.Algo { return n.algo }
 
