@@ -319,14 +319,25 @@ func (r *Resolver) release(e *entry) {
 //
 //   - c.UserNS must be userNS itself. A task in a descendant user namespace
 //     (say `unshare -U -r` inside the container) is not privileged: the
-//     kernel does not grant it capabilities in the parent either.
+//     kernel does not grant it capabilities in the parent either. Nor is a
+//     task in an ancestor (host root is privileged for the host view only).
 //   - c's effective uid must map to 0 inside userNS (/proc/TID/uid_map).
 //   - CAP_SYS_ADMIN must be in c.CapEff (which is relative to c.UserNS).
 //
 // If the task exited meanwhile the error wraps ErrGone; it never answers for
 // another task that reused the tid.
 func (r *Resolver) Privileged(c *Caller, userNS NSID) (bool, error) {
-	if c.UserNS != userNS || c.CapEff&CapSysAdmin == 0 {
+	if c.CapEff&CapSysAdmin == 0 {
+		return false, nil
+	}
+	return r.RootIn(c, userNS)
+}
+
+// RootIn reports whether c is in userNS itself and its effective uid maps
+// to 0 there, capabilities aside (the kernel lets uid 0 read IMA's 0440
+// lists by DAC alone; writing the policy needs CAP_SYS_ADMIN: Privileged).
+func (r *Resolver) RootIn(c *Caller, userNS NSID) (bool, error) {
+	if c.UserNS != userNS {
 		return false, nil
 	}
 	dir, err := openProcDir(c.TID)
@@ -340,7 +351,8 @@ func (r *Resolver) Privileged(c *Caller, userNS NSID) (bool, error) {
 		return false, fmt.Errorf("privilege of tid %d: %w", c.TID, err)
 	}
 	// The map belongs to the task's user namespace; make sure that is still
-	// the namespace we judge (the tid may have been reused).
+	// the namespace we judge (the tid may have been reused). Maps are
+	// write-once, so the map of that namespace is the one we read.
 	now, err := statAt(dir, "ns/user")
 	if err != nil {
 		return false, fmt.Errorf("privilege of tid %d: %w", c.TID, err)

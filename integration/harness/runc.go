@@ -296,3 +296,43 @@ func (c *RuncContainer) Delete() error {
 	})
 	return err
 }
+
+// Spawn starts args in the container as uid with `runc exec --detach
+// --pid-file` and returns its host pid. It is killed on cleanup (through a
+// pidfd) unless it exited before.
+func (c *RuncContainer) Spawn(t testing.TB, uid int, args ...string) int {
+	t.Helper()
+	pidFile := filepath.Join(t.TempDir(), "spawn.pid")
+	argv := []string{"--root", c.Root, "exec", "--detach", "--pid-file", pidFile, "--user", fmt.Sprintf("%d:%d", uid, uid), c.ID}
+	// The detached process inherits runc's stdio: files, never pipes.
+	logf, err := os.Create(filepath.Join(filepath.Dir(pidFile), "spawn.log"))
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	defer logf.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "runc", append(argv, args...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Run(); err != nil {
+		out, _ := os.ReadFile(logf.Name())
+		t.Fatalf("harness: runc exec --detach %q: %v: %s", args, err, out)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatalf("harness: runc exec pid file: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("harness: runc exec pid file %q: %v", b, err)
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatalf("harness: pidfd_open %d: %v", pid, err)
+	}
+	t.Cleanup(func() {
+		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+		unix.Close(fd)
+	})
+	return pid
+}

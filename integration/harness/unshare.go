@@ -331,3 +331,63 @@ func (u *Unshare) Kill() {
 		}
 	})
 }
+
+// Spawn starts args inside u as uid and returns the host pid of the process
+// once it has been exec'd (it is nsenter's child). It is killed on cleanup
+// (through a pidfd) unless it exited before.
+func (u *Unshare) Spawn(t testing.TB, uid int, args ...string) int {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := u.Command(ctx, uid, args...)
+	logf, err := os.Create(filepath.Join(t.TempDir(), "spawn.log"))
+	if err != nil {
+		cancel()
+		t.Fatalf("harness: %v", err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("harness: spawn %q in container %d: %v", args, u.Pid, err)
+	}
+	waited := make(chan struct{})
+	go func() { cmd.Wait(); close(waited) }()
+	pid, pidfd := 0, -1
+	t.Cleanup(func() {
+		if pidfd >= 0 {
+			unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
+			unix.Close(pidfd)
+		}
+		select {
+		case <-waited:
+		case <-time.After(DefaultTimeout):
+		}
+		cancel()
+	})
+	err = waitFor("spawned process", func() (bool, error) {
+		select {
+		case <-waited:
+			b, _ := os.ReadFile(logf.Name())
+			return false, fmt.Errorf("%w: %s", errStop, b)
+		default:
+		}
+		kids, err := children(cmd.Process.Pid)
+		if err != nil || len(kids) != 1 {
+			return false, err
+		}
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", kids[0]))
+		if err != nil || string(comm) == "nsenter\n" {
+			return false, err
+		}
+		fd, err := unix.PidfdOpen(kids[0], 0)
+		if err != nil {
+			return false, err
+		}
+		pid, pidfd = kids[0], fd
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("harness: spawn %q in container %d: %v", args, u.Pid, err)
+	}
+	return pid
+}

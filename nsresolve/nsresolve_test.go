@@ -1,0 +1,486 @@
+package nsresolve
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/imafs/imafs/integration/harness"
+	"golang.org/x/sys/unix"
+)
+
+func statNS(t testing.TB, pid int, kind string) NSID {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", pid, kind), &st); err != nil {
+		t.Fatal(err)
+	}
+	return NSID{st.Dev, st.Ino}
+}
+
+func mustCaller(t testing.TB, r *Resolver, tid int) *Caller {
+	t.Helper()
+	c, err := r.Caller(tid)
+	if err != nil {
+		t.Fatalf("Caller(%d): %v", tid, err)
+	}
+	return c
+}
+
+// openFDs counts this process's open fds.
+func openFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func TestCallerOfAThread(t *testing.T) {
+	r := NewResolver()
+	defer r.Close()
+	// A thread that is not the group leader: the FUSE request pid is a tid.
+	// Lock a few goroutines to their threads at once: at most one of them
+	// can be on the main thread.
+	tids := make(chan int)
+	release := make(chan struct{})
+	defer close(release)
+	for i := 0; i < 3; i++ {
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			tids <- unix.Gettid()
+			<-release
+		}()
+	}
+	tid := 0
+	for i := 0; i < 3; i++ {
+		if t := <-tids; t != os.Getpid() {
+			tid = t
+		}
+	}
+	c := mustCaller(t, r, tid)
+	self := os.Getpid()
+	want := Caller{
+		TID: tid, PID: self,
+		PidNS: statNS(t, self, "pid"), UserNS: statNS(t, self, "user"), MntNS: statNS(t, self, "mnt"),
+		UID: uint32(os.Getuid()), EUID: uint32(os.Geteuid()), GID: uint32(os.Getgid()), EGID: uint32(os.Getegid()),
+		CapEff: c.CapEff,
+	}
+	if *c != want {
+		t.Fatalf("got %+v\nwant %+v", *c, want)
+	}
+	if os.Geteuid() == 0 && c.CapEff&CapSysAdmin == 0 {
+		t.Fatalf("root without CAP_SYS_ADMIN in CapEff %#x", c.CapEff)
+	}
+	if r.HostPidNS() != c.PidNS || r.HostUserNS() != c.UserNS {
+		t.Fatal("HostPidNS/HostUserNS are not the test's own namespaces")
+	}
+	// Host caller: Owner says host without consulting registered.
+	id, ok, err := r.Owner(c, func(NSID) bool { t.Fatal("asked about the host pid ns"); return true })
+	if err != nil || ok || id != r.HostPidNS() {
+		t.Fatalf("Owner(host) = %v, %v, %v", id, ok, err)
+	}
+}
+
+func TestCallerGone(t *testing.T) {
+	r := NewResolver()
+	defer r.Close()
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	// The pid may (rarely) have been reused already; then it's a live task.
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+		t.Skipf("pid %d reused already", pid)
+	}
+	if _, err := r.Caller(pid); !errors.Is(err, ErrGone) {
+		t.Fatalf("Caller(exited pid): %v, want ErrGone", err)
+	}
+	for _, tid := range []int{0, -1} {
+		if _, err := r.Caller(tid); err == nil {
+			t.Fatalf("Caller(%d) succeeded", tid)
+		}
+	}
+}
+
+func TestCallerOfAZombie(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	// Wait for it to exit but don't reap it.
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewResolver().Caller(cmd.Process.Pid); !errors.Is(err, ErrGone) {
+		t.Fatalf("Caller(zombie): %v, want ErrGone", err)
+	}
+}
+
+// world is a set of real containers: A (plain unshare), B nested in A, C
+// nested in B, D beside A; plus a process in A that made its own mount
+// namespace (`unshare -m`) and one in a chroot'ed busybox container.
+type world struct {
+	a, b, c, d *harness.Unshare
+	aUnshareM  int // pid of `unshare -m sleep` run inside A
+	pins       map[string]*Pinned
+}
+
+func newWorld(t *testing.T) *world {
+	harness.RequireRoot(t)
+	w := &world{pins: map[string]*Pinned{}}
+	w.a = harness.StartUnshare(t, harness.UnshareOptions{})
+	w.b = w.a.Nested(t, harness.UnshareOptions{})
+	w.c = w.b.Nested(t, harness.UnshareOptions{})
+	w.d = harness.StartUnshare(t, harness.UnshareOptions{})
+	w.aUnshareM = w.a.Spawn(t, 0, "unshare", "-m", "--propagation", "private", "sleep", "600")
+	for name, u := range map[string]*harness.Unshare{"A": w.a, "B": w.b, "C": w.c, "D": w.d} {
+		p, err := Pin(u.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		w.pins[name] = p
+	}
+	// unshare -m: wait until it has its own mount namespace.
+	for i := 0; statNS(t, w.aUnshareM, "mnt") == w.pins["A"].MntNS; i++ {
+		if i > 1000 {
+			t.Fatal("unshare -m in A did not make a mount namespace")
+		}
+		runtime.Gosched()
+	}
+	return w
+}
+
+func (w *world) registered(t *testing.T, names string) func(NSID) bool {
+	set := map[NSID]bool{}
+	for _, n := range strings.Split(names, ",") {
+		if n != "" {
+			set[w.pins[n].PidNS] = true
+		}
+	}
+	return func(id NSID) bool { return set[id] }
+}
+
+func TestOwner(t *testing.T) {
+	w := newWorld(t)
+	hostNS := statNS(t, os.Getpid(), "pid")
+	pids := map[string]int{"A": w.a.Pid, "B": w.b.Pid, "C": w.c.Pid, "D": w.d.Pid, "A/unshare-m": w.aUnshareM, "host": os.Getpid()}
+	cases := []struct {
+		caller, registered, want string // want "" = host
+	}{
+		{"host", "A,B,C,D", ""},
+		{"A", "", ""},
+		{"A", "A", "A"},
+		{"A", "B,C,D", ""},
+		{"B", "A", "A"},
+		{"B", "A,B", "B"},
+		{"B", "B", "B"},
+		{"C", "A", "A"},
+		{"C", "A,B", "B"},
+		{"C", "A,B,C", "C"},
+		{"C", "D", ""},
+		{"D", "A,B,C", ""},
+		{"D", "D", "D"},
+		{"A/unshare-m", "A", "A"},
+		{"A/unshare-m", "A,B", "A"},
+		{"A/unshare-m", "", ""},
+	}
+	for _, size := range []int{0, 1, -1} {
+		t.Run(fmt.Sprintf("cache=%d", size), func(t *testing.T) {
+			r := NewResolverWithOptions(ResolverOptions{CacheSize: size})
+			defer r.Close()
+			for round := 0; round < 2; round++ { // second round hits the cache
+				for _, tc := range cases {
+					c := mustCaller(t, r, pids[tc.caller])
+					asked := map[NSID]bool{}
+					reg := w.registered(t, tc.registered)
+					id, ok, err := r.Owner(c, func(id NSID) bool {
+						if id == hostNS {
+							t.Errorf("%s: registered asked about the host pid ns", tc.caller)
+						}
+						asked[id] = true
+						return reg(id)
+					})
+					if err != nil {
+						t.Fatalf("%s registered=%s: %v", tc.caller, tc.registered, err)
+					}
+					want, wantOK := hostNS, false
+					if tc.want != "" {
+						want, wantOK = w.pins[tc.want].PidNS, true
+					}
+					if id != want || ok != wantOK {
+						t.Errorf("round %d: Owner(%s) with %q registered = %v,%v; want %s (%v)", round, tc.caller, tc.registered, id, ok, tc.want, want)
+					}
+				}
+			}
+			hits, misses, n := r.CacheStats()
+			t.Logf("cache size %d: %d hits, %d misses, %d cached", size, hits, misses, n)
+			if size > 0 && n > size {
+				t.Errorf("cache holds %d > %d", n, size)
+			}
+		})
+	}
+	// unshare -m inside A keeps A's pid ns but not its mount ns.
+	r := NewResolver()
+	defer r.Close()
+	c := mustCaller(t, r, w.aUnshareM)
+	if c.PidNS != w.pins["A"].PidNS || c.MntNS == w.pins["A"].MntNS {
+		t.Fatalf("unshare -m in A: pid ns %v (A %v), mnt ns %v (A %v)", c.PidNS, w.pins["A"].PidNS, c.MntNS, w.pins["A"].MntNS)
+	}
+}
+
+func TestPin(t *testing.T) {
+	harness.RequireRoot(t)
+	u := harness.StartUnshare(t, harness.UnshareOptions{User: true})
+	p, err := Pin(u.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	want := Pinned{PidNS: statNS(t, u.Pid, "pid"), UserNS: statNS(t, u.Pid, "user"), MntNS: statNS(t, u.Pid, "mnt"), CgroupNS: statNS(t, u.Pid, "cgroup")}
+	if p.PidNS != want.PidNS || p.UserNS != want.UserNS || p.MntNS != want.MntNS || p.CgroupNS != want.CgroupNS {
+		t.Fatalf("pinned %+v, want %+v", p, want)
+	}
+	if p.PidFD() < 0 || p.NSFD("mnt") < 0 || p.NSFD("bogus") != -1 {
+		t.Fatal("fds not exposed")
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(p.NSFD("user"), &st); err != nil || (NSID{st.Dev, st.Ino}) != p.UserNS {
+		t.Fatalf("user fd does not hold the user ns: %v", err)
+	}
+	if !p.Alive() {
+		t.Fatal("not alive")
+	}
+	u.Kill()
+	if p.Alive() {
+		t.Fatal("alive after the init was killed")
+	}
+	// The namespace stays pinned after its init died: the fd still names it.
+	if err := unix.Fstat(p.NSFD("pid"), &st); err != nil || (NSID{st.Dev, st.Ino}) != p.PidNS {
+		t.Fatalf("pid ns fd after exit: %v", err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if p.Alive() || p.PidFD() != -1 || p.NSFD("pid") != -1 {
+		t.Fatal("fds after Close")
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := Pin(u.Pid); err == nil {
+		// u.Pid could have been reused by now; only then may Pin succeed.
+		if _, serr := os.Stat(fmt.Sprintf("/proc/%d", u.Pid)); serr != nil {
+			t.Fatal("Pin of a dead pid succeeded")
+		}
+	}
+	if _, err := Pin(0); err == nil {
+		t.Fatal("Pin(0) succeeded")
+	}
+}
+
+// TestNeverWrongAfterNamespaceExit churns through short-lived containers
+// with a tiny cache, registering some of them: every answer must be the
+// container's own registered namespace or the host, never a dead
+// container's, and evicted entries must release their fds.
+func TestNeverWrongAfterNamespaceExit(t *testing.T) {
+	harness.RequireRoot(t)
+	r := NewResolverWithOptions(ResolverOptions{CacheSize: 2})
+	fds := openFDs(t)
+	hostNS := r.HostPidNS()
+	var dead []*Pinned // namespaces of exited containers, still registered
+	defer func() {
+		for _, p := range dead {
+			p.Close()
+		}
+	}()
+	seen := map[NSID]bool{}
+	for i := 0; i < 12; i++ {
+		u := harness.StartUnshare(t, harness.UnshareOptions{})
+		inner := u.Nested(t, harness.UnshareOptions{})
+		p, err := Pin(u.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[p.PidNS] {
+			t.Fatalf("round %d: pid ns inode %v reused while pinned", i, p.PidNS)
+		}
+		seen[p.PidNS] = true
+		registered := func(id NSID) bool {
+			if id == p.PidNS && i%2 == 0 {
+				return true
+			}
+			for _, d := range dead {
+				if d.PidNS == id {
+					return true
+				}
+			}
+			return false
+		}
+		for _, pid := range []int{u.Pid, inner.Pid} {
+			c, err := r.Caller(pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, ok, err := r.Owner(c, registered)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, wantOK := hostNS, false
+			if i%2 == 0 {
+				want, wantOK = p.PidNS, true
+			}
+			if id != want || ok != wantOK {
+				t.Fatalf("round %d pid %d: Owner = %v,%v; want %v,%v", i, pid, id, ok, want, wantOK)
+			}
+		}
+		u.Kill()
+		inner.Kill()
+		// Callers of the dead container can't be resolved any more.
+		if _, err := r.Caller(u.Pid); err == nil {
+			if _, serr := os.Stat(fmt.Sprintf("/proc/%d", u.Pid)); serr != nil {
+				t.Fatal("Caller of a dead init succeeded")
+			}
+		}
+		dead = append(dead, p)
+	}
+	if _, _, n := r.CacheStats(); n > 2 {
+		t.Fatalf("cache grew to %d", n)
+	}
+	r.Close()
+	for _, p := range dead {
+		p.Close()
+	}
+	dead = nil
+	if now := openFDs(t); now > fds {
+		t.Fatalf("fds leaked: %d before, %d after", fds, now)
+	}
+}
+
+func TestOwnerConcurrent(t *testing.T) {
+	w := newWorld(t)
+	r := NewResolverWithOptions(ResolverOptions{CacheSize: 2})
+	defer r.Close()
+	reg := w.registered(t, "A,C,D")
+	want := map[int]NSID{w.a.Pid: w.pins["A"].PidNS, w.b.Pid: w.pins["A"].PidNS, w.c.Pid: w.pins["C"].PidNS, w.d.Pid: w.pins["D"].PidNS, w.aUnshareM: w.pins["A"].PidNS}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 300; i++ {
+				for pid, ns := range want {
+					c, err := r.Caller(pid)
+					if err != nil {
+						errs <- err
+						return
+					}
+					id, ok, err := r.Owner(c, reg)
+					if err != nil || !ok || id != ns {
+						errs <- fmt.Errorf("pid %d: %v %v %v, want %v", pid, id, ok, err, ns)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func TestPrivileged(t *testing.T) {
+	harness.RequireRoot(t)
+	harness.RequireTools(t, "setpriv")
+	r := NewResolver()
+	defer r.Close()
+	u := harness.StartUnshare(t, harness.UnshareOptions{User: true})
+	pu, err := Pin(u.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pu.Close()
+	plain := harness.StartUnshare(t, harness.UnshareOptions{})
+	host := r.HostUserNS()
+
+	spawnHost := func(args ...string) int {
+		cmd := exec.Command(args[0], args[1:]...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		for i := 0; i < 2000; i++ { // wait for the exec
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid)); string(b) == "sleep\n" {
+				return cmd.Process.Pid
+			}
+			runtime.Gosched()
+		}
+		t.Fatalf("%v did not exec sleep", args)
+		return 0
+	}
+	for _, tc := range []struct {
+		name   string
+		pid    int
+		userNS NSID
+		root   bool // RootIn
+		priv   bool // Privileged
+	}{
+		{"host root, host view", os.Getpid(), host, true, true},
+		{"host root, container view", os.Getpid(), pu.UserNS, false, false},
+		{"host uid 1000, host view", spawnHost("setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "sleep", "600"), host, false, false},
+		{"host root without CAP_SYS_ADMIN", spawnHost("setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", "sleep", "600"), host, true, false},
+		{"container root (host 100000), its view", u.Spawn(t, 0, "sleep", "600"), pu.UserNS, true, true},
+		{"container root (host 100000), host view", u.Spawn(t, 0, "sleep", "600"), host, false, false},
+		{"container uid 1000, its view", u.Spawn(t, 1000, "sleep", "600"), pu.UserNS, false, false},
+		{"root of a child user ns in the container", u.Spawn(t, 0, "unshare", "-U", "-r", "sleep", "600"), pu.UserNS, false, false},
+		{"root of a container without user ns, host view", plain.Spawn(t, 0, "sleep", "600"), host, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var c *Caller
+			for i := 0; ; i++ { // unshare -U takes a moment to become sleep
+				c = mustCaller(t, r, tc.pid)
+				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", tc.pid))
+				if string(b) != "unshare\n" || i > 2000 {
+					break
+				}
+				runtime.Gosched()
+			}
+			root, err := r.RootIn(c, tc.userNS)
+			if err != nil || root != tc.root {
+				t.Errorf("RootIn = %v, %v; want %v (caller %+v)", root, err, tc.root, *c)
+			}
+			priv, err := r.Privileged(c, tc.userNS)
+			if err != nil || priv != tc.priv {
+				t.Errorf("Privileged = %v, %v; want %v (caller %+v)", priv, err, tc.priv, *c)
+			}
+		})
+	}
+	// A caller whose task is gone: an error, not an answer.
+	pid := u.Spawn(t, 0, "sleep", "600")
+	c := mustCaller(t, r, pid)
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	unix.Poll(fds, 10000)
+	unix.Close(fd)
+	if _, err := r.Privileged(c, pu.UserNS); err == nil {
+		t.Fatal("Privileged of a dead task gave an answer")
+	}
+}
