@@ -19,12 +19,16 @@ type namespace struct {
 
 func newNamespace(t *testing.T, id string, n int) *namespace {
 	t.Helper()
-	ns := &namespace{list: measurelog.NewList()}
+	return newNamespaceWith(t, id, testEntries(t, id, n))
+}
+
+func newNamespaceWith(t *testing.T, id string, entries []*measurelog.Entry) *namespace {
+	t.Helper()
+	ns := &namespace{list: measurelog.NewList(), entries: entries}
 	ns.tpm = startNS(t, id, ns.list)
 	if err := ns.tpm.Resync(nil); err != nil {
 		t.Fatal(err)
 	}
-	ns.entries = testEntries(t, id, n)
 	record(t, ns.list, ns.tpm, ns.entries)
 	return ns
 }
