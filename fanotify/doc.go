@@ -49,8 +49,10 @@
 // the container's own, which also covers mounts copied by `unshare -m` inside
 // the container; mount marks (FAN_MARK_MOUNT) on the container's mounts of
 // file systems the host shares. A superblock is the host's when it is the
-// host's root file system (st_dev of /proc/1/root) or mounted in the host's
-// mount namespace (/proc/1/mountinfo) — overlay excepted, since container
+// host's root file system (st_dev of the daemon's "/" and, when readable,
+// /proc/1/root) or mounted in the host's mount namespace (the daemon's own
+// mountinfo, which must be the host's, plus /proc/1/mountinfo when
+// readable) — overlay excepted, since container
 // runtimes create one overlay superblock per container and mount it in the
 // host namespace too. A filesystem mark is therefore never placed on `/` or
 // any other host file system. Pseudo file systems (proc, sysfs, cgroup, ...)

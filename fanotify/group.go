@@ -40,21 +40,22 @@ func newGroup() (*group, error) {
 
 func (g *group) fd() int { return int(g.f.Fd()) }
 
-// markFilesystem marks the whole superblock of the object dirfd refers to.
+// markFilesystem marks the whole superblock of the directory dirfd (an
+// O_PATH fd: fanotify_mark rejects those without a path, so "." is passed).
 func (g *group) markFilesystem(dirfd int, mask uint64) error {
-	return g.mark(unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, mask, dirfd)
+	return g.mark(unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, mask, dirfd, ".")
 }
 
-// markMount marks only the mount dirfd refers to.
+// markMount marks only the mount of the directory dirfd.
 func (g *group) markMount(dirfd int, mask uint64) error {
-	return g.mark(unix.FAN_MARK_ADD|unix.FAN_MARK_MOUNT, mask, dirfd)
+	return g.mark(unix.FAN_MARK_ADD|unix.FAN_MARK_MOUNT, mask, dirfd, ".")
 }
 
 // ignore adds an ignore mark for mask on the inode of fd. Without
 // FAN_MARK_IGNORED_SURV_MODIFY the kernel clears it on the first
 // modification of the file, so a changed file is seen again.
 func (g *group) ignore(fd int, mask uint64) error {
-	return g.mark(unix.FAN_MARK_ADD|unix.FAN_MARK_IGNORED_MASK, mask, fd)
+	return g.mark(unix.FAN_MARK_ADD|unix.FAN_MARK_IGNORED_MASK, mask, fd, "")
 }
 
 // flushInodeMarks removes every inode mark of the group: our ignore marks.
@@ -67,10 +68,10 @@ func (g *group) flushInodeMarks() error {
 	return nil
 }
 
-func (g *group) mark(flags uint, mask uint64, dirfd int) error {
+func (g *group) mark(flags uint, mask uint64, dirfd int, path string) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if err := unix.FanotifyMark(g.fd(), flags, mask, dirfd, ""); err != nil {
+	if err := unix.FanotifyMark(g.fd(), flags, mask, dirfd, path); err != nil {
 		return fmt.Errorf("fanotify_mark(flags %#x, mask %#x): %w", flags, mask, err)
 	}
 	return nil

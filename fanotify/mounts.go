@@ -93,25 +93,37 @@ var skipFSTypes = map[string]bool{
 
 // hostView is what the engine knows about the host's file systems.
 type hostView struct {
-	rootDev uint64          // st_dev of the host's "/" (/proc/1/root)
-	devs    map[uint64]bool // every device mounted in the host's mount namespace
-	types   map[uint64]string
+	rootDevs map[uint64]bool // st_dev of the host's "/" (ours and pid 1's)
+	devs     map[uint64]bool // every device mounted in the host's mount namespace
+	types    map[uint64]string
 }
 
+// readHostView reads the host's mounts. The daemon runs in the host's mount
+// namespace (it must, to attach FUSE mounts anyway), so the host is "self";
+// pid 1's mounts are added when readable (it may be hidden from us, e.g. in
+// a sandbox without ptrace access to pid 1).
 func readHostView(proc string) (*hostView, error) {
 	var st unix.Stat_t
-	if err := unix.Stat(proc+"/1/root", &st); err != nil {
-		return nil, fmt.Errorf("host view: stat %s/1/root: %w", proc, err)
+	if err := unix.Stat(proc+"/self/root", &st); err != nil {
+		return nil, fmt.Errorf("host view: stat %s/self/root: %w", proc, err)
 	}
-	data, err := os.ReadFile(proc + "/1/mountinfo")
+	data, err := os.ReadFile(proc + "/self/mountinfo")
 	if err != nil {
 		return nil, fmt.Errorf("host view: %w", err)
 	}
 	ms, err := parseMountInfo(data)
 	if err != nil {
-		return nil, fmt.Errorf("host view: %s/1/mountinfo: %w", proc, err)
+		return nil, fmt.Errorf("host view: %s/self/mountinfo: %w", proc, err)
 	}
-	hv := &hostView{rootDev: st.Dev, devs: map[uint64]bool{}, types: map[uint64]string{}}
+	if data, err := os.ReadFile(proc + "/1/mountinfo"); err == nil {
+		if more, err := parseMountInfo(data); err == nil {
+			ms = append(ms, more...)
+		}
+	}
+	hv := &hostView{rootDevs: map[uint64]bool{st.Dev: true}, devs: map[uint64]bool{}, types: map[uint64]string{}}
+	if unix.Stat(proc+"/1/root", &st) == nil {
+		hv.rootDevs[st.Dev] = true
+	}
 	for _, m := range ms {
 		hv.devs[m.Dev] = true
 		hv.types[m.Dev] = m.FSType
@@ -144,7 +156,7 @@ func (hv *hostView) classify(m mountInfo) markKind {
 	if skipFSTypes[m.FSType] {
 		return markNone
 	}
-	if m.Dev == hv.rootDev {
+	if hv.rootDevs[m.Dev] {
 		return markMount
 	}
 	if hv.devs[m.Dev] && m.FSType != "overlay" {

@@ -386,8 +386,8 @@ func (w *watch) scanMounts() error {
 	return errors.Join(errs...)
 }
 
-// checkNotHost refuses to mark a container that shares the host's mount
-// namespace or has not left the host's root yet (an OCI createRuntime hook
+// checkNotHost refuses to mark a container that shares the host's (the
+// daemon's) mount namespace or has not left the host's root yet (an OCI createRuntime hook
 // runs before pivot_root): its mounts are the host's. The rescan picks it up
 // once its mounts are its own.
 func (w *watch) checkNotHost(hv *hostView) error {
@@ -396,7 +396,7 @@ func (w *watch) checkNotHost(hv *hostView) error {
 	if err := unix.Stat(fmt.Sprintf("%s/%d/ns/mnt", proc, w.ns.Init), &a); err != nil {
 		return fmt.Errorf("scan mounts of pid %d: %w", w.ns.Init, err)
 	}
-	if err := unix.Stat(proc+"/1/ns/mnt", &b); err != nil {
+	if err := unix.Stat(proc+"/self/ns/mnt", &b); err != nil {
 		return fmt.Errorf("scan mounts: host mount ns: %w", err)
 	}
 	if a.Ino == b.Ino && a.Dev == b.Dev {
@@ -405,7 +405,7 @@ func (w *watch) checkNotHost(hv *hostView) error {
 	if err := unix.Stat(fmt.Sprintf("%s/%d/root", proc, w.ns.Init), &a); err != nil {
 		return fmt.Errorf("scan mounts of pid %d: %w", w.ns.Init, err)
 	}
-	if err := unix.Stat(proc+"/1/root", &b); err != nil {
+	if err := unix.Stat(proc+"/self/root", &b); err != nil {
 		return fmt.Errorf("scan mounts: host root: %w", err)
 	}
 	if a.Ino == b.Ino && a.Dev == b.Dev {
