@@ -1,0 +1,258 @@
+package kernelsrc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/measurelog"
+)
+
+// Kernel paths of the imafs series.
+const (
+	DefaultListPath       = "/sys/kernel/security/ima/binary_runtime_measurements"
+	DefaultNamespacesPath = "/sys/kernel/security/ima/namespaces"
+)
+
+// Registry is what a Source needs of *imans.Registry.
+type Registry interface {
+	Host() *imans.Namespace
+	Get(id string) (*imans.Namespace, bool)
+	Record(ns *imans.Namespace, e *measurelog.Entry) error
+}
+
+var _ Registry = (*imans.Registry)(nil)
+var _ imans.Observer = (*Source)(nil)
+
+// Options configure a Source. Zero values select the defaults.
+type Options struct {
+	ListPath       string        // kernel binary list, sha1 bank (DefaultListPath)
+	NamespacesPath string        // kernel registration file (DefaultNamespacesPath)
+	MinInterval    time.Duration // poll interval after new entries (50ms)
+	MaxInterval    time.Duration // poll interval when idle (1s)
+	// KeepBootAggregate also records the kernel's boot_aggregate entry in
+	// the host list. By default it is left out: the registry starts the
+	// host list with a boot_aggregate of its own.
+	KeepBootAggregate bool
+	Log               logrus.FieldLogger
+}
+
+// Available reports whether the running kernel has the imafs series: its
+// namespaces registration file exists.
+func Available(namespacesPath string) bool {
+	if namespacesPath == "" {
+		namespacesPath = DefaultNamespacesPath
+	}
+	_, err := os.Stat(namespacesPath)
+	return err == nil
+}
+
+// Source tails the kernel's list into a Registry and registers attached
+// containers with the kernel.
+type Source struct {
+	reg  Registry
+	opts Options
+	log  logrus.FieldLogger
+
+	// writeNS writes one command to the kernel's namespaces file.
+	writeNS func(cmd string) error
+
+	mu         sync.Mutex
+	registered map[string]bool // container IDs registered with the kernel by us
+
+	entries atomic.Uint64 // kernel entries read
+	foreign atomic.Uint64 // tagged with a label no attached container has
+}
+
+// New returns a Source for reg; call Run to start tailing and add it to the
+// registry with AddObserver.
+func New(reg Registry, opts Options) *Source {
+	if opts.ListPath == "" {
+		opts.ListPath = DefaultListPath
+	}
+	if opts.NamespacesPath == "" {
+		opts.NamespacesPath = DefaultNamespacesPath
+	}
+	if opts.MinInterval <= 0 {
+		opts.MinInterval = 50 * time.Millisecond
+	}
+	if opts.MaxInterval < opts.MinInterval {
+		opts.MaxInterval = time.Second
+		if opts.MaxInterval < opts.MinInterval {
+			opts.MaxInterval = opts.MinInterval
+		}
+	}
+	if opts.Log == nil {
+		opts.Log = logrus.StandardLogger()
+	}
+	s := &Source{
+		reg:        reg,
+		opts:       opts,
+		log:        opts.Log.WithField("source", "kernel"),
+		registered: map[string]bool{},
+	}
+	s.writeNS = s.writeNamespacesFile
+	return s
+}
+
+// Entries returns how many kernel entries the Source has read.
+func (s *Source) Entries() uint64 { return s.entries.Load() }
+
+// Foreign returns how many tagged entries carried a label of no attached
+// container (recorded in the host list only).
+func (s *Source) Foreign() uint64 { return s.foreign.Load() }
+
+// Run tails the kernel list until ctx is done (returning nil) or the list
+// cannot be read or decoded (returning the error).
+func (s *Source) Run(ctx context.Context) error {
+	f, err := os.Open(s.opts.ListPath)
+	if err != nil {
+		return fmt.Errorf("kernel source: open %s: %w", s.opts.ListPath, err)
+	}
+	defer f.Close()
+	return s.tail(ctx, f)
+}
+
+func (s *Source) tail(ctx context.Context, r io.Reader) error {
+	dec := measurelog.NewDecoder(r, measurelog.SHA1)
+	interval := s.opts.MinInterval
+	first := true
+	for {
+		e, err := dec.Next()
+		if err == nil {
+			if first && !s.opts.KeepBootAggregate && e.Name() == "boot_aggregate" {
+				first = false
+				s.entries.Add(1)
+				continue
+			}
+			first = false
+			if err := s.dispatch(e); err != nil {
+				return err
+			}
+			interval = s.opts.MinInterval
+			continue
+		}
+		var de *measurelog.DecodeError
+		switch {
+		case errors.Is(err, io.EOF):
+		case errors.As(err, &de) && de.Torn:
+			// The rest of the record follows on a later read.
+		default:
+			return fmt.Errorf("kernel source: read %s: %w", s.opts.ListPath, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+		interval = min(2*interval, s.opts.MaxInterval)
+	}
+}
+
+// Label returns the ns field of a kernel entry: the label of the registered
+// pid namespace it was made in, "" for the host or a template without ns.
+func Label(e *measurelog.Entry) string {
+	t, err := measurelog.LookupTemplate(e.Template)
+	if err != nil {
+		return ""
+	}
+	for i, f := range t.Fields {
+		if f == "ns" && i < len(e.Fields) {
+			b := e.Fields[i]
+			if n := len(b); n > 0 && b[n-1] == 0 {
+				b = b[:n-1]
+			}
+			return string(b)
+		}
+	}
+	return ""
+}
+
+// dispatch records e in the container its label names, else in the host list.
+func (s *Source) dispatch(e *measurelog.Entry) error {
+	s.entries.Add(1)
+	target := s.reg.Host()
+	if label := Label(e); label != "" {
+		if ns, ok := s.reg.Get(label); ok && ns.ID == label {
+			target = ns
+		} else {
+			s.foreign.Add(1)
+			s.log.WithFields(logrus.Fields{"label": label, "name": e.Name()}).Debug("entry of an unknown namespace: host list only")
+		}
+	}
+	if err := s.reg.Record(target, e); err != nil {
+		return fmt.Errorf("kernel source: record %q in %s: %w", e.Name(), target.ID, err)
+	}
+	return nil
+}
+
+// Attached registers ns's pid namespace with the kernel under its ID. A
+// stale registration of the same label (a previous daemon) is replaced.
+func (s *Source) Attached(ns *imans.Namespace) {
+	if ns == nil || ns.Init <= 0 {
+		return
+	}
+	log := s.log.WithFields(logrus.Fields{"id": ns.ID, "pid": ns.Init})
+	cmd := fmt.Sprintf("%d %s\n", ns.Init, ns.ID)
+	err := s.writeNS(cmd)
+	if errors.Is(err, syscall.EEXIST) {
+		if uerr := s.writeNS("-" + ns.ID + "\n"); uerr == nil {
+			err = s.writeNS(cmd)
+		}
+	}
+	if err != nil {
+		log.WithError(err).Error("register with the kernel")
+		return
+	}
+	s.mu.Lock()
+	s.registered[ns.ID] = true
+	s.mu.Unlock()
+	log.Info("registered with the kernel")
+}
+
+// Detached removes the kernel registration made for ns.
+func (s *Source) Detached(ns *imans.Namespace) {
+	if ns == nil {
+		return
+	}
+	s.mu.Lock()
+	mine := s.registered[ns.ID]
+	delete(s.registered, ns.ID)
+	s.mu.Unlock()
+	if !mine {
+		return
+	}
+	log := s.log.WithField("id", ns.ID)
+	if err := s.writeNS("-" + ns.ID + "\n"); err != nil && !errors.Is(err, syscall.ENOENT) {
+		log.WithError(err).Error("unregister from the kernel")
+		return
+	}
+	log.Info("unregistered from the kernel")
+}
+
+// writeNamespacesFile writes cmd in one write(2) at offset 0, as the kernel
+// takes one command per write.
+func (s *Source) writeNamespacesFile(cmd string) error {
+	f, err := os.OpenFile(s.opts.NamespacesPath, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", s.opts.NamespacesPath, err)
+	}
+	_, werr := f.Write([]byte(cmd))
+	cerr := f.Close()
+	if werr != nil {
+		return fmt.Errorf("write %q to %s: %w", cmd, s.opts.NamespacesPath, werr)
+	}
+	if cerr != nil {
+		return fmt.Errorf("close %s: %w", s.opts.NamespacesPath, cerr)
+	}
+	return nil
+}
