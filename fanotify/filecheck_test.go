@@ -1,0 +1,89 @@
+package fanotify_test
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imafs/imafs/fanotify"
+)
+
+// TestFileCheck: FILE_CHECK with the open's mask (read from the blocked
+// open system call), and an open_writers violation for a file measured
+// while a task of the container holds it open for write.
+func TestFileCheck(t *testing.T) {
+	e := newEnv(t, fanotify.Options{})
+	c := e.container("files")
+	c.setPolicy("measure func=FILE_CHECK mask=MAY_READ")
+
+	c.mustExec("/bin/sh", "-c", "echo hello > /tmp/data")
+	if n := len(named(c.ns.List, "/tmp/data")); n != 0 {
+		t.Fatalf("write-only open measured under mask=MAY_READ (%d entries)", n)
+	}
+	c.mustExec("/bin/sh", "-c", "head -n1 /tmp/data; head -n1 /tmp/data")
+	got := named(c.ns.List, "/tmp/data")
+	if len(got) != 1 {
+		t.Fatalf("/tmp/data: %d entries after two reads, want 1", len(got))
+	}
+	if d, want := fileDigest(t, got[0]), fmt.Sprintf("%x", sha256.Sum256([]byte("hello\n"))); d != want {
+		t.Fatalf("/tmp/data digest %s, want %s", d, want)
+	}
+
+	v0 := c.ns.List.Violations()
+	c.mustExec("/bin/sh", "-c", "exec 3>>/tmp/log; echo line >&3; head -n1 /tmp/log")
+	if v := c.ns.List.Violations(); v != v0+1 {
+		t.Fatalf("violations %d, want %d (open_writers)", v, v0+1)
+	}
+	var viol bool
+	for _, en := range entries(c.ns.List) {
+		if en.Violation && en.Name() == "/tmp/log" {
+			viol = true
+		}
+	}
+	if !viol {
+		t.Fatal("no violation entry named /tmp/log")
+	}
+	// The write closed: a read of the changed file is measured without one.
+	c.mustExec("/bin/sh", "-c", "head -n1 /tmp/log")
+	if v := c.ns.List.Violations(); v != v0+1 {
+		t.Fatalf("violations %d after the writer closed, want %d", v, v0+1)
+	}
+}
+
+// TestFailureModes: a file that cannot be hashed in time is allowed with a
+// violation entry in a measure-only container and denied in a container
+// that appraises; every event is answered.
+func TestFailureModes(t *testing.T) {
+	e := newEnv(t, fanotify.Options{Timeout: 2 * time.Millisecond})
+	cm := e.container("measureonly")
+	ca := e.container("appraising")
+	big := strings.Repeat("imafs\n", 8<<20) // 48 MiB: not hashed in 2ms
+	for _, c := range []*container{cm, ca} {
+		if err := os.WriteFile(c.path("/tmp/big"), []byte(big), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cm.setPolicy("measure func=FILE_CHECK")
+	ca.setPolicy("appraise func=FILE_CHECK fowner=0\nmeasure func=FILE_CHECK")
+
+	if out, err := cm.exec("/bin/sh", "-c", "head -c 5 /tmp/big"); err != nil || out != "imafs" {
+		t.Fatalf("measure-only: read of /tmp/big: %v %q", err, out)
+	}
+	var viol bool
+	for _, en := range entries(cm.ns.List) {
+		viol = viol || (en.Violation && en.Name() == "/tmp/big")
+	}
+	if !viol || cm.ns.List.Violations() == 0 {
+		t.Fatal("measure-only: no violation entry for the file that could not be measured")
+	}
+	out, err := ca.exec("/bin/sh", "-c", "head -c 5 /tmp/big")
+	if err == nil || !strings.Contains(out, "Operation not permitted") {
+		t.Fatalf("appraising: read of unhashable /tmp/big: %v %q, want EPERM", err, out)
+	}
+	if s := e.eng.Stats(); s.Errors+s.Timeouts == 0 {
+		t.Fatalf("stats show no failure: %+v", s)
+	}
+}
