@@ -135,7 +135,7 @@ func parseRecord(data []byte, bank Algo) (*Entry, int, *needMore, error) {
 
 // splitFields copies template data into n fields sharing one allocation.
 func splitFields(td []byte, n int) ([][]byte, error) {
-	buf := make([]byte, 0, len(td)-4*n)
+	buf := make([]byte, 0, max(0, len(td)-4*n))
 	lens := make([]int, 0, n)
 	rest := td
 	for i := 0; i < n; i++ {

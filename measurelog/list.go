@@ -140,7 +140,10 @@ func (l *List) parse(rec []byte, fields [][]byte) record {
 	r := record{pcr: binary.LittleEndian.Uint32(rec), violation: rec[4]&flagViolation != 0}
 	nl := int(rec[5])
 	name := rec[6 : 6+nl]
-	r.t, _ = lookup(string(name))
+	r.t = templates[string(name)] // no allocation for builtin templates
+	if r.t == nil {
+		r.t, _ = lookup(string(name))
+	}
 	if r.t == nil {
 		r.t = &compiled{name: string(name)}
 	}

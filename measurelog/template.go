@@ -3,6 +3,8 @@ package measurelog
 import (
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // fieldKind is how the kernel stores and prints a template field
@@ -124,14 +126,30 @@ func lookup(name string) (*compiled, error) {
 	if name == "" || len(name) > maxTemplateNameLen {
 		return nil, fmt.Errorf("template %q: unknown", name)
 	}
+	if c, ok := customTemplates.Load(name); ok {
+		return c.(*compiled), nil
+	}
 	ids := strings.Split(name, "|")
 	for _, id := range ids {
 		if _, ok := fieldKinds[id]; !ok {
 			return nil, fmt.Errorf("template %q: unknown (not a builtin template, and %q is not a template field)", name, id)
 		}
 	}
-	return compile(name, ids)
+	c, err := compile(name, ids)
+	if err == nil && customCount.Add(1) <= maxCustomTemplates {
+		customTemplates.Store(name, c)
+	}
+	return c, err
 }
+
+// customTemplates caches compiled custom formats (at most
+// maxCustomTemplates, so untrusted input cannot grow it without bound).
+var (
+	customTemplates sync.Map
+	customCount     atomic.Int32
+)
+
+const maxCustomTemplates = 64
 
 // LookupTemplate returns the template called name: one of the kernel's
 // builtin templates (ima, ima-ng, ima-sig, ima-ngv2, ima-sigv2, ima-buf,

@@ -1,0 +1,153 @@
+package measurelog
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"testing"
+)
+
+func benchEntries(b *testing.B, n int) []*Entry {
+	b.Helper()
+	entries := make([]*Entry, n)
+	for i := range entries {
+		e, err := NewEntry(TemplateIMANG, DefaultPCR, Measurement{
+			FileDigest: SHA256.Sum([]byte(fmt.Sprint(i))), FileAlgo: SHA256,
+			Name: fmt.Sprintf("/usr/lib/x86_64-linux-gnu/libexample-%d.so.1", i),
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		entries[i] = e
+	}
+	return entries
+}
+
+func perSecond(b *testing.B, n int) {
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "entries/s")
+}
+
+func BenchmarkNewEntry(b *testing.B) {
+	d := SHA256.Sum(nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := NewEntry(TemplateIMANG, 10, Measurement{FileDigest: d, FileAlgo: SHA256, Name: "/usr/bin/example"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perSecond(b, b.N)
+}
+
+// BenchmarkEncode: one entry per op, template digest computed each time
+// (Entry methods do not cache).
+func BenchmarkEncode(b *testing.B) {
+	entries := benchEntries(b, 1000)
+	for _, tc := range []struct {
+		name string
+		f    func(dst []byte, e *Entry) []byte
+	}{
+		{"binary-sha1", func(dst []byte, e *Entry) []byte { return e.AppendBinary(dst, SHA1) }},
+		{"ascii-sha1", func(dst []byte, e *Entry) []byte { return e.AppendASCII(dst, SHA1) }},
+		{"binary-sha256", func(dst []byte, e *Entry) []byte { return e.AppendBinary(dst, SHA256) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			var buf []byte
+			i := 0
+			for b.Loop() {
+				buf = tc.f(buf[:0], entries[i%len(entries)])
+				i++
+			}
+			perSecond(b, b.N)
+		})
+	}
+}
+
+// BenchmarkDecodeBinary decodes (and verifies the digests of) a
+// 10000-entry sha1 list per op.
+func BenchmarkDecodeBinary(b *testing.B) {
+	entries := benchEntries(b, 10000)
+	var data []byte
+	for _, e := range entries {
+		data = e.AppendBinary(data, SHA1)
+	}
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		got, err := DecodeBinary(data, SHA1)
+		if err != nil || len(got) != len(entries) {
+			b.Fatal(err)
+		}
+	}
+	perSecond(b, b.N*len(entries))
+}
+
+func BenchmarkListAppend(b *testing.B) {
+	entries := benchEntries(b, 100000)
+	l := NewList()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i == len(entries) {
+			b.StopTimer()
+			l = NewList()
+			i = 0
+			b.StartTimer()
+		}
+		l.Append(entries[i])
+		i++
+	}
+	perSecond(b, b.N)
+}
+
+// BenchmarkListReadAt reads the whole ascii sha1 rendering of a
+// 10000-entry list in 4 KiB reads (a FUSE reader) per op.
+func BenchmarkListReadAt(b *testing.B) {
+	l := NewList()
+	for _, e := range benchEntries(b, 10000) {
+		l.Append(e)
+	}
+	buf := make([]byte, 4096)
+	b.SetBytes(l.Size(ASCII, SHA1))
+	b.ReportAllocs()
+	for b.Loop() {
+		for off := int64(0); ; {
+			n, err := l.ReadAt(buf, off, ASCII, SHA1)
+			off += int64(n)
+			if err == io.EOF {
+				break
+			}
+		}
+	}
+	perSecond(b, b.N*l.Len())
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// BenchmarkListMemory reports the heap a List holds per entry, for 100k
+// ima-ng entries (sha256 file digests, ~45-byte paths) in the sha1 and
+// sha256 banks; the source entries are freed before measuring.
+func BenchmarkListMemory(b *testing.B) {
+	const n = 100000
+	for b.Loop() {
+		before := heapInUse()
+		l := NewList()
+		for i := 0; i < n; i++ {
+			e, _ := NewEntry(TemplateIMANG, DefaultPCR, Measurement{
+				FileDigest: SHA256.Sum([]byte(fmt.Sprint(i))), FileAlgo: SHA256,
+				Name: fmt.Sprintf("/usr/lib/x86_64-linux-gnu/libexample-%d.so.1", i),
+			})
+			l.Append(e)
+		}
+		after := heapInUse()
+		b.ReportMetric(float64(after-before)/n, "bytes/entry")
+		b.ReportMetric(float64(l.Size(ASCII, SHA1)+l.Size(Binary, SHA1)+l.Size(ASCII, SHA256)+l.Size(Binary, SHA256))/n, "rendered-bytes/entry")
+		runtime.KeepAlive(l)
+	}
+}
