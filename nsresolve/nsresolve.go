@@ -45,14 +45,30 @@ var ErrGone = errors.New("task gone")
 // Caller resolves the thread id tid, as seen from the daemon's (host) pid
 // namespace, to its thread group, namespaces and credentials.
 //
-// All reads go through one open /proc/TID directory: procfs binds that
-// directory to the task's struct pid, so every later read either describes
-// the same task or fails (ESRCH/ENOENT, reported wrapping ErrGone); it never
-// describes another task that reused the number.
+// The number tid is looked up once; everything else is read through a handle
+// bound to that task's struct pid (a thread pidfd, or an open /proc/TID
+// directory on kernels without PIDFD_GET_INFO), so every read either
+// describes the same task or fails with an error wrapping ErrGone; it never
+// describes another task that reused the number. (The one unavoidable window
+// is between the kernel queueing the request and that lookup; but a FUSE
+// requester is blocked in the kernel until answered, so its tid can't be
+// freed in between unless it is SIGKILLed, and then nobody reads the answer.)
 func (r *Resolver) Caller(tid int) (*Caller, error) {
 	if tid <= 0 {
 		return nil, fmt.Errorf("resolve caller tid %d: no such task (pid 0 is a kernel-internal request such as RELEASE)", tid)
 	}
+	if !r.procOnly.Load() {
+		c, err := r.callerPidfd(tid)
+		if !errors.Is(err, errNoPidfdInfo) {
+			return c, err
+		}
+		r.procOnly.Store(true) // old kernel: use /proc from now on
+	}
+	return r.callerProc(tid)
+}
+
+// callerProc is Caller through /proc/TID/{status,ns/*}.
+func (r *Resolver) callerProc(tid int) (*Caller, error) {
 	dir, err := openProcDir(tid)
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/imafs/imafs/integration/harness"
 	"golang.org/x/sys/unix"
@@ -136,7 +137,7 @@ type world struct {
 	pins       map[string]*Pinned
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	harness.RequireRoot(t)
 	w := &world{pins: map[string]*Pinned{}}
 	w.a = harness.StartUnshare(t, harness.UnshareOptions{})
@@ -162,7 +163,7 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-func (w *world) registered(t *testing.T, names string) func(NSID) bool {
+func (w *world) registered(t testing.TB, names string) func(NSID) bool {
 	set := map[NSID]bool{}
 	for _, n := range strings.Split(names, ",") {
 		if n != "" {
@@ -196,9 +197,10 @@ func TestOwner(t *testing.T) {
 		{"A/unshare-m", "A,B", "A"},
 		{"A/unshare-m", "", ""},
 	}
-	for _, size := range []int{0, 1, -1} {
-		t.Run(fmt.Sprintf("cache=%d", size), func(t *testing.T) {
-			r := NewResolverWithOptions(ResolverOptions{CacheSize: size})
+	for _, o := range []ResolverOptions{{}, {CacheSize: 1}, {CacheSize: -1}, {ProcOnly: true}, {ProcOnly: true, CacheSize: -1}} {
+		size := o.CacheSize
+		t.Run(fmt.Sprintf("cache=%d,proc=%v", o.CacheSize, o.ProcOnly), func(t *testing.T) {
+			r := NewResolverWithOptions(o)
 			defer r.Close()
 			for round := 0; round < 2; round++ { // second round hits the cache
 				for _, tc := range cases {
@@ -480,7 +482,42 @@ func TestPrivileged(t *testing.T) {
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	unix.Poll(fds, 10000)
 	unix.Close(fd)
-	if _, err := r.Privileged(c, pu.UserNS); err == nil {
-		t.Fatal("Privileged of a dead task gave an answer")
+	// Until nsenter reaps it, the zombie is still that task (and its
+	// credentials still answer); wait for it to be gone.
+	for i := 0; ; i++ {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			break
+		}
+		if i > 5000 {
+			t.Fatal("killed task not reaped")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := r.Privileged(c, pu.UserNS); !errors.Is(err, ErrGone) {
+		t.Fatalf("Privileged of a dead task: %v, want ErrGone", err)
+	}
+}
+
+// TestCallerPathsAgree: the pidfd-ioctl path and the /proc text path
+// resolve every kind of caller identically.
+func TestCallerPathsAgree(t *testing.T) {
+	w := newWorld(t)
+	u := harness.StartUnshare(t, harness.UnshareOptions{User: true})
+	fast, slow := NewResolver(), NewResolverWithOptions(ResolverOptions{ProcOnly: true})
+	defer fast.Close()
+	defer slow.Close()
+	pids := []int{os.Getpid(), w.a.Pid, w.b.Pid, w.c.Pid, w.aUnshareM, u.Pid,
+		u.Spawn(t, 0, "sleep", "600"), u.Spawn(t, 1000, "sleep", "600")}
+	for _, pid := range pids {
+		a, b := mustCaller(t, fast, pid), mustCaller(t, slow, pid)
+		if *a != *b {
+			t.Errorf("pid %d: pidfd path %+v, /proc path %+v", pid, *a, *b)
+		}
+	}
+	if fast.procOnly.Load() {
+		t.Skip("this kernel has no PIDFD_GET_INFO: only the /proc path was tested")
+	}
+	if c := mustCaller(t, fast, pids[len(pids)-1]); c.EUID != harness.UserNSBase+1000 || c.CapEff != 0 {
+		t.Errorf("uid 1000 in a user-namespaced container: %+v", *c)
 	}
 }

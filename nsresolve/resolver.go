@@ -22,6 +22,9 @@ type ResolverOptions struct {
 	// CacheSize bounds the ancestry cache (entries, one pinned nsfs fd
 	// each). 0 means DefaultCacheSize; negative disables caching.
 	CacheSize int
+	// ProcOnly resolves callers through /proc/TID text files only, as on
+	// kernels before 6.13 (no PIDFD_GET_INFO). For tests and comparison.
+	ProcOnly bool
 }
 
 // Resolver resolves callers and caches pid-namespace ancestry.
@@ -43,6 +46,7 @@ type Resolver struct {
 	hostErr           error
 
 	hits, misses atomic.Uint64
+	procOnly     atomic.Bool // pidfd ioctls unsupported (or ProcOnly)
 }
 
 type entry struct {
@@ -63,6 +67,7 @@ func NewResolverWithOptions(opts ResolverOptions) *Resolver {
 	if r.max == 0 {
 		r.max = DefaultCacheSize
 	}
+	r.procOnly.Store(opts.ProcOnly)
 	dir, err := unix.Open("/proc/thread-self", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		r.hostErr = fmt.Errorf("open /proc/thread-self: %w", err)
@@ -194,6 +199,35 @@ func (r *Resolver) build(dir int, id NSID) (*entry, error) {
 	if err != nil {
 		return nil, procErr("open", "ns/pid", err)
 	}
+	return r.buildFD(fd, id)
+}
+
+// cacheFD makes sure the ancestry of the pid namespace open as fd (whose id
+// is id) is cached. It takes ownership of fd. Errors are ignored (Owner
+// will retry through /proc).
+func (r *Resolver) cacheFD(fd int, id NSID) {
+	if r.max < 0 || r.hostErr != nil || id == r.hostPid {
+		unix.Close(fd)
+		return
+	}
+	r.mu.Lock()
+	e, ok := r.entries[id]
+	if ok {
+		r.lru.MoveToFront(e.elem)
+	}
+	r.mu.Unlock()
+	if ok {
+		unix.Close(fd)
+		return
+	}
+	if e, err := r.buildFD(fd, id); err == nil {
+		r.insert(e)
+	}
+}
+
+// buildFD makes the entry of the pid namespace open as fd (taking
+// ownership of fd), checking it is id.
+func (r *Resolver) buildFD(fd int, id NSID) (*entry, error) {
 	got, err := fstatNS(fd)
 	if err != nil {
 		unix.Close(fd)
