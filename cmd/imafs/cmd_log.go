@@ -215,4 +215,3 @@ func decodeList(data []byte, inputBank string) ([]*measurelog.Entry, measurelog.
 	}
 	return best, bestBank, bestErr
 }
-
