@@ -66,3 +66,36 @@ func (r *Root) authorize(ctx context.Context, op string) (*nsresolve.Caller, *im
 	}
 	return c, ns, 0
 }
+
+// unknownSize is the size reported when the caller's content size is not
+// known (a caller that may not read it, or no caller).
+const unknownSize = 4096
+
+// sizeFor returns the size a content file reports to the caller of ctx: the
+// size of the caller's own content when it may read it. Like every
+// attribute it is never cached (attribute timeout 0). It is what keeps
+// sendfile(2) working: the kernel splices FUSE files through the page cache
+// up to i_size, so a size of 0 would read as empty instead of failing over to
+// read(2) (see rawFS).
+func (r *Root) sizeFor(ctx context.Context, size func(*imans.Namespace) int64) uint64 {
+	fc, ok := fuse.FromContext(ctx)
+	if !ok || fc.Pid == 0 {
+		return unknownSize
+	}
+	c, err := r.reg.Resolver().Caller(int(fc.Pid))
+	if err != nil {
+		return unknownSize
+	}
+	ns, err := r.reg.ForCaller(c)
+	if err != nil {
+		return unknownSize
+	}
+	userNS := r.reg.Resolver().HostUserNS()
+	if !ns.IsHost() {
+		userNS = ns.Pinned.UserNS
+	}
+	if ok, err := r.reg.Resolver().Privileged(c, userNS); err != nil || !ok {
+		return unknownSize
+	}
+	return uint64(size(ns))
+}

@@ -10,11 +10,16 @@
 //	integrity/ima/runtime_measurements_count
 //	integrity/ima/violations
 //
-// with the kernel's modes (0440, policy 0600), owner root and size 0.
+// with the kernel's modes (0440, policy 0600) and owner root.
 //
-// The tree and every attribute are the same for every caller; only content
-// differs. So the kernel may cache entries and attributes, but never pages:
-// every open answers FOPEN_DIRECT_IO. Each OPEN resolves the request's pid to
+// The tree is the same for every caller, so the kernel may cache entries;
+// content differs by caller, so it must never cache pages: every open
+// answers FOPEN_DIRECT_IO, and the READs the kernel still sends for its page
+// cache (sendfile and copy_file_range splice through it even on direct-I/O
+// files) fail with EIO, which makes sendfile's users fall back to read(2).
+// securityfs reports size 0; a FUSE file of size 0 would splice as empty, so
+// content files report the caller's own content size instead, with
+// attribute caching off. Each OPEN resolves the request's pid to
 // the caller's imafs namespace (imans.Registry.ForCaller), checks privilege
 // (uid 0 with CAP_SYS_ADMIN in the user namespace owning that container; the
 // initial user namespace for the host view) and binds the namespace to the

@@ -41,6 +41,7 @@ type listHandle struct {
 // Getattr implements fs.NodeGetattrer.
 func (n *listNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.root.setAttr(&out.Attr, syscall.S_IFREG|modeList)
+	out.Size = n.root.sizeFor(ctx, func(ns *imans.Namespace) int64 { return ns.List.Size(n.format, n.bank) })
 	return 0
 }
 
@@ -87,6 +88,7 @@ type counterHandle struct {
 // Getattr implements fs.NodeGetattrer.
 func (n *counterNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.root.setAttr(&out.Attr, syscall.S_IFREG|modeList)
+	out.Size = n.root.sizeFor(ctx, func(ns *imans.Namespace) int64 { return int64(len(formatCounter(nil, n.value(ns)))) })
 	return 0
 }
 
@@ -103,11 +105,15 @@ func (n *counterNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, 
 // (simple_read_from_buffer semantics).
 func (h *counterHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	var buf [24]byte
-	text := strconv.AppendInt(buf[:0], h.value(h.ns), 10)
-	text = append(text, '\n')
+	text := formatCounter(buf[:0], h.value(h.ns))
 	if off >= int64(len(text)) {
 		return fuse.ReadResultData(nil), 0
 	}
 	n := copy(dest, text[off:])
 	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// formatCounter appends the kernel's "%li\n" of v.
+func formatCounter(dst []byte, v int64) []byte {
+	return append(strconv.AppendInt(dst, v, 10), '\n')
 }

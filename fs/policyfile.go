@@ -33,6 +33,7 @@ type policyNode struct {
 // Getattr implements fs.NodeGetattrer.
 func (n *policyNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.root.setAttr(&out.Attr, syscall.S_IFREG|modePolicy)
+	out.Size = n.root.sizeFor(ctx, func(ns *imans.Namespace) int64 { return int64(len(ns.Policy().String())) })
 	return 0
 }
 

@@ -21,16 +21,17 @@ const (
 	modeSymlink = 0o444
 )
 
-// DefaultCacheTimeout is how long the kernel may cache entries and
-// attributes. Safe because they never differ between callers.
+// DefaultCacheTimeout is how long the kernel may cache entries: the tree is
+// the same for every caller. Attributes are never cached: a file's size is
+// the caller's (see sizeFor).
 const DefaultCacheTimeout = time.Second
 
 // Options configure a tree.
 type Options struct {
 	Registry *imans.Registry
 	Log      *logrus.Logger
-	// CacheTimeout is the entry and attribute timeout (DefaultCacheTimeout
-	// when zero; negative means no caching).
+	// CacheTimeout is the entry timeout (DefaultCacheTimeout when zero;
+	// negative means no caching).
 	CacheTimeout time.Duration
 }
 
@@ -72,16 +73,15 @@ func (r *Root) MountOptions() *gofs.Options {
 		t = 0
 	}
 	neg := t
+	var attr time.Duration
 	return &gofs.Options{
 		MountOptions: fuse.MountOptions{
 			AllowOther: true,
 			FsName:     "imafs",
 			Name:       "imafs",
-			// Several readers: one slow caller must not stall the others.
-			MaxReadAhead: 0,
 		},
 		EntryTimeout:    &t,
-		AttrTimeout:     &t,
+		AttrTimeout:     &attr,
 		NegativeTimeout: &neg,
 		NullPermissions: true,
 		UID:             0,

@@ -150,12 +150,12 @@ func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
 
 // serveAt mounts a fresh tree at target in pid's mount namespace and serves it.
 func (d *daemon) serveAt(id string, pid int, target string) (*mount, error) {
-	dev, err := mountns.MountFUSE(pid, target, mountns.Options{AllowOther: true})
+	dev, err := mountns.MountFUSE(pid, target, mountns.Options{AllowOther: true, MkdirAll: true})
 	if err != nil {
 		return nil, err
 	}
 	root := imafsfs.NewRoot(imafsfs.Options{Registry: d.reg, Log: d.log})
-	srv, err := mountns.Serve(dev, root, root.MountOptions())
+	srv, err := imafsfs.Serve(dev, root)
 	if err != nil {
 		if uerr := mountns.Unmount(pid, target, true); uerr != nil {
 			d.log.WithError(uerr).Warn("unmount after failed serve")

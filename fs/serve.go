@@ -1,0 +1,79 @@
+package fs
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// rawFS guards the page cache. Every file is opened FOPEN_DIRECT_IO, but
+// the kernel's splice path (sendfile(2), used by busybox cat, and
+// copy_file_range) still reads FUSE files through the page cache, which is
+// per inode, not per caller. Such READs are the only ones without
+// FUSE_READ_LOCKOWNER (direct reads always carry the caller's lock owner), so
+// they fail with EIO: sendfile then fails and its callers fall back to
+// read(2), which is answered for the caller. No caller's content ever enters
+// the page cache.
+type rawFS struct {
+	fuse.RawFileSystem
+}
+
+// Read implements fuse.RawFileSystem.
+func (r rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	if in.ReadFlags&fuse.READ_LOCKOWNER == 0 {
+		return nil, fuse.EIO
+	}
+	return r.RawFileSystem.Read(cancel, in, buf)
+}
+
+// RawFileSystem returns the FUSE protocol handler of the tree rooted at r.
+func (r *Root) RawFileSystem() fuse.RawFileSystem {
+	return rawFS{gofs.NewNodeFS(r, r.MountOptions())}
+}
+
+// Serve serves r on dev, a /dev/fuse file already mounted (see
+// mountns.MountFUSE), through go-fuse's "/dev/fd/N" convention; it takes
+// ownership of dev. The server runs in a goroutine; Wait for it.
+func Serve(dev *os.File, r *Root) (*fuse.Server, error) {
+	defer dev.Close()
+	sc, err := dev.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("serve fuse: %w", err)
+	}
+	dup, dupErr := -1, error(nil)
+	if err := sc.Control(func(fd uintptr) { dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3) }); err != nil {
+		return nil, fmt.Errorf("serve fuse: %w", err)
+	}
+	if dupErr != nil {
+		return nil, fmt.Errorf("serve fuse: dup /dev/fuse fd: %w", dupErr)
+	}
+	mo := r.MountOptions().MountOptions
+	mo.DirectMount, mo.DirectMountStrict = false, false
+	srv, err := fuse.NewServer(r.RawFileSystem(), "/dev/fd/"+strconv.Itoa(dup), &mo)
+	if err != nil {
+		return nil, fmt.Errorf("serve fuse on /dev/fd/%d: %w", dup, err)
+	}
+	go srv.Serve()
+	return srv, nil
+}
+
+// Mount mounts r at dir in the daemon's own mount namespace (the host view,
+// tests) and serves it.
+func Mount(dir string, r *Root) (*fuse.Server, error) {
+	mo := r.MountOptions().MountOptions
+	mo.DirectMount = true
+	srv, err := fuse.NewServer(r.RawFileSystem(), dir, &mo)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		srv.Unmount()
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	return srv, nil
+}
