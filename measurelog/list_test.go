@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -247,6 +248,9 @@ func TestListConcurrent(t *testing.T) {
 	for i, e := range entries {
 		if !l.Append(e) {
 			t.Fatalf("entry %d dropped", i)
+		}
+		if i%64 == 0 {
+			runtime.Gosched() // let readers catch up with the writer
 		}
 	}
 	wg.Wait()
