@@ -192,37 +192,56 @@ func enter(pid int, pre, fn func(hostProc int) error) error {
 		return fmt.Errorf("pid %d exited while opening its namespace: %w", pid, err)
 	}
 
+	work := func() error {
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			return fmt.Errorf("unshare CLONE_FS: %w", err)
+		}
+		if err := unix.Setns(nsfd, unix.CLONE_NEWNS); err != nil {
+			return fmt.Errorf("setns mnt of pid %d: %w", pid, err)
+		}
+		if pre != nil {
+			if err := pre(procfd); err != nil {
+				return err
+			}
+		}
+		if err := unix.Fchdir(rootfd); err != nil {
+			return fmt.Errorf("fchdir to root of pid %d: %w", pid, err)
+		}
+		if err := unix.Chroot("."); err != nil {
+			return fmt.Errorf("chroot to root of pid %d: %w", pid, err)
+		}
+		if err := unix.Chdir("/"); err != nil {
+			return fmt.Errorf("chdir /: %w", err)
+		}
+		return fn(procfd)
+	}
 	done := make(chan error, 1)
-	go func() {
-		// No UnlockOSThread: the runtime terminates a locked thread when its
-		// goroutine exits, which is what we want for a thread whose fs
-		// context (root, cwd, mount ns) differs from the rest of the process.
-		runtime.LockOSThread()
-		done <- func() error {
-			if err := unix.Unshare(unix.CLONE_FS); err != nil {
-				return fmt.Errorf("unshare CLONE_FS: %w", err)
-			}
-			if err := unix.Setns(nsfd, unix.CLONE_NEWNS); err != nil {
-				return fmt.Errorf("setns mnt of pid %d: %w", pid, err)
-			}
-			if pre != nil {
-				if err := pre(procfd); err != nil {
-					return err
-				}
-			}
-			if err := unix.Fchdir(rootfd); err != nil {
-				return fmt.Errorf("fchdir to root of pid %d: %w", pid, err)
-			}
-			if err := unix.Chroot("."); err != nil {
-				return fmt.Errorf("chroot to root of pid %d: %w", pid, err)
-			}
-			if err := unix.Chdir("/"); err != nil {
-				return fmt.Errorf("chdir /: %w", err)
-			}
-			return fn(procfd)
-		}()
-	}()
+	go onDisposableThread(work, done)
 	return <-done
+}
+
+// onDisposableThread runs work on a locked OS thread that is thrown away
+// afterwards (no UnlockOSThread: the runtime terminates a locked thread when
+// its goroutine exits), and sends its result to done.
+//
+// Never on the main thread: the runtime can't terminate the thread group
+// leader, it wedges it instead, so the leader would stay in the container's
+// mount namespace forever, pinning it, and /proc/self/{mountinfo,root,ns/mnt}
+// (which follow the leader) would show the container's view to the whole
+// daemon. If the goroutine lands on the main thread, it keeps that thread
+// locked (unchanged) while a second goroutine, which then can't be scheduled
+// there, does the work.
+func onDisposableThread(work func() error, done chan<- error) {
+	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		inner := make(chan error, 1)
+		go onDisposableThread(work, inner)
+		err := <-inner
+		runtime.UnlockOSThread() // this thread was not changed
+		done <- err
+		return
+	}
+	done <- work()
 }
 
 // onSharedMount reports whether the mount holding path (in the calling

@@ -102,7 +102,15 @@ func hostHasMount(t *testing.T, target string) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return bytes.Contains(b, []byte(" "+target+" ")) || bytes.Contains(b, []byte("fuse.imafs-test"))
+	// Other developers' tests may mount things on this shared machine: only
+	// a line with our mount point and our fs type counts.
+	for line := range bytes.Lines(b) {
+		if bytes.Contains(line, []byte(" "+target+" ")) && bytes.Contains(line, []byte("fuse.imafs-test")) {
+			t.Logf("host mountinfo: %s", line)
+			return true
+		}
+	}
+	return false
 }
 
 // mountAndRead mounts helloRoot at target in pid's namespace, reads it
@@ -332,3 +340,41 @@ func TestMountShared(t *testing.T) {
 }
 
 func fuseAttr(mode uint32) (a fuse.Attr) { a.Mode = syscall.S_IFREG | mode; return }
+
+// TestNoThreadLeftInNamespace: after many trips into a container's mount
+// namespace, every thread of the daemon is back in its own namespace (none
+// was kept, and the main thread, which the runtime can't terminate, was
+// never used).
+func TestNoThreadLeftInNamespace(t *testing.T) {
+	needRoot(t)
+	pid := sleeper(t, "", "-m", "--propagation", "private")
+	theirs := nsIno(t, pid)
+	own := nsIno(t, os.Getpid())
+	for i := 0; i < 200; i++ {
+		var got uint64
+		err := InNamespace(pid, func(hostProc int) error {
+			var st unix.Stat_t
+			if err := unix.Fstatat(hostProc, "thread-self/ns/mnt", &st, 0); err != nil {
+				return err
+			}
+			got = st.Ino
+			return nil
+		})
+		if err != nil || got != theirs {
+			t.Fatalf("InNamespace: ns %d (want %d), %v", got, theirs, err)
+		}
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/self/task/"+task.Name()+"/ns/mnt", &st); err != nil {
+			continue // thread exited meanwhile
+		}
+		if st.Ino != own {
+			t.Errorf("thread %s is still in mount ns %d", task.Name(), st.Ino)
+		}
+	}
+}

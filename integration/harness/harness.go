@@ -64,6 +64,45 @@ func Run(name string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
+// TempDir returns a new directory that every uid can traverse (mode 0755,
+// under os.TempDir(), removed on cleanup). Use it for anything a
+// user-namespaced container must reach: t.TempDir()'s parents are 0700, so
+// container root (host uid 100000) could not get in.
+func TempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "imafs-harness-")
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	return dir
+}
+
+// checkTraversable fails t unless every directory from / to dir can be
+// searched by others (needed when a container root is not host root).
+func checkTraversable(t testing.TB, dir string) {
+	t.Helper()
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	for p := abs; ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatalf("harness: %v", err)
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			t.Fatalf("harness: %s (mode %v) is not searchable by a user-namespaced container's root; use harness.TempDir", p, st.Mode().Perm())
+		}
+		if p == "/" {
+			return
+		}
+	}
+}
+
 // BusyboxRootfs fills dir with a minimal root filesystem: busybox-static
 // and a symlink per applet in /bin, /etc/passwd and /etc/group with root and
 // a non-root user 1000 ("user"), and empty /proc, /sys, /dev, /tmp, /root,

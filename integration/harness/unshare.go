@@ -79,6 +79,9 @@ func start(t testing.TB, opts UnshareOptions, parent *Unshare) *Unshare {
 	if len(opts.Args) == 0 {
 		opts.Args = []string{"sleep", "3600"}
 	}
+	if opts.User && opts.Root != "" {
+		checkTraversable(t, opts.Root)
+	}
 	u := &Unshare{Opts: opts, Parent: parent, t: t, pidfd: -1, waited: make(chan struct{})}
 	u.log = filepath.Join(t.TempDir(), "init.log")
 	logf, err := os.Create(u.log)
