@@ -97,5 +97,11 @@ func (r *Root) sizeFor(ctx context.Context, size func(*imans.Namespace) int64) u
 	if ok, err := r.reg.Resolver().Privileged(c, userNS); err != nil || !ok {
 		return unknownSize
 	}
-	return uint64(size(ns))
+	if n := size(ns); n > 0 {
+		return uint64(n)
+	}
+	// Empty content (a policy with no rules): still not 0, so that a
+	// sendfile after another caller's content grows does not stop at a
+	// stale i_size of 0.
+	return unknownSize
 }

@@ -53,6 +53,7 @@ func (n *policyNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.S
 		return errno
 	}
 	n.root.setAttr(&out.Attr, syscall.S_IFREG|modePolicy)
+	out.Size = n.root.sizeFor(ctx, func(ns *imans.Namespace) int64 { return int64(len(ns.Policy().String())) })
 	return 0
 }
 
