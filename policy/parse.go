@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"strings"
 )
 
@@ -280,18 +281,15 @@ func (r *Rule) flags() uint32 {
 
 // tokenNames remembers the token that set each flag, for error messages.
 type tokenNames struct {
-	byFlag map[uint32]string
+	byBit [numFlagTokens]string
 }
 
 func (t *tokenNames) set(flag uint32, tok string) {
-	if t.byFlag == nil {
-		t.byFlag = make(map[uint32]string, 8)
-	}
-	t.byFlag[flag] = tok
+	t.byBit[bits.TrailingZeros32(flag)] = tok
 }
 
 func (t *tokenNames) name(flag uint32) string {
-	if tok, ok := t.byFlag[flag]; ok {
+	if tok := t.byBit[bits.TrailingZeros32(flag)]; tok != "" {
 		return tok
 	}
 	return flagKeys[flag]
