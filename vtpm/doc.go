@@ -12,21 +12,28 @@
 // a violation), in one TPM2_PCR_Extend, exactly as measurelog.PCRs
 // replays it: the TPM and the list never disagree.
 //
-// How the daemon uses it:
+// How the daemon uses it (list-driven, recommended):
 //
-//	on attach (or at start-up for a journaled namespace):
-//	    v, err := vtpm.StartSWTPM(vtpm.SWTPMOptions{ID: id, StateDir: dir, List: ns.List})
-//	    err = v.Resync(journaledEntries)   // PCRs start at zero: replay the journal
-//	for every entry appended to ns.List, in list order, after the journal append:
-//	    err = v.Extend(e)
-//	for `imafs quote ID --nonce HEX`:
-//	    bundle, err := v.Quote(nonce)
+//	on attach, or at start-up for every journaled namespace (after its
+//	List has been rebuilt from the journal):
+//	    v, err := vtpm.StartSWTPM(vtpm.SWTPMOptions{ID: id, StateDir: dir, SocketDir: sockDir, List: ns.List})
+//	    _, err = v.CatchUp()         // fresh swtpm, PCRs zero: replays the whole list
+//	    go v.Follow(ctx, ns.List)    // extends each entry appended later, in list order
+//	`imafs quote ID --nonce HEX`:
+//	    bundle, err := v.Quote(nonce) // covers exactly the entries extended so far
 //	on detach / shutdown:
-//	    v.Close()                          // the state directory stays
+//	    cancel(ctx); v.Close()        // the state directory stays
+//
+// Follow keeps the ~0.2 ms swtpm round trip of each extend off the
+// measurement's critical path; the TPM always holds a prefix of the list
+// and a quote covers exactly that prefix. The synchronous alternative:
+// Resync(journaledEntries) after the start, then Extend(e) for every entry
+// List.Append accepted, in the same order (under the namespace's record
+// lock). Use one style per SWTPM, never both.
 //
 // A swtpm restart (daemon restart) resets every PCR (TPM2_Startup(CLEAR));
 // the persistent state, and with it the attestation key, survives. Until
-// Resync has run, Extend and Quote fail with ErrNotSynced. swtpm runs with
+// Resync or CatchUp has run, Extend and Quote fail with ErrNotSynced. swtpm runs with
 // --terminate, so it exits when the daemon's connection closes: a crashed
 // daemon leaves no orphan, and its successor starts a fresh swtpm on the
 // same state directory and resyncs it from the journal.

@@ -97,7 +97,7 @@ func startRawSWTPM(t *testing.T) string {
 // testEntries builds n entries of the kinds a namespace's list holds:
 // boot_aggregate, ima-ng and ima-ns measurements, a violation, and one
 // measurement on PCR 11 (a policy rule's pcr=11).
-func testEntries(t *testing.T, ns string, n int) []*measurelog.Entry {
+func testEntries(t testing.TB, ns string, n int) []*measurelog.Entry {
 	t.Helper()
 	ba, err := measurelog.NewBootAggregate("ima-ng", nil, measurelog.SHA256)
 	if err != nil {
