@@ -52,10 +52,17 @@ func (w *watch) handle(ev *event) bool {
 	k := inoKey{st.Dev, st.Ino}
 
 	fn, mask := policy.BPRMCheck, policy.MayExec
+	twin := false
 	if ev.mask&maskExec == 0 {
 		fn, mask = policy.FileCheck, policy.MayRead
 		if flags, ok := openFlags(e.opts.Proc, ev.tid); ok {
 			mask = maskOf(flags)
+		} else {
+			// The FAN_OPEN_PERM twin of an exec's FAN_OPEN_EXEC_PERM:
+			// not a FILE_CHECK (execve never calls ima_file_check); only
+			// used to add an ignore mark when a read would have nothing
+			// left to do.
+			twin = inExec(e.opts.Proc, ev.tid)
 		}
 	}
 	w.mu.Lock()
@@ -108,6 +115,12 @@ func (w *watch) handle(ev *event) bool {
 	cachedDeny := d.Actions&policy.Appraise != 0 && !needAppraise && fs.appraiseErr != nil
 	writers := w.writers[k]
 	w.mu.Unlock()
+	if twin {
+		if !needMeasure && !needAppraise && !needAudit && !cachedDeny && independent {
+			w.ignore(ev, gen)
+		}
+		return true
+	}
 	if !needMeasure && !needAppraise && !needAudit {
 		e.stats.cached.Add(1)
 		if cachedDeny {

@@ -21,12 +21,33 @@ import (
 
 // syscall numbers per architecture.
 type openSyscalls struct {
-	open, openat, openat2, creat, openByHandleAt int64
+	open, openat, openat2, creat, openByHandleAt, execve, execveat, uselib int64
 }
 
 var sysnr = map[string]openSyscalls{
-	"amd64": {open: 2, openat: 257, openat2: 437, creat: 85, openByHandleAt: 304},
-	"arm64": {open: -1, openat: 56, openat2: 437, creat: -1, openByHandleAt: 265},
+	"amd64": {open: 2, openat: 257, openat2: 437, creat: 85, openByHandleAt: 304, execve: 59, execveat: 322, uselib: 134},
+	"arm64": {open: -1, openat: 56, openat2: 437, creat: -1, openByHandleAt: 265, execve: 221, execveat: 281, uselib: -1},
+}
+
+// inExec reports whether tid is blocked in execve/execveat: the kernel
+// sends an exec's open both as FAN_OPEN_EXEC_PERM and FAN_OPEN_PERM, and
+// only the first is an IMA hook (BPRM_CHECK; execve never calls
+// ima_file_check).
+func inExec(proc string, tid int) bool {
+	nr, ok := sysnr[runtime.GOARCH]
+	if !ok {
+		return false
+	}
+	data, err := os.ReadFile(fmt.Sprintf("%s/%d/syscall", proc, tid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 7 {
+		return false
+	}
+	num, err := strconv.ParseInt(f[0], 10, 64)
+	return err == nil && (num == nr.execve || num == nr.execveat || num == nr.uselib)
 }
 
 // openFlags returns the flags of the open tid is blocked in. ok is false
