@@ -40,6 +40,10 @@ func (r *Root) resolve(ctx context.Context) (*nsresolve.Caller, *imans.Namespace
 		r.log.WithError(err).WithField("pid", c.PID).Debug("namespace for caller")
 		return nil, nil, errnoOf(err)
 	}
+	if ns.IsHost() && r.opts.Owner != nil && c.PidNS != r.reg.Resolver().HostPidNS() {
+		r.log.WithFields(logrus.Fields{"pid": c.PID, "mount": r.opts.Owner.ID}).Debug("container caller without a registered namespace")
+		return nil, nil, syscall.EACCES
+	}
 	return c, ns, 0
 }
 
@@ -87,7 +91,7 @@ func (r *Root) sizeFor(ctx context.Context, size func(*imans.Namespace) int64) u
 		return unknownSize
 	}
 	ns, err := r.reg.ForCaller(c)
-	if err != nil {
+	if err != nil || (ns.IsHost() && r.opts.Owner != nil && c.PidNS != r.reg.Resolver().HostPidNS()) {
 		return unknownSize
 	}
 	userNS := r.reg.Resolver().HostUserNS()

@@ -43,6 +43,13 @@ type fixture struct {
 
 func mount(t *testing.T, opts imans.Options) *fixture {
 	t.Helper()
+	return mountFor(t, opts, nil)
+}
+
+// mountFor mounts a tree for owner (nil: a host mount); owner is called
+// with the new registry.
+func mountFor(t *testing.T, opts imans.Options, owner func(*imans.Registry) *imans.Namespace) *fixture {
+	t.Helper()
 	needRoot(t)
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
@@ -53,7 +60,11 @@ func mount(t *testing.T, opts imans.Options) *fixture {
 	}
 	t.Cleanup(func() { reg.Close() })
 	dir := t.TempDir()
-	root := NewRoot(Options{Registry: reg, Log: log})
+	var own *imans.Namespace
+	if owner != nil {
+		own = owner(reg)
+	}
+	root := NewRoot(Options{Registry: reg, Log: log, Owner: own})
 	srv, err := Mount(dir, root)
 	if err != nil {
 		t.Fatalf("mount: %v", err)
@@ -514,5 +525,33 @@ func TestPolicySessionsLikeTheKernel(t *testing.T) {
 		if got := fx.reg.Host().Policy().String(); got != want {
 			t.Errorf("%s: policy %q, want %q", tt.name, got, want)
 		}
+	}
+}
+
+// TestContainerMountRefusesStrayCallers: on a container's mount, a caller
+// that resolves to the host without being a host process (a detached
+// container's process with an fd still open) gets EACCES, not the host view.
+func TestContainerMountRefusesStrayCallers(t *testing.T) {
+	var pid int
+	fx := mountFor(t, imans.Options{}, func(reg *imans.Registry) *imans.Namespace {
+		pid = container(t)
+		ns, err := reg.Attach("owner", pid, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ns
+	})
+	ascii := filepath.Join(fx.ima, "ascii_runtime_measurements")
+	if _, err := run(t, pid, "cat", ascii); err != nil {
+		t.Fatalf("owner container: %v", err)
+	}
+	if got, err := run(t, 0, "cat", ascii); err != nil || got != render(fx.reg.Host().List, measurelog.ASCII, measurelog.SHA1) {
+		t.Errorf("host process on a container mount: %q, %v; want the host view", got, err)
+	}
+	if err := fx.reg.Detach("owner"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, pid, "cat", ascii); err == nil || !strings.Contains(err.Error(), "Permission denied") {
+		t.Errorf("detached container's caller: %v, want Permission denied", err)
 	}
 }

@@ -30,6 +30,12 @@ const DefaultCacheTimeout = time.Second
 type Options struct {
 	Registry *imans.Registry
 	Log      *logrus.Logger
+	// Owner is the container this tree is mounted for (nil: the host's
+	// mount). On a container's mount only host processes (initial pid
+	// namespace, e.g. through /proc/PID/root) may get the host view: a
+	// caller of a detached container (an fd still open after the lazy
+	// unmount) resolves to the host and is refused instead.
+	Owner *imans.Namespace
 	// CacheTimeout is the entry timeout (DefaultCacheTimeout when zero;
 	// negative means no caching).
 	CacheTimeout time.Duration

@@ -131,7 +131,7 @@ func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
 	d := &daemon{log: log, reg: reg, mounts: map[string]*mount{}}
 	reg.AddObserver(d)
 	if cfg.HostMount != "" {
-		m, err := d.serveAt(imans.HostID, os.Getpid(), cfg.HostMount)
+		m, err := d.serveAt(nil, os.Getpid(), cfg.HostMount)
 		if err != nil {
 			reg.Close()
 			return nil, fmt.Errorf("host mount: %w", err)
@@ -149,12 +149,16 @@ func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
 }
 
 // serveAt mounts a fresh tree at target in pid's mount namespace and serves it.
-func (d *daemon) serveAt(id string, pid int, target string) (*mount, error) {
+func (d *daemon) serveAt(owner *imans.Namespace, pid int, target string) (*mount, error) {
+	id := imans.HostID
+	if owner != nil {
+		id = owner.ID
+	}
 	dev, err := mountns.MountFUSE(pid, target, mountns.Options{AllowOther: true, MkdirAll: true})
 	if err != nil {
 		return nil, err
 	}
-	root := imafsfs.NewRoot(imafsfs.Options{Registry: d.reg, Log: d.log})
+	root := imafsfs.NewRoot(imafsfs.Options{Registry: d.reg, Log: d.log, Owner: owner})
 	srv, err := imafsfs.Serve(dev, root)
 	if err != nil {
 		if uerr := mountns.Unmount(pid, target, true); uerr != nil {
@@ -359,7 +363,7 @@ func (d *daemon) attach(req *control.Request) (*control.NamespaceInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := d.serveAt(id, req.Pid, target)
+	m, err := d.serveAt(ns, req.Pid, target)
 	if err != nil {
 		if derr := d.reg.Detach(id); derr != nil {
 			d.log.WithError(derr).Warn("detach after failed mount")
