@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -74,4 +75,42 @@ func negativeID(r *Rule) bool {
 		}
 	}
 	return false
+}
+
+// FuzzSessionWrite: a write session never panics, never reports more than
+// the kernel could (the cut write plus one), and fails only with errors
+// the file system can map to an errno.
+//
+//	go test ./policy -run '^$' -fuzz FuzzSessionWrite -fuzztime 30s
+func FuzzSessionWrite(f *testing.F) {
+	f.Add([]byte("measure func=BPRM_CHECK\n"), int64(0), []byte("dont_measure fsmagic=0x9fa0"))
+	f.Add([]byte("# comment\nmeasure\n"), int64(0), []byte("\n"))
+	f.Add([]byte("/etc/ima/policy\n"), int64(0), []byte("measure\n"))
+	f.Add([]byte("measure\r\n"), int64(3), []byte("measure obj_type=x\n"))
+	f.Fuzz(func(t *testing.T, first []byte, off int64, second []byte) {
+		s := &Session{ReadFile: func(string) ([]byte, error) { return second, nil }}
+		for _, w := range []struct {
+			p   []byte
+			off int64
+		}{{first, off}, {second, 0}} {
+			n, err := s.Write(w.p, w.off)
+			if err != nil {
+				if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrAccess) {
+					t.Fatalf("Write(%q, %d): unmapped error %v", w.p, w.off, err)
+				}
+				continue
+			}
+			limit := len(w.p)
+			if limit > PageSize-1 {
+				limit = PageSize - 1
+			}
+			if n < 1 || n > limit+1 {
+				t.Fatalf("Write(%q, %d) = %d", w.p, w.off, n)
+			}
+		}
+		rules, err := s.Commit()
+		if err == nil && len(rules) == 0 || err != nil && rules != nil {
+			t.Fatalf("Commit = %v, %v", rules, err)
+		}
+	})
 }
