@@ -33,6 +33,11 @@ type Options struct {
 	AllowShared bool
 }
 
+// ErrMounted is wrapped by MountFUSE's error when target already is (or
+// lies inside) a FUSE mount of the same type: a dead one left by a crashed
+// daemon, or a live one. Unmount it (lazily) first; MountFUSE never stacks.
+var ErrMounted = errors.New("target is already a fuse mount of this type")
+
 // ErrShared is wrapped by MountFUSE's error when the target lies on a shared
 // mount and Options.AllowShared is false.
 var ErrShared = errors.New("target is on a shared mount (mounts would propagate to its peers)")
@@ -82,9 +87,7 @@ func MountFUSE(pid int, target string, opts Options) (*os.File, error) {
 	// mounts whose root lies outside it are not listed in mountinfo.
 	var mountinfo []byte
 	readInfo := func(hostProc int) (err error) {
-		if !opts.AllowShared {
-			mountinfo, err = readMountinfo(hostProc)
-		}
+		mountinfo, err = readMountinfo(hostProc)
 		return err
 	}
 	err = enter(pid, readInfo, func(hostProc int) error {
@@ -93,17 +96,17 @@ func MountFUSE(pid int, target string, opts Options) (*os.File, error) {
 				return err
 			}
 		}
-		if !opts.AllowShared {
-			shared, err := onSharedMount(mountinfo, target)
-			if err != nil {
-				return err
-			}
-			if shared {
-				return fmt.Errorf("%s: %w", target, ErrShared)
-			}
-		}
-		err := unix.Mount(opts.FSName, target, "fuse."+opts.Subtype, flags, opts.data(fd))
+		m, err := mountOf(mountinfo, target)
 		if err != nil {
+			return err
+		}
+		if m.fstype == "fuse."+opts.Subtype {
+			return fmt.Errorf("%s: %w", target, ErrMounted)
+		}
+		if m.shared && !opts.AllowShared {
+			return fmt.Errorf("%s: %w", target, ErrShared)
+		}
+		if err := unix.Mount(opts.FSName, target, "fuse."+opts.Subtype, flags, opts.data(fd)); err != nil {
 			return fmt.Errorf("mount %s: %w", target, err)
 		}
 		return nil
@@ -244,19 +247,53 @@ func onDisposableThread(work func() error, done chan<- error) {
 	done <- work()
 }
 
-// onSharedMount reports whether the mount holding path (in the calling
-// thread's namespace) propagates to peers, per mountinfo (the namespace's
-// full mount table).
-func onSharedMount(mountinfo []byte, path string) (bool, error) {
+// mountOf finds the mount holding path (in the calling thread's namespace)
+// in mountinfo (the namespace's full mount table). A dead FUSE mount at path
+// gives ENOTCONN, wrapped with ErrMounted.
+func mountOf(mountinfo []byte, path string) (mountEntry, error) {
 	var stx unix.Statx_t
 	err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW|unix.AT_NO_AUTOMOUNT, unix.STATX_MNT_ID, &stx)
+	if errors.Is(err, unix.ENOTCONN) {
+		return mountEntry{}, fmt.Errorf("statx %s: %w (%w)", path, ErrMounted, err)
+	}
 	if err != nil {
-		return false, fmt.Errorf("statx %s: %w", path, err)
+		return mountEntry{}, fmt.Errorf("statx %s: %w", path, err)
 	}
 	if stx.Mask&unix.STATX_MNT_ID == 0 {
-		return false, fmt.Errorf("statx %s: no mount id", path)
+		return mountEntry{}, fmt.Errorf("statx %s: no mount id", path)
 	}
-	return mountShared(mountinfo, stx.Mnt_id)
+	return findMount(mountinfo, stx.Mnt_id)
+}
+
+// mountEntry is what MountFUSE needs of a mountinfo line.
+type mountEntry struct {
+	shared bool   // optional fields carry a "shared:N" peer group
+	fstype string // e.g. "sysfs", "fuse.imafs"
+}
+
+// findMount looks up mount id in mountinfo text.
+func findMount(info []byte, id uint64) (mountEntry, error) {
+	want := strconv.FormatUint(id, 10)
+	for line := range bytes.Lines(info) {
+		f := strings.Fields(string(line))
+		if len(f) < 7 || f[0] != want {
+			continue
+		}
+		var m mountEntry
+		for i, opt := range f[6:] {
+			if opt == "-" {
+				if j := 6 + i + 1; j < len(f) {
+					m.fstype = f[j]
+				}
+				break
+			}
+			if strings.HasPrefix(opt, "shared:") {
+				m.shared = true
+			}
+		}
+		return m, nil
+	}
+	return mountEntry{}, fmt.Errorf("mount id %s not in mountinfo", want)
 }
 
 // readMountinfo reads the calling thread's mount table through the host's

@@ -321,20 +321,26 @@ func TestMountFUSEErrors(t *testing.T) {
 	}
 }
 
-func TestMountShared(t *testing.T) {
+func TestFindMount(t *testing.T) {
 	info := []byte(`22 27 0:21 / /proc rw,relatime shared:5 - proc proc rw
 27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
 31 23 0:28 / /sys/fs/cgroup rw,relatime master:3 - tmpfs tmpfs rw
-32 31 0:29 / /x rw shared:7 master:3 - tmpfs tmpfs rw
+32 31 0:29 / /x rw shared:7 master:3 - fuse.imafs imafs rw
 `)
 	for _, tc := range []struct {
 		id      uint64
-		want    bool
+		want    mountEntry
 		wantErr bool
-	}{{22, true, false}, {27, false, false}, {31, false, false}, {32, true, false}, {99, false, true}} {
-		got, err := mountShared(info, tc.id)
+	}{
+		{22, mountEntry{true, "proc"}, false},
+		{27, mountEntry{false, "ext4"}, false},
+		{31, mountEntry{false, "tmpfs"}, false},
+		{32, mountEntry{true, "fuse.imafs"}, false},
+		{99, mountEntry{}, true},
+	} {
+		got, err := findMount(info, tc.id)
 		if (err != nil) != tc.wantErr || got != tc.want {
-			t.Errorf("mount %d: got %v, %v; want %v (err %v)", tc.id, got, err, tc.want, tc.wantErr)
+			t.Errorf("mount %d: got %+v, %v; want %+v (err %v)", tc.id, got, err, tc.want, tc.wantErr)
 		}
 	}
 }
@@ -376,5 +382,86 @@ func TestNoThreadLeftInNamespace(t *testing.T) {
 		if st.Ino != own {
 			t.Errorf("thread %s is still in mount ns %d", task.Name(), st.Ino)
 		}
+	}
+}
+
+// TestRemountAfterDeadServer is the restart plan: a daemon that died leaves
+// a dead mount (ENOTCONN) in the container; the new daemon lazily unmounts
+// it and mounts a fresh connection at the same place.
+func TestRemountAfterDeadServer(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	pid := sleeper(t, "mount -t tmpfs imafs-test-tmp "+dir, "-m", "--propagation", "private")
+	target := filepath.Join(dir, "security")
+	opts := Options{MkdirAll: true, AllowOther: true, Subtype: "imafs-test"}
+	dev, err := MountFUSE(pid, target, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Serve(dev, &helloRoot{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { Unmount(pid, target, true) })
+	if out, err := nsenter(t, pid, "cat", target+"/hello"); err != nil || out != "hello from imafs\n" {
+		t.Fatalf("cat: %q, %v", out, err)
+	}
+	// Mounting again over a live imafs mount is refused too.
+	if dev, err := MountFUSE(pid, target, opts); !errors.Is(err, ErrMounted) {
+		if err == nil {
+			dev.Close()
+		}
+		t.Fatalf("MountFUSE over a live mount: %v, want ErrMounted", err)
+	}
+	// "Kill the daemon": abort the connection the way the kernel does when
+	// the last /dev/fuse fd goes away (fusectl abort needs the connection
+	// id; closing our only fd is what a crash does).
+	abortConnection(t, pid, target)
+	srv.Wait()
+	out, err := nsenter(t, pid, "cat", target+"/hello")
+	if err == nil || !strings.Contains(out, "not connected") {
+		t.Fatalf("dead mount: cat gave %q, %v; want ENOTCONN", out, err)
+	}
+	if dev, err := MountFUSE(pid, target, opts); !errors.Is(err, ErrMounted) {
+		if err == nil {
+			dev.Close()
+			Unmount(pid, target, true)
+		}
+		t.Fatalf("MountFUSE over a dead mount: %v, want ErrMounted", err)
+	}
+	if err := Unmount(pid, target, true); err != nil {
+		t.Fatalf("lazy Unmount of a dead mount: %v", err)
+	}
+	mountAndRead(t, pid, target, opts)
+}
+
+// abortConnection aborts the FUSE connection mounted at target in pid's
+// namespace through /sys/fs/fuse/connections/N/abort (N = the mount's
+// device minor), as if its daemon had died.
+func abortConnection(t *testing.T, pid int, target string) {
+	t.Helper()
+	var minor uint32
+	err := InNamespace(pid, func(int) error {
+		var st unix.Stat_t
+		// stat of the mountpoint's parent entry would ask the server;
+		// Lstat on the root goes to the fuse root inode (served: alive).
+		if err := unix.Lstat(target, &st); err != nil {
+			return err
+		}
+		minor = unix.Minor(st.Dev)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := "/sys/fs/fuse/connections"
+	if _, err := os.Stat(ctl + "/" + fmt.Sprint(minor)); err != nil {
+		if out, err := exec.Command("mount", "-t", "fusectl", "none", ctl).CombinedOutput(); err != nil {
+			t.Skipf("no fusectl: %v %s", err, out)
+		}
+		t.Cleanup(func() { unix.Unmount(ctl, unix.MNT_DETACH) })
+	}
+	if err := os.WriteFile(fmt.Sprintf("%s/%d/abort", ctl, minor), []byte("1"), 0); err != nil {
+		t.Fatal(err)
 	}
 }

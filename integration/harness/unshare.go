@@ -32,6 +32,9 @@ type UnshareOptions struct {
 	Root string
 	// Hostname gives the container a new UTS namespace with this hostname.
 	Hostname string
+	// Net gives the container a new (empty) network namespace; a
+	// user-namespaced container needs one to mount sysfs.
+	Net bool
 }
 
 // Unshare is a running unshare container.
@@ -119,6 +122,9 @@ func start(t testing.TB, opts UnshareOptions, parent *Unshare) *Unshare {
 	argv := []string{"unshare", "-p", "-f", "-m"}
 	if opts.Hostname != "" {
 		argv = append(argv, "-u")
+	}
+	if opts.Net {
+		argv = append(argv, "-n")
 	}
 	if mountProc {
 		argv = append(argv, "--mount-proc")
