@@ -78,7 +78,7 @@ type Session struct {
 
 	rules     Policy
 	failed    error // first failure, sticky
-	lines     int   // lines seen, for error positions
+	lines     int   // lines written, for error positions
 	consumed  int64 // bytes acknowledged to the writer (for WriteSequential)
 	committed bool
 }
@@ -139,15 +139,17 @@ func (s *Session) write(p []byte, off int64) (int, error) {
 	if i := bytes.IndexByte(p, '\n'); i >= 0 {
 		line = p[:i]
 	}
-	if err := s.addLine(line); err != nil {
+	s.lines++
+	if err := s.addLine(line, s.lines); err != nil {
 		return 0, err
 	}
 	return len(line) + 1, nil
 }
 
-func (s *Session) addLine(line []byte) error {
-	s.lines++
-	r, err := parseLine(string(line), s.lines, &s.Options)
+// addLine parses one line (lineNo: its number in the session or the loaded
+// file) and keeps its rule.
+func (s *Session) addLine(line []byte, lineNo int) error {
+	r, err := parseLine(string(line), lineNo, &s.Options)
 	if err != nil {
 		return fmt.Errorf("policy write: %w: %w", ErrInvalid, err)
 	}
@@ -171,19 +173,21 @@ func (s *Session) load(data []byte) (int, error) {
 		return 0, fmt.Errorf("policy load %s: %w", path, err)
 	}
 	rest := content
+	lineNo := 0
 	for len(rest) > 0 {
+		lineNo++
 		line := rest
 		end := bytes.IndexAny(rest, "\n\x00")
 		if end < 0 {
 			// The kernel's size accounting (strlen+1 per line) underflows
 			// on a last line without "\n": the load fails with EINVAL.
-			if err := s.addLine(line); err != nil {
+			if err := s.addLine(line, lineNo); err != nil {
 				return 0, fmt.Errorf("policy load %s: %w", path, err)
 			}
 			return 0, fmt.Errorf("policy load %s: %w: last line has no newline", path, ErrInvalid)
 		}
 		line = rest[:end]
-		if err := s.addLine(line); err != nil {
+		if err := s.addLine(line, lineNo); err != nil {
 			return 0, fmt.Errorf("policy load %s: %w", path, err)
 		}
 		if rest[end] == 0 {

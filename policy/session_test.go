@@ -151,3 +151,13 @@ func TestSessionWriteSequential(t *testing.T) {
 		t.Errorf("first write at 5: %v", err)
 	}
 }
+
+func TestSessionLoadErrorLine(t *testing.T) {
+	s := &Session{ReadFile: func(string) ([]byte, error) { return []byte("# c\nmeasure\nmeasure uid=x\n"), nil }}
+	s.Write([]byte("measure\n"), 0)
+	_, err := s.Write([]byte("/etc/policy\n"), 0)
+	var pe *ParseError
+	if !errors.As(err, &pe) || pe.Line != 3 || !strings.HasPrefix(err.Error(), "policy load /etc/policy: ") {
+		t.Fatalf("error %v", err)
+	}
+}
