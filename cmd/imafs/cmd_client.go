@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -94,18 +95,15 @@ func runLogClient(args []string) int {
 	format := fl.String("format", "ascii", "ascii or binary")
 	bank := fl.String("bank", "sha1", "PCR bank of the template digests (sha1, sha256)")
 	follow := fl.Bool("f", false, "follow: keep printing new entries")
-	// Allow the ID before the flags (imafs log ID -f).
-	var id string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		id, args = args[0], args[1:]
-	}
-	if err := fl.Parse(args); err != nil {
+	pos, err := parsePositional(fl, args)
+	if err != nil {
 		return 2
 	}
-	if id == "" && fl.NArg() == 1 {
-		id = fl.Arg(0)
-	} else if fl.NArg() != 0 {
-		id = ""
+	var id string
+	if len(pos) == 1 {
+		id = pos[0]
+	} else if len(pos) > 1 {
+		*host = false // invalid: usage below
 	}
 	if *host {
 		if id != "" {
@@ -121,7 +119,7 @@ func runLogClient(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	err := control.NewClient(*socket).Stream(ctx, &control.Request{
+	err = control.NewClient(*socket).Stream(ctx, &control.Request{
 		Op: control.OpLog, ID: id, Format: *format, Bank: *bank, Follow: *follow,
 	}, os.Stdout)
 	if err != nil {
@@ -135,15 +133,13 @@ func runLogClient(args []string) int {
 func runPolicyClient(args []string) int {
 	fl, socket := clientFlags("policy")
 	set := fl.String("set", "", "load the rules of FILE (- for stdin) into the namespace")
-	var id string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		id, args = args[0], args[1:]
-	}
-	if err := fl.Parse(args); err != nil {
+	pos, err := parsePositional(fl, args)
+	if err != nil {
 		return 2
 	}
-	if id == "" && fl.NArg() == 1 {
-		id = fl.Arg(0)
+	var id string
+	if len(pos) == 1 {
+		id = pos[0]
 	}
 	if id == "" {
 		fmt.Fprintln(os.Stderr, "usage: imafs policy ID|host [--set FILE] [--socket PATH]")
@@ -175,6 +171,22 @@ func runPolicyClient(args []string) int {
 	}
 	fmt.Print(resp.Policy)
 	return 0
+}
+
+// parsePositional parses flags that may come before, between or after the
+// positional arguments, and returns the positionals.
+func parsePositional(fl *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fl.Parse(args); err != nil {
+			return nil, err
+		}
+		if fl.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fl.Arg(0))
+		args = fl.Args()[1:]
+	}
 }
 
 func readAllStdin() ([]byte, error) { return io.ReadAll(os.Stdin) }
