@@ -41,10 +41,13 @@
 //     loop returns (srv.Wait()).
 //   - MountOptions' mount flags (AllowOther, FsName, Options) are ignored by
 //     go-fuse for "/dev/fd/N"; they are Options of MountFUSE instead.
-//   - Never touch a mount this daemon serves from the daemon itself except
-//     from goroutines that can't block the server: MountFUSE statx()es the
-//     target before mounting, so mounting twice over a dead imafs mount fails
-//     with ENOTCONN: lazily Unmount the dead one first (the restart plan).
+//   - MountFUSE never stacks: if target already is an imafs mount (live, or
+//     dead after a daemon crash: ENOTCONN) it fails with ErrMounted; the
+//     restart plan is Unmount(pid, target, true) then MountFUSE
+//     (TestRemountAfterDeadServer). It statx()es the target before mounting,
+//     which may ask a live imafs server for attributes: never call it from a
+//     goroutine the server itself needs (never touch your own mountpoint
+//     from a serving path).
 //   - Keep /dev/fuse fds O_CLOEXEC: a child that inherits one keeps the
 //     connection alive after the daemon is gone.
 //   - A user-namespaced container's mount namespace is owned by its user

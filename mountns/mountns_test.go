@@ -465,3 +465,41 @@ func abortConnection(t *testing.T, pid int, target string) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkMountServeUnmount is the cost of attaching imafs to a container
+// and detaching it again: MountFUSE + Serve (INIT handshake) + lazy Unmount
+// + end of the serve loop.
+func BenchmarkMountServeUnmount(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	dir := b.TempDir()
+	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs imafs-bench "+dir+" && mkdir "+dir+"/m && echo ready && exec sleep 600")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	buf := make([]byte, 6)
+	if _, err := out.Read(buf); err != nil {
+		b.Fatal(err)
+	}
+	target := dir + "/m"
+	for b.Loop() {
+		dev, err := MountFUSE(cmd.Process.Pid, target, Options{AllowOther: true, Subtype: "imafs-test"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv, err := Serve(dev, &helloRoot{}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := Unmount(cmd.Process.Pid, target, true); err != nil {
+			b.Fatal(err)
+		}
+		srv.Wait()
+	}
+}

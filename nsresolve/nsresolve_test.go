@@ -521,3 +521,40 @@ func TestCallerPathsAgree(t *testing.T) {
 		t.Errorf("uid 1000 in a user-namespaced container: %+v", *c)
 	}
 }
+
+// TestStaleCaller: a Caller kept past its task's death is still answered
+// from the cache while the cache pins its namespace (the answer is about
+// the namespace it was in, which can't have been replaced), and gives
+// ErrGone once the entry is gone and /proc/TID no longer is that task.
+func TestStaleCaller(t *testing.T) {
+	harness.RequireRoot(t)
+	a := harness.StartUnshare(t, harness.UnshareOptions{})
+	pa, err := Pin(a.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pa.Close()
+	reg := func(id NSID) bool { return id == pa.PidNS }
+	r := NewResolver()
+	defer r.Close()
+	pid := a.Spawn(t, 0, "sleep", "600")
+	c := mustCaller(t, r, pid)
+	a.Kill() // kills every process in A's pid namespace
+	for i := 0; ; i++ {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			break
+		}
+		if i > 5000 {
+			t.Fatal("process not reaped")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	id, ok, err := r.Owner(c, reg)
+	if err != nil || !ok || id != pa.PidNS {
+		t.Fatalf("cached: Owner = %v, %v, %v; want A", id, ok, err)
+	}
+	r.Close() // drop the cache: now only /proc could answer
+	if id, ok, err := r.Owner(c, reg); !errors.Is(err, ErrGone) {
+		t.Fatalf("uncached stale caller: Owner = %v, %v, %v; want ErrGone", id, ok, err)
+	}
+}
