@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,8 +40,8 @@ func sleeper(t *testing.T, setup string, args ...string) int {
 		script = setup + " && echo ready > /dev/stderr && exec sleep 600"
 	}
 	cmd := exec.Command("unshare", append(args, "sh", "-c", script)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := new(syncBuffer)
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start unshare: %v", err)
 	}
@@ -60,6 +61,24 @@ func sleeper(t *testing.T, setup string, args ...string) int {
 	}
 	t.Fatalf("unshare %v did not get ready: %s", args, stderr.String())
 	return 0
+}
+
+// syncBuffer is a bytes.Buffer safe to read while exec copies into it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func readNS(pid int) (uint64, error) {
