@@ -53,7 +53,12 @@ type BankPCRs map[int]Hex
 //	  "pcrs": {"sha1": {"10": "HEX"}, "sha256": {"10": "HEX"}}, // the quoted PCR values
 //	  "entries": 42,                           // number of records in list
 //	  "list_bank": "sha1",
-//	  "list": "BASE64"                         // binary_runtime_measurements, sha1-bank format
+//	  "list": "BASE64",                        // binary_runtime_measurements, sha1-bank format
+//	  "ak_binding": {                          // only with a host TPM (HostAttester)
+//	    "host_ak_public": "BASE64",            // host attestation key, TPMT_PUBLIC
+//	    "quote": "BASE64", "signature": "BASE64", // host quote, extraData = BindingNonce(id, ak_public)
+//	    "pcrs": {"0": "HEX", … "9": "HEX"}     // host sha256 PCRs 0-9 it quoted
+//	  }
 //	}
 //
 // Each quote selects, in its bank, PCR 10 and every other PCR the list
@@ -72,6 +77,9 @@ type Bundle struct {
 	Entries  int                 `json:"entries"`
 	ListBank string              `json:"list_bank"`
 	List     []byte              `json:"list"`
+	// AKBinding, when the daemon has a host TPM, is the host's statement
+	// that AKPublic is namespace ID's key (see HostAttester).
+	AKBinding *AKBinding `json:"ak_binding,omitempty"`
 }
 
 // BankQuote is one TPM2_Quote over PCRs of one bank.
@@ -152,6 +160,9 @@ func (s *SWTPM) Quote(nonce []byte) (*Bundle, error) {
 		Entries:  n,
 		ListBank: measurelog.SHA1.String(),
 		List:     list,
+	}
+	if s.binding != nil {
+		b.AKBinding = s.binding
 	}
 	indexes := sortedKeys(s.touched)
 	s.tpm.mu.Lock()

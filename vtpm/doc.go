@@ -45,16 +45,26 @@
 // template, persisted at 0x81008F00 in the swtpm) and the verifier's nonce;
 // the Bundle carries the quotes, the key, the PCR values and the binary
 // list. Verify checks it offline and says what failed (see the Err*
-// values). The attestation key is trusted only as far as the verifier pins
-// it (WithTrustedAK): it lives in a software TPM run by the imafs daemon, so
-// a bundle proves what the daemon's vTPM for that namespace recorded, no
-// more. Having the host TPM certify each namespace's attestation key
-// (TPM2_Certify by a host AK, with the namespace ID as qualifying data) is
-// the way to chain it to hardware; not done yet.
+// values). Where the attestation key's trust comes from:
+//
+//   - pinned per namespace (WithTrustedAK, `imafs verify --ak`): trust on
+//     first use of the key a bundle carries (`imafs verify --ak-out`);
+//   - bound by the host TPM (SWTPMOptions.Host, WithTrustedHostAK,
+//     `imafs verify --host-ak`): the host's attestation key quotes the
+//     host's PCRs 0-9 with extraData naming the namespace ID and its key
+//     (HostAttester), so one pinned host key tells every namespace's
+//     quotes apart. Trusting the host key itself (EK certificate chain,
+//     credential activation) is left to the deployment, as for any TPM.
+//
+// Without either, a bundle proves only self-consistency: some TPM-shaped
+// key signed these PCRs and this list with the nonce. The key lives in a
+// software TPM run by the imafs daemon, so a bundle proves what the daemon
+// recorded for the namespace, no more.
 //
 // # The host TPM
 //
-// OpenHost opens /dev/tpmrm0 or a swtpm socket (the daemon's --tpm option)
-// and BootAggregate computes IMA's boot_aggregate from it as the kernel
-// does.
+// OpenHost opens /dev/tpmrm0 or a swtpm socket (the daemon's --tpm option);
+// BootAggregate and KernelBootAggregate compute IMA's boot_aggregate from it
+// as the kernel does, and NewHostAttester makes the host attestation key
+// that binds namespace keys.
 package vtpm

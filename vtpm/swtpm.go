@@ -48,6 +48,9 @@ type SWTPMOptions struct {
 	// List is the namespace's measurement list, which Quote puts into the
 	// bundle (its first Extended() entries).
 	List EntrySource
+	// Host, if set, binds the namespace's attestation key to the host TPM;
+	// every bundle then carries that binding (ak_binding).
+	Host *HostAttester
 	// Log receives lifecycle messages; logrus's standard logger if nil.
 	Log logrus.FieldLogger
 }
@@ -86,6 +89,7 @@ type SWTPM struct {
 	extended int          // entries extended since start (incl. Resync)
 	touched  map[int]bool // PCR indexes extended at least once
 	ak       *client.Key
+	binding  *AKBinding // from SWTPMOptions.Host, made with the key
 }
 
 // StartSWTPM starts a swtpm process for a namespace and connects to it.
@@ -343,6 +347,15 @@ func (s *SWTPM) attestationKey() (*client.Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("attestation key of vtpm %q: %w", s.opts.ID, err)
 	}
+	if s.opts.Host != nil {
+		pub, err := ak.PublicArea().Encode()
+		if err != nil {
+			return nil, fmt.Errorf("attestation key of vtpm %q: encode: %w", s.opts.ID, err)
+		}
+		if s.binding, err = s.opts.Host.Bind(s.opts.ID, pub); err != nil {
+			return nil, err
+		}
+	}
 	s.ak = ak
 	return ak, nil
 }
@@ -370,10 +383,7 @@ func (s *SWTPM) Close() error {
 	s.closeOne.Do(func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if s.ak != nil {
-			s.ak.Close() // a persistent handle: nothing is flushed
-			s.ak = nil
-		}
+		s.ak = nil // persisted at 0x81008F00: nothing to flush
 		s.synced = false
 		if s.tpm != nil {
 			_ = s.tpm.Close()

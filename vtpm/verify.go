@@ -59,7 +59,17 @@ type VerifyOption func(*verifyConfig)
 
 type verifyConfig struct {
 	trustedAK crypto.PublicKey
+	hostAK    crypto.PublicKey
 	id        string
+}
+
+// WithTrustedHostAK requires the bundle's attestation key to be bound to
+// the bundle's namespace ID by this host attestation key (ak_binding, see
+// HostAttester). One pinned host key then tells every namespace's quotes
+// apart: a bundle relabeled with another ID, or carrying another
+// namespace's key, fails with ErrUntrustedAK.
+func WithTrustedHostAK(pub crypto.PublicKey) VerifyOption {
+	return func(c *verifyConfig) { c.hostAK = pub }
 }
 
 // WithTrustedAK pins the attestation key: the bundle's key must be this
@@ -94,8 +104,10 @@ func ParseAKPEM(data []byte) (crypto.PublicKey, error) {
 //
 //  1. format: version, banks, fields decode (ErrMalformed);
 //  2. the bundle's nonce is the verifier's (ErrNonce);
-//  3. the attestation key is a restricted signing key, and the pinned one if
-//     WithTrustedAK was given (ErrUntrustedAK); the claimed id (ErrWrongID);
+//  3. the attestation key is a restricted signing key, the pinned one if
+//     WithTrustedAK was given, and bound to the bundle's id by the pinned
+//     host key if WithTrustedHostAK was given (ErrUntrustedAK); the claimed
+//     id (ErrWrongID);
 //  4. per bank (sha1, sha256): the signature over the TPMS_ATTEST by the
 //     attestation key (ErrSignature); the quote's extraData is the nonce
 //     (ErrNonce); the quoted PCR selection and digest match the bundle's
@@ -146,6 +158,11 @@ func Verify(b *Bundle, nonce []byte, opts ...VerifyOption) error {
 	}
 	if cfg.trustedAK != nil && !samePublicKey(cfg.trustedAK, akPub) {
 		return verr(ErrUntrustedAK, "", "bundle for %q is signed by a key other than the trusted attestation key", b.ID)
+	}
+	if cfg.hostAK != nil {
+		if err := verifyBinding(b.AKBinding, cfg.hostAK, b.ID, b.AKPublic); err != nil {
+			return err
+		}
 	}
 	if cfg.id != "" && b.ID != cfg.id {
 		return verr(ErrWrongID, "", "bundle claims %q, expected %q", b.ID, cfg.id)

@@ -160,6 +160,7 @@ func runVerify(args []string) int {
 	fl := flag.NewFlagSet("verify", flag.ContinueOnError)
 	nonceHex := fl.String("nonce", "", "the nonce the bundle must answer, hex (required)")
 	akFile := fl.String("ak", "", "PEM file of the namespace's trusted attestation key (pins the key)")
+	hostAKFile := fl.String("host-ak", "", "PEM file of the host's trusted attestation key: the bundle's key must be bound to its id by it")
 	id := fl.String("id", "", "require the bundle to be for this namespace")
 	akOut := fl.String("ak-out", "", "after a successful verification, write the bundle's attestation key (PEM) here, to pin it next time")
 	quiet := fl.Bool("q", false, "print nothing on success")
@@ -168,7 +169,7 @@ func runVerify(args []string) int {
 		return 2
 	}
 	if len(pos) != 1 {
-		fmt.Fprintln(os.Stderr, "usage: imafs verify BUNDLE|- --nonce HEX [--ak PEMFILE] [--id ID] [--ak-out FILE] [-q]")
+		fmt.Fprintln(os.Stderr, "usage: imafs verify BUNDLE|- --nonce HEX [--ak PEMFILE | --host-ak PEMFILE] [--id ID] [--ak-out FILE] [-q]")
 		return 2
 	}
 	nonce, err := parseNonce(*nonceHex)
@@ -200,6 +201,19 @@ func runVerify(args []string) int {
 		}
 		opts = append(opts, vtpm.WithTrustedAK(ak))
 	}
+	if *hostAKFile != "" {
+		pem, err := os.ReadFile(*hostAKFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "imafs verify:", err)
+			return 2
+		}
+		ak, err := vtpm.ParseAKPEM(pem)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "imafs verify: %s: %v\n", *hostAKFile, err)
+			return 2
+		}
+		opts = append(opts, vtpm.WithTrustedHostAK(ak))
+	}
 	if *id != "" {
 		opts = append(opts, vtpm.WithID(*id))
 	}
@@ -218,9 +232,14 @@ func runVerify(args []string) int {
 		}
 	}
 	if !*quiet {
-		trust := "attestation key pinned"
-		if *akFile == "" {
-			trust = "attestation key NOT pinned (--ak): proves self-consistency only"
+		var trust string
+		switch {
+		case *hostAKFile != "":
+			trust = "attestation key bound to " + b.ID + " by the pinned host key"
+		case *akFile != "":
+			trust = "attestation key pinned"
+		default:
+			trust = "attestation key NOT pinned (--ak or --host-ak): proves self-consistency only"
 		}
 		fmt.Printf("OK %s: %d entries; sha1 PCRs %s; sha256 PCRs %s; %s\n",
 			b.ID, b.Entries, b.PCRs["sha1"], b.PCRs["sha256"], trust)

@@ -100,6 +100,7 @@ func TestQuoteVerifyCLI(t *testing.T) {
 		{"quote without nonce", []string{"quote", "c1", "--socket", sock}, 2},
 		{"verify and pin the key", []string{"verify", bundle, "--nonce", "c0ffee", "--ak-out", ak, "-q"}, 0},
 		{"verify with the pinned key", []string{"verify", bundle, "--nonce", "c0ffee", "--ak", ak, "--id", "c1", "-q"}, 0},
+		{"verify, host key required but no binding", []string{"verify", bundle, "--nonce", "c0ffee", "--host-ak", ak, "-q"}, 1},
 		{"verify, wrong nonce", []string{"verify", bundle, "--nonce", "c0ffef", "-q"}, 1},
 		{"verify, wrong id", []string{"verify", bundle, "--nonce", "c0ffee", "--id", "c2", "-q"}, 1},
 		{"verify, bad nonce hex", []string{"verify", bundle, "--nonce", "xyz"}, 2},
