@@ -183,3 +183,23 @@ func TestFollow(t *testing.T) {
 		t.Error("Follow of another list: no error")
 	}
 }
+
+// TestQuoteEmptyList: a namespace with no entries yet quotes PCR 10 (zero)
+// and the bundle verifies.
+func TestQuoteEmptyList(t *testing.T) {
+	l := measurelog.NewList()
+	v := startNS(t, "ns-empty", l)
+	if n, err := v.CatchUp(); err != nil || n != 0 {
+		t.Fatalf("CatchUp = %d, %v", n, err)
+	}
+	b, err := v.Quote([]byte("empty"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Entries != 0 || len(b.PCRs["sha256"]) != 1 {
+		t.Errorf("bundle: %d entries, sha256 PCRs %s; want 0 entries and PCR 10", b.Entries, b.PCRs["sha256"])
+	}
+	if err := Verify(b, []byte("empty")); err != nil {
+		t.Errorf("Verify: %v", err)
+	}
+}

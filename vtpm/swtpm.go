@@ -115,7 +115,7 @@ func StartSWTPM(opts SWTPMOptions) (*SWTPM, error) {
 		ctrl:    filepath.Join(opts.SocketDir, "swtpm.ctrl"),
 		pidFile: filepath.Join(opts.StateDir, "swtpm.pid"),
 		done:    make(chan struct{}),
-		touched: map[int]bool{},
+		touched: map[int]bool{MeasurePCR: true}, // PCR 10 is always quoted
 	}
 	if len(s.sock) > 107 || len(s.ctrl) > 107 {
 		return nil, fmt.Errorf("start swtpm for %q: socket path %s is longer than a unix socket allows: set a shorter SocketDir", opts.ID, s.ctrl)
