@@ -55,7 +55,10 @@
 //   - NS_GET_PARENT fails with EPERM at the initial pid namespace (and
 //     above the caller's own); returned fds are O_CLOEXEC.
 //   - /proc/PID/status of a many-threaded process is slow (tens of µs): the
-//     pidfd path avoids it.
+//     pidfd path avoids it. Measured (go test -bench . ./nsresolve, CPU time
+//     per op on this shared 2-core VM at load ~12): Caller+Owner 12-15 µs
+//     with the ancestry cache, 18-39 µs without (grows with depth), 30-59
+//     µs through /proc; Privileged 16 µs.
 //   - runc's default spec gives container root no CAP_SYS_ADMIN (only
 //     AUDIT_WRITE, KILL, NET_BIND_SERVICE): such a root is RootIn but not
 //     Privileged, so it can read but not write the policy.
