@@ -1,0 +1,293 @@
+package bench
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	imafsfs "github.com/imafs/imafs/fs"
+	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/measurelog"
+)
+
+func needRoot(b *testing.B) {
+	b.Helper()
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+}
+
+type server struct {
+	reg *imans.Registry
+	dir string
+	ima string
+}
+
+// serve mounts a tree on a temp dir (host view for us).
+func serve(b *testing.B) *server {
+	b.Helper()
+	needRoot(b)
+	log := logrus.New()
+	log.SetLevel(logrus.ErrorLevel)
+	reg, err := imans.NewRegistry(imans.Options{Log: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { reg.Close() })
+	dir := b.TempDir()
+	srv, err := imafsfs.Mount(dir, imafsfs.NewRoot(imafsfs.Options{Registry: reg, Log: log}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if srv.Unmount() != nil {
+			unix.Unmount(dir, unix.MNT_DETACH)
+		}
+	})
+	return &server{reg: reg, dir: dir, ima: filepath.Join(dir, "ima")}
+}
+
+// fill records n synthetic ima-ng file measurements in ns.
+func fill(b *testing.B, reg *imans.Registry, ns *imans.Namespace, n int) {
+	b.Helper()
+	var seed [8]byte
+	for i := 0; i < n; i++ {
+		binary.LittleEndian.PutUint64(seed[:], uint64(i))
+		d := sha256.Sum256(seed[:])
+		e, err := measurelog.NewEntry("ima-ng", 10, measurelog.Measurement{
+			FileDigest: d[:], FileAlgo: measurelog.SHA256,
+			Name: fmt.Sprintf("/usr/lib/x86_64-linux-gnu/lib%06d.so.1", i),
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := reg.Record(ns, e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkBulkCat100k: `cat` of a 100,000-entry ascii list (a new process
+// each time) through imafs and from tmpfs.
+func BenchmarkBulkCat100k(b *testing.B) {
+	s := serve(b)
+	fill(b, s.reg, s.reg.Host(), 100000-1)
+	src := filepath.Join(s.ima, "ascii_runtime_measurements")
+	data, err := os.ReadFile(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tmp := b.TempDir()
+	if err := unix.Mount("tmpfs", tmp, "tmpfs", 0, "size=256m"); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { unix.Unmount(tmp, unix.MNT_DETACH) })
+	copyPath := filepath.Join(tmp, "ascii_runtime_measurements")
+	if err := os.WriteFile(copyPath, data, 0o440); err != nil {
+		b.Fatal(err)
+	}
+	devnull, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	defer devnull.Close()
+	for _, c := range []struct{ name, path string }{{"imafs", src}, {"tmpfs", copyPath}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for i := 0; i < b.N; i++ {
+				cmd := exec.Command("cat", c.path)
+				var out countWriter
+				cmd.Stdout = &out
+				if err := cmd.Run(); err != nil {
+					b.Fatal(err)
+				}
+				if out.n != int64(len(data)) {
+					b.Fatalf("read %d bytes, want %d", out.n, len(data))
+				}
+			}
+		})
+	}
+}
+
+type countWriter struct{ n int64 }
+
+func (w *countWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); return len(p), nil }
+
+// openReadClose is one open+read+close with raw system calls.
+func openReadClose(b *testing.B, path string, buf []byte) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatalf("open %s: %v", path, err)
+	}
+	n, err := unix.Read(fd, buf)
+	if err != nil || n == 0 {
+		b.Fatalf("read %s: %d, %v", path, n, err)
+	}
+	unix.Close(fd)
+}
+
+// startLXCFS runs a private lxcfs on a temp dir and returns its mount point.
+func startLXCFS(b *testing.B) string {
+	b.Helper()
+	bin, err := exec.LookPath("lxcfs")
+	if err != nil {
+		b.Skip("lxcfs not installed")
+	}
+	dir := b.TempDir()
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	cmd := exec.Command(bin, "-f", "-p", filepath.Join(dir, "lxcfs.pid"), mnt)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		unix.Unmount(mnt, unix.MNT_DETACH)
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.ReadFile(filepath.Join(mnt, "proc/uptime")); err == nil {
+			return mnt
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Fatal("lxcfs did not come up")
+	return ""
+}
+
+// BenchmarkOpenReadClose: runtime_measurements_count through imafs vs
+// LXCFS's /proc/uptime vs the kernel's /proc/self/stat and /proc/uptime.
+func BenchmarkOpenReadClose(b *testing.B) {
+	s := serve(b)
+	lx := startLXCFS(b)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	buf := make([]byte, 4096)
+	for _, c := range []struct{ name, path string }{
+		{"imafs_count", filepath.Join(s.ima, "runtime_measurements_count")},
+		{"lxcfs_uptime", filepath.Join(lx, "proc/uptime")},
+		{"kernel_self_stat", "/proc/self/stat"},
+		{"kernel_uptime", "/proc/uptime"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			openReadClose(b, c.path, buf)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				openReadClose(b, c.path, buf)
+			}
+		})
+	}
+}
+
+// TestLoopHelper is not a test: BenchmarkContainers re-runs the test binary
+// inside a container with BENCH_LOOP_FILE set to time open+read+close there.
+func TestLoopHelper(t *testing.T) {
+	path := os.Getenv("BENCH_LOOP_FILE")
+	if path == "" {
+		t.Skip("helper for BenchmarkContainers")
+	}
+	n, _ := strconv.Atoi(os.Getenv("BENCH_LOOP_N"))
+	buf := make([]byte, 4096)
+	runtime.LockOSThread()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k, err := unix.Read(fd, buf); err != nil || k == 0 {
+			t.Fatal(err)
+		}
+		unix.Close(fd)
+	}
+	fmt.Printf("LOOP %d\n", time.Since(start).Nanoseconds()/int64(n))
+}
+
+// container starts `sleep` as pid 1 of a new pid namespace.
+func container(b *testing.B) int {
+	b.Helper()
+	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", "sleep", "3600")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+		if f := strings.Fields(string(kids)); len(f) > 0 {
+			if comm, _ := os.ReadFile("/proc/" + f[0] + "/comm"); bytes.Equal(bytes.TrimSpace(comm), []byte("sleep")) {
+				pid, _ := strconv.Atoi(f[0])
+				return pid
+			}
+		}
+	}
+	b.Fatal("container did not start")
+	return 0
+}
+
+// BenchmarkContainers: open+read+close of runtime_measurements_count from
+// inside a container with 1 and 1,000 containers attached; reports the
+// registry's heap per attached container.
+func BenchmarkContainers(b *testing.B) {
+	s := serve(b)
+	count := filepath.Join(s.ima, "runtime_measurements_count")
+	var pids []int
+	attach := func(n int) {
+		for len(pids) < n {
+			pid := container(b)
+			if _, err := s.reg.Attach("c"+strconv.Itoa(len(pids)), pid, []byte(`{"ociVersion":"1.0.2"}`)); err != nil {
+				b.Fatal(err)
+			}
+			pids = append(pids, pid)
+		}
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	for _, n := range []int{1, 1000} {
+		attach(n)
+		perNS := float64(heap()-before) / float64(n)
+		b.Run(fmt.Sprintf("attached=%d", n), func(b *testing.B) {
+			loops := b.N
+			cmd := exec.Command("nsenter", "--target", strconv.Itoa(pids[0]), "--pid", "--",
+				os.Args[0], "-test.run=^TestLoopHelper$", "-test.count=1")
+			cmd.Env = append(os.Environ(), "BENCH_LOOP_FILE="+count, "BENCH_LOOP_N="+strconv.Itoa(loops))
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				b.Fatalf("loop in container: %v: %s", err, out)
+			}
+			var ns int64
+			for _, l := range strings.Split(string(out), "\n") {
+				if v, ok := strings.CutPrefix(l, "LOOP "); ok {
+					ns, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				}
+			}
+			if ns == 0 {
+				b.Fatalf("no timing from the container: %s", out)
+			}
+			b.ReportMetric(float64(ns), "container-ns/op")
+			b.ReportMetric(perNS, "heap-B/container")
+		})
+	}
+}

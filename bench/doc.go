@@ -1,0 +1,13 @@
+// Package bench holds imafs's benchmarks (go test -bench, kept out of the
+// default test run: the package has no tests). Run them with ./run.sh, which
+// prints the ratios asked for in the project's issues:
+//
+//   - bulk read of a 100,000-entry ascii list through imafs vs the same
+//     bytes on tmpfs (`cat`, a fresh process per read);
+//   - open+read+close of runtime_measurements_count vs LXCFS's /proc/uptime
+//     (a private lxcfs on a temp dir) and the kernel's /proc/self/stat;
+//   - the same open+read+close from inside a container with 1 and with 1,000
+//     containers attached, and the daemon's heap per attached container.
+//
+// Everything needs root (FUSE mounts, namespaces).
+package bench
