@@ -64,3 +64,23 @@ func TestMapUp(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParseProc: /proc text parsing never panics, and what it accepts is
+// consistent (a parsed uid map translates within its ranges).
+func FuzzParseProc(f *testing.F) {
+	f.Add([]byte("Tgid:\t42\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nCapEff:\t000001ffffffffff\n"), uint32(100000))
+	f.Add([]byte("0 100000 65536\n"), uint32(100005))
+	f.Add([]byte("         0          0 4294967295\n"), uint32(7))
+	f.Add([]byte("Uid:\n:\n\n"), uint32(0))
+	f.Fuzz(func(t *testing.T, text []byte, uid uint32) {
+		var c Caller
+		_ = parseStatus(text, &c)
+		inside, ok, err := mapUp(text, uid)
+		if err != nil && ok {
+			t.Fatalf("mapUp: ok with error %v", err)
+		}
+		if !ok && inside != 0 {
+			t.Fatalf("mapUp: not mapped but inside=%d", inside)
+		}
+	})
+}
