@@ -12,24 +12,32 @@
 // a violation), in one TPM2_PCR_Extend, exactly as measurelog.PCRs
 // replays it: the TPM and the list never disagree.
 //
-// How the daemon uses it (list-driven, recommended):
+// How the daemon uses it (`imafs serve --vtpm swtpm [--tpm PATH]`): one
+// Manager does the bookkeeping.
 //
-//	on attach, or at start-up for every journaled namespace (after its
-//	List has been rebuilt from the journal):
-//	    v, err := vtpm.StartSWTPM(vtpm.SWTPMOptions{ID: id, StateDir: dir, SocketDir: sockDir, List: ns.List})
-//	    _, err = v.CatchUp()         // fresh swtpm, PCRs zero: replays the whole list
-//	    go v.Follow(ctx, ns.List)    // extends each entry appended later, in list order
-//	`imafs quote ID --nonce HEX`:
-//	    bundle, err := v.Quote(nonce) // covers exactly the entries extended so far
-//	on detach / shutdown:
-//	    cancel(ctx); v.Close()        // the state directory stays
+//	m, err := vtpm.NewManager(vtpm.ManagerOptions{
+//	    StateDir: "/var/lib/imafs/vtpm", SocketDir: "/run/imafs/vtpm",
+//	    Host: hostAttester, // nil without --tpm
+//	})
+//	on attach, and at start-up for every namespace restored from its
+//	journal (after its List has been rebuilt):
+//	    err = m.Attach(ns.ID, ns.List) // start swtpm, replay the list, follow it
+//	control request "quote" {id, nonce}:
+//	    bundle, err := m.Quote(id, nonce)
+//	`imafs ps --json`: m.PCR(id, measurelog.SHA256, 10) (equals ns.List's)
+//	on detach:   m.Detach(id) // stops the swtpm, removes its state
+//	on shutdown: m.Close()    // stops every swtpm, keeps the state
 //
-// Follow keeps the ~0.2 ms swtpm round trip of each extend off the
-// measurement's critical path; the TPM always holds a prefix of the list
-// and a quote covers exactly that prefix. The synchronous alternative:
-// Resync(journaledEntries) after the start, then Extend(e) for every entry
-// List.Append accepted, in the same order (under the namespace's record
-// lock). Use one style per SWTPM, never both.
+// Underneath, per namespace: StartSWTPM; CatchUp (a fresh swtpm's PCRs are
+// zero: it replays the whole list); Follow, which extends each entry
+// appended later, in list order, off the measurement's critical path (one
+// extend is a ~0.2 ms swtpm round trip). The TPM always holds a prefix of
+// the list and a quote covers exactly that prefix. If the swtpm dies, the
+// Manager starts a new one on the same state directory and replays the
+// list. The synchronous alternative to CatchUp/Follow is Resync(entries)
+// after the start, then Extend(e) for every entry List.Append accepted, in
+// the same order (under the namespace's record lock); use one style per
+// SWTPM, never both.
 //
 // A swtpm restart (daemon restart) resets every PCR (TPM2_Startup(CLEAR));
 // the persistent state, and with it the attestation key, survives. Until
