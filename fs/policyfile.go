@@ -66,7 +66,7 @@ func (n *policyNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 		if errno != 0 {
 			return nil, 0, errno
 		}
-		return &policyReader{text: []byte(ns.Policy().String())}, fuse.FOPEN_DIRECT_IO, 0
+		return &policyReader{text: []byte(ns.Policy().String())}, readOnlyOpenFlags, 0
 	case syscall.O_WRONLY:
 		c, ns, errno := n.root.authorize(ctx, "write policy")
 		if errno != 0 {
