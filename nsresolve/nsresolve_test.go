@@ -250,9 +250,10 @@ func TestPin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	want := Pinned{PidNS: statNS(t, u.Pid, "pid"), UserNS: statNS(t, u.Pid, "user"), MntNS: statNS(t, u.Pid, "mnt"), CgroupNS: statNS(t, u.Pid, "cgroup")}
-	if p.PidNS != want.PidNS || p.UserNS != want.UserNS || p.MntNS != want.MntNS || p.CgroupNS != want.CgroupNS {
-		t.Fatalf("pinned %+v, want %+v", p, want)
+	got := [4]NSID{p.PidNS, p.UserNS, p.MntNS, p.CgroupNS}
+	want := [4]NSID{statNS(t, u.Pid, "pid"), statNS(t, u.Pid, "user"), statNS(t, u.Pid, "mnt"), statNS(t, u.Pid, "cgroup")}
+	if got != want {
+		t.Fatalf("pinned %v, want %v", got, want)
 	}
 	if p.PidFD() < 0 || p.NSFD("mnt") < 0 || p.NSFD("bogus") != -1 {
 		t.Fatal("fds not exposed")
@@ -289,6 +290,11 @@ func TestPin(t *testing.T) {
 	}
 	if _, err := Pin(0); err == nil {
 		t.Fatal("Pin(0) succeeded")
+	}
+	// The zero Pinned (as tests elsewhere build) holds nothing.
+	var zero Pinned
+	if zero.Alive() || zero.PidFD() != -1 || zero.NSFD("pid") != -1 || zero.Close() != nil {
+		t.Fatal("zero Pinned is not empty")
 	}
 }
 

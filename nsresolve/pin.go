@@ -4,16 +4,21 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
 
 // Pinned holds the namespaces of a process open (a pidfd and one nsfs fd
 // per namespace) so their inode numbers can't be reused while it is held.
+// Its methods are safe for concurrent use; an fd number obtained from PidFD
+// or NSFD is only valid until Close.
 type Pinned struct {
 	PidNS, UserNS, MntNS, CgroupNS NSID
 
 	Pid   int // host pid the namespaces were pinned from
+	mu    sync.Mutex
+	open  bool // made by Pin and not closed yet (the zero Pinned holds nothing)
 	pidfd int
 	fds   map[string]int // "pid", "user", "mnt", "cgroup" → nsfs fd
 }
@@ -35,7 +40,7 @@ func Pin(pid int) (*Pinned, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pin namespaces of pid %d: pidfd_open: %w", pid, err)
 	}
-	p := &Pinned{Pid: pid, pidfd: pidfd, fds: map[string]int{}}
+	p := &Pinned{Pid: pid, open: true, pidfd: pidfd, fds: map[string]int{}}
 	for _, kind := range pinnedKinds {
 		path := "/proc/" + strconv.Itoa(pid) + "/ns/" + kind
 		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -72,6 +77,12 @@ func Pin(pid int) (*Pinned, error) {
 
 // Close releases the pidfd and namespace fds. It is safe to call twice.
 func (p *Pinned) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.open {
+		return nil
+	}
+	p.open = false
 	var errs []error
 	for kind, fd := range p.fds {
 		if err := unix.Close(fd); err != nil {
@@ -79,19 +90,19 @@ func (p *Pinned) Close() error {
 		}
 		delete(p.fds, kind)
 	}
-	if p.pidfd >= 0 {
-		if err := unix.Close(p.pidfd); err != nil {
-			errs = append(errs, fmt.Errorf("close pidfd: %w", err))
-		}
-		p.pidfd = -1
+	if err := unix.Close(p.pidfd); err != nil {
+		errs = append(errs, fmt.Errorf("close pidfd: %w", err))
 	}
+	p.pidfd = -1
 	return errors.Join(errs...)
 }
 
 // Alive reports whether the pinned process (the container's init) is still
 // running: a pidfd polls readable once the process has exited.
 func (p *Pinned) Alive() bool {
-	if p.pidfd < 0 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.open {
 		return false
 	}
 	fds := []unix.PollFd{{Fd: int32(p.pidfd), Events: unix.POLLIN}}
@@ -106,12 +117,21 @@ func (p *Pinned) Alive() bool {
 
 // PidFD returns the pidfd of the pinned process (-1 after Close). It stays
 // owned by p; poll it for POLLIN to learn when the process exits.
-func (p *Pinned) PidFD() int { return p.pidfd }
+func (p *Pinned) PidFD() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.open {
+		return -1
+	}
+	return p.pidfd
+}
 
 // NSFD returns the pinned nsfs fd of kind "pid", "user", "mnt" or "cgroup"
 // (-1 if unknown or closed). It stays owned by p; use it for setns(2).
 func (p *Pinned) NSFD(kind string) int {
-	if fd, ok := p.fds[kind]; ok {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if fd, ok := p.fds[kind]; ok && p.open {
 		return fd
 	}
 	return -1

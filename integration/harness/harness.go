@@ -199,12 +199,3 @@ func waitFor(what string, cond func() (bool, error)) error {
 	}
 	return fmt.Errorf("timed out waiting for %s (last error: %v)", what, last)
 }
-
-// killPid sends SIGKILL to pid through a pidfd if it is still the process
-// we started (best effort; used by cleanups).
-func killPid(pid int) {
-	if pid <= 0 {
-		return
-	}
-	unix.Kill(pid, unix.SIGKILL)
-}
