@@ -117,6 +117,10 @@ func StartSWTPM(opts SWTPMOptions) (*SWTPM, error) {
 		done:    make(chan struct{}),
 		touched: map[int]bool{MeasurePCR: true}, // PCR 10 is always quoted
 	}
+	// swtpm's option syntax (key=value,key=value) cannot quote a comma.
+	if strings.Contains(opts.StateDir, ",") || strings.Contains(opts.SocketDir, ",") {
+		return nil, fmt.Errorf("start swtpm for %q: state or socket directory contains a comma, which swtpm's options cannot express", opts.ID)
+	}
 	if len(s.sock) > 107 || len(s.ctrl) > 107 {
 		return nil, fmt.Errorf("start swtpm for %q: socket path %s is longer than a unix socket allows: set a shorter SocketDir", opts.ID, s.ctrl)
 	}

@@ -130,6 +130,9 @@ func TestStartErrors(t *testing.T) {
 	if _, err := StartSWTPM(SWTPMOptions{ID: "long", StateDir: long}); err == nil {
 		t.Error("StartSWTPM with a socket path too long for a unix socket: no error")
 	}
+	if _, err := StartSWTPM(SWTPMOptions{ID: "comma", StateDir: t.TempDir() + "/a,b"}); err == nil {
+		t.Error("StartSWTPM with a comma in the state dir: no error")
+	}
 	if _, err := StartSWTPM(SWTPMOptions{ID: "none"}); err == nil {
 		t.Error("StartSWTPM without a state dir: no error")
 	}
