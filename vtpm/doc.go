@@ -24,7 +24,8 @@
 //	    err = m.Attach(ns.ID, ns.List) // start swtpm, replay the list, follow it
 //	control request "quote" {id, nonce}:
 //	    bundle, err := m.Quote(id, nonce)
-//	`imafs ps --json`: m.PCR(id, measurelog.SHA256, 10) (equals ns.List's)
+//	`imafs ps --json`: ns.List.PCR(...); m.PCR(id, bank, 10) is the vTPM's
+//	                   (equal once the follower has caught up)
 //	on detach:   m.Detach(id) // stops the swtpm, removes its state
 //	on shutdown: m.Close()    // stops every swtpm, keeps the state
 //

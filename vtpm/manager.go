@@ -110,8 +110,9 @@ func (m *Manager) swtpmOptions(id string, list EntrySource) SWTPMOptions {
 	}
 }
 
-// Attach starts namespace id's vTPM, replays its list (a list restored
-// from the journal, or a new container's first entries) and follows it.
+// Attach starts namespace id's vTPM; in the background it replays the list
+// (restored from the journal, or a new container's first entries) and
+// then follows it.
 func (m *Manager) Attach(id string, list WaitingSource) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -129,14 +130,13 @@ func (m *Manager) Attach(id string, list WaitingSource) error {
 	return nil
 }
 
-// start starts a swtpm and replays the list into it.
+// start starts a swtpm. The follower replays the list into it in the
+// background (a journal of 100k entries takes ~10-20 s of swtpm round
+// trips, which must not hold up the daemon's start); a Quote meanwhile
+// catches up first.
 func (m *Manager) start(id string, list WaitingSource) (*SWTPM, error) {
 	v, err := StartSWTPM(m.swtpmOptions(id, list))
 	if err != nil {
-		return nil, fmt.Errorf("vtpm attach %q: %w", id, err)
-	}
-	if _, err := v.CatchUp(); err != nil {
-		v.Close()
 		return nil, fmt.Errorf("vtpm attach %q: %w", id, err)
 	}
 	return v, nil
@@ -225,7 +225,9 @@ func (m *Manager) Quote(id string, nonce []byte) (*Bundle, error) {
 	return v.Quote(nonce)
 }
 
-// PCR reads a PCR of namespace id's vTPM (`imafs ps`).
+// PCR reads a PCR of namespace id's vTPM. It holds the replay of a prefix
+// of the list, the whole list once the follower has caught up: `imafs ps`
+// should report the list's own PCRs and may use this as a cross-check.
 func (m *Manager) PCR(id string, bank measurelog.Algo, index int) ([]byte, error) {
 	v, err := m.get(id)
 	if err != nil {
