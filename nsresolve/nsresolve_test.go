@@ -564,3 +564,74 @@ func TestStaleCaller(t *testing.T) {
 		t.Fatalf("uncached stale caller: Owner = %v, %v, %v; want ErrGone", id, ok, err)
 	}
 }
+
+// TestChurn resolves short-lived processes (each lives for one /bin/true)
+// in containers A, B (nested in A) and D while they come and go, with a
+// one-entry cache so entries are evicted under the callers' feet: every
+// answer is either an error (the task is gone) or the right container.
+func TestChurn(t *testing.T) {
+	w := newWorld(t)
+	reg := w.registered(t, "A,D")
+	owner := map[NSID]NSID{
+		w.pins["A"].PidNS: w.pins["A"].PidNS,
+		w.pins["B"].PidNS: w.pins["A"].PidNS,
+		w.pins["D"].PidNS: w.pins["D"].PidNS,
+	}
+	loop := "end=$(($(date +%s)+3)); while [ $(date +%s) -lt $end ]; do /bin/true; done; sleep 600"
+	shells := []int{
+		w.a.Spawn(t, 0, "sh", "-c", loop),
+		w.b.Spawn(t, 0, "sh", "-c", loop),
+		w.d.Spawn(t, 0, "sh", "-c", loop),
+	}
+	r := NewResolverWithOptions(ResolverOptions{CacheSize: 1})
+	defer r.Close()
+	var mu sync.Mutex
+	resolved, gone := 0, 0
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(2 * time.Second)
+	for g := 0; g < 3; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				for _, sh := range shells {
+					b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", sh, sh))
+					if err != nil {
+						continue
+					}
+					for _, f := range strings.Fields(string(b)) {
+						var pid int
+						fmt.Sscan(f, &pid)
+						c, err := r.Caller(pid)
+						if err == nil {
+							var id NSID
+							var ok bool
+							id, ok, err = r.Owner(c, reg)
+							if err == nil {
+								want, known := owner[c.PidNS]
+								if known && (!ok || id != want) {
+									t.Errorf("pid %d in pid ns %v: Owner %v,%v; want %v", pid, c.PidNS, id, ok, want)
+								}
+								mu.Lock()
+								resolved++
+								mu.Unlock()
+								continue
+							}
+						}
+						if !errors.Is(err, ErrGone) {
+							t.Errorf("pid %d: %v (want ErrGone or an answer)", pid, err)
+						}
+						mu.Lock()
+						gone++
+						mu.Unlock()
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d short-lived callers resolved, %d gone before resolution", resolved, gone)
+	if resolved == 0 {
+		t.Fatal("no caller resolved: the test proved nothing")
+	}
+}

@@ -196,12 +196,16 @@ func TestRuncContainer(t *testing.T) {
 	}{
 		{"plain", RuncOptions{}, "0 0 4294967295", false},
 		{"user namespace with CAP_SYS_ADMIN", RuncOptions{User: true, Capabilities: []string{"CAP_SYS_ADMIN"}}, fmt.Sprintf("0 %d %d", UserNSBase, UserNSCount), true},
+		{"host pid namespace", RuncOptions{HostPID: true}, "0 0 4294967295", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := NewRuncContainer(t, tc.opts)
 			self := os.Getpid()
-			if ns(t, c.Pid, "pid") == ns(t, self, "pid") || ns(t, c.Pid, "mnt") == ns(t, self, "mnt") {
-				t.Fatal("runc container shares the host's pid or mount namespace")
+			if got := ns(t, c.Pid, "pid") == ns(t, self, "pid"); got != tc.opts.HostPID {
+				t.Fatalf("shares the host's pid namespace: %v, want %v", got, tc.opts.HostPID)
+			}
+			if ns(t, c.Pid, "mnt") == ns(t, self, "mnt") {
+				t.Fatal("runc container shares the host's mount namespace")
 			}
 			st, err := c.State()
 			if err != nil || st["status"] != "running" || int(st["pid"].(float64)) != c.Pid {

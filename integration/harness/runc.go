@@ -47,6 +47,9 @@ type RuncOptions struct {
 	Rootfs string
 	// Env is added to the process environment.
 	Env []string
+	// HostPID shares the host's pid namespace (no "pid" namespace in the
+	// config): the case nsresolve can't anchor by pid namespace.
+	HostPID bool
 	// Edit, if set, may change the parsed config.json before it is written.
 	Edit func(config map[string]any)
 }
@@ -149,6 +152,15 @@ func (c *RuncContainer) writeConfig() error {
 	cfg["root"] = map[string]any{"path": rootfs, "readonly": false}
 	cfg["hostname"] = c.Opts.Hostname
 	linux := cfg["linux"].(map[string]any)
+	if c.Opts.HostPID {
+		var keep []any
+		for _, ns := range linux["namespaces"].([]any) {
+			if ns.(map[string]any)["type"] != "pid" {
+				keep = append(keep, ns)
+			}
+		}
+		linux["namespaces"] = keep
+	}
 	if c.Opts.User {
 		ns := linux["namespaces"].([]any)
 		linux["namespaces"] = append(ns, map[string]any{"type": "user"})
