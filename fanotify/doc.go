@@ -57,10 +57,13 @@
 // host namespace too. A filesystem mark is therefore never placed on `/` or
 // any other host file system. Pseudo file systems (proc, sysfs, cgroup, ...)
 // and FUSE file systems of imafs and lxcfs are not marked. A container that
-// shares the host mount namespace, or whose root is still the host's (an OCI
-// createRuntime hook runs before pivot_root), is not marked until its mounts
-// are its own. The container's mountinfo is rescanned every Options.Rescan
-// and new mounts are marked.
+// shares the host mount namespace is not marked at all. A container attached
+// before its pivot_root (an OCI createRuntime hook) still has the host's
+// root: then only its own mounts are marked, those of its mount table that
+// are not copies of the host's (the rootfs the runtime mounted, its /proc,
+// volumes), so its first exec after pivot_root is already seen. The
+// container's mountinfo is rescanned every Options.Rescan and new mounts are
+// marked.
 //
 // Names are the paths as the container's task sees them: the event fd's
 // /proc/self/fd link with the task's /proc/TID/root link cut off the front

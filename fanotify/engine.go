@@ -48,6 +48,9 @@ type Options struct {
 	Rescan time.Duration
 	// Proc is the procfs mount to use (default "/proc").
 	Proc string
+	// Manual: do not register with the Registry as an observer nor watch
+	// the containers already attached; the caller calls Watch/Unwatch.
+	Manual bool
 }
 
 // Stats are the engine's counters.
@@ -89,8 +92,9 @@ type Engine struct {
 
 var _ imans.Observer = (*Engine)(nil)
 
-// New starts an engine's workers. Register it with
-// Registry.AddObserver(engine) to watch containers as they attach.
+// New starts an engine: its workers, its registration as an observer of
+// the Registry (every container attached from now on is watched) and
+// watches of the containers already attached (unless Options.Manual).
 func New(opts Options) (*Engine, error) {
 	if opts.Registry == nil {
 		return nil, errors.New("fanotify engine: no registry")
@@ -133,6 +137,12 @@ func New(opts Options) (*Engine, error) {
 	}
 	e.wg.Add(1)
 	go e.rescanLoop()
+	if !opts.Manual {
+		opts.Registry.AddObserver(e)
+		for _, ns := range opts.Registry.Namespaces() {
+			e.Attached(ns)
+		}
+	}
 	return e, nil
 }
 

@@ -87,7 +87,6 @@ func newEnv(t *testing.T, opts fanotify.Options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg.AddObserver(eng)
 	e.eng = eng
 	t.Cleanup(func() {
 		eng.Close()

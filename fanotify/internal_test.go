@@ -218,3 +218,22 @@ func TestIDMap(t *testing.T) {
 		t.Error("malformed map: no error")
 	}
 }
+
+func TestNewMounts(t *testing.T) {
+	host := []mountInfo{
+		{ID: 1, Dev: 1, Root: "/", MountPoint: "/"},
+		{ID: 2, Dev: 2, Root: "/", MountPoint: "/proc"},
+		{ID: 3, Dev: 3, Root: "/", MountPoint: "/tmp/b/rootfs"}, // the test's tmpfs
+	}
+	ctr := []mountInfo{
+		{ID: 11, Dev: 1, Root: "/", MountPoint: "/"},             // copies of the host's
+		{ID: 12, Dev: 2, Root: "/", MountPoint: "/proc"},         //
+		{ID: 13, Dev: 3, Root: "/", MountPoint: "/tmp/b/rootfs"}, //
+		{ID: 14, Dev: 3, Root: "/", MountPoint: "/tmp/b/rootfs"}, // runtime's bind of rootfs onto itself
+		{ID: 15, Dev: 9, Root: "/", MountPoint: "/tmp/b/rootfs/proc"},
+	}
+	got := newMounts(ctr, host)
+	if len(got) != 2 || got[0].ID != 14 || got[1].ID != 15 {
+		t.Fatalf("newMounts = %+v, want mounts 14 and 15", got)
+	}
+}

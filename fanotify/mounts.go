@@ -96,6 +96,7 @@ type hostView struct {
 	rootDevs map[uint64]bool // st_dev of the host's "/" (ours and pid 1's)
 	devs     map[uint64]bool // every device mounted in the host's mount namespace
 	types    map[uint64]string
+	mounts   []mountInfo // the daemon's (the host's) mount table
 }
 
 // readHostView reads the host's mounts. The daemon runs in the host's mount
@@ -115,12 +116,13 @@ func readHostView(proc string) (*hostView, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host view: %s/self/mountinfo: %w", proc, err)
 	}
+	self := ms
 	if data, err := os.ReadFile(proc + "/1/mountinfo"); err == nil {
 		if more, err := parseMountInfo(data); err == nil {
-			ms = append(ms, more...)
+			ms = append(ms[:len(ms):len(ms)], more...)
 		}
 	}
-	hv := &hostView{rootDevs: map[uint64]bool{st.Dev: true}, devs: map[uint64]bool{}, types: map[uint64]string{}}
+	hv := &hostView{rootDevs: map[uint64]bool{st.Dev: true}, devs: map[uint64]bool{}, types: map[uint64]string{}, mounts: self}
 	if unix.Stat(proc+"/1/root", &st) == nil {
 		hv.rootDevs[st.Dev] = true
 	}
@@ -129,6 +131,35 @@ func readHostView(proc string) (*hostView, error) {
 		hv.types[m.Dev] = m.FSType
 	}
 	return hv, nil
+}
+
+// newMounts returns the mounts of a container that has not left the host's
+// root yet (an OCI createRuntime hook runs between the runtime's mounts and
+// pivot_root): its mount namespace is a copy of the host's plus the
+// container's own mounts (rootfs, proc, dev, volumes). A mount is the
+// container's own when the host has fewer mounts of the same file system
+// root at the same place (a runtime bind-mounts the rootfs onto itself, so
+// the copy and the new mount share a mount point: the path then resolves to
+// the new one on top).
+func newMounts(container, host []mountInfo) []mountInfo {
+	type key struct {
+		dev         uint64
+		root, point string
+	}
+	count := map[key]int{}
+	for _, m := range host {
+		count[key{m.Dev, m.Root, m.MountPoint}]++
+	}
+	var out []mountInfo
+	for _, m := range container {
+		k := key{m.Dev, m.Root, m.MountPoint}
+		if count[k] > 0 {
+			count[k]--
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // markKind is how a container mount is watched.

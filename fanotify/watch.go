@@ -326,12 +326,16 @@ func (w *watch) scanMounts() error {
 	if err != nil {
 		return fmt.Errorf("scan mounts of pid %d: %w", pid, err)
 	}
-	if err := w.checkNotHost(hv); err != nil {
+	prePivot, err := w.checkNotHost()
+	if err != nil {
 		return err
 	}
 	mounts, err := parseMountInfo(info)
 	if err != nil {
 		return fmt.Errorf("scan mounts of pid %d: %w", pid, err)
+	}
+	if prePivot {
+		mounts = newMounts(mounts, hv.mounts)
 	}
 	rootFD, err := unix.Open(fmt.Sprintf("%s/%d/root", proc, pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -387,31 +391,28 @@ func (w *watch) scanMounts() error {
 }
 
 // checkNotHost refuses to mark a container that shares the host's (the
-// daemon's) mount namespace or has not left the host's root yet (an OCI createRuntime hook
-// runs before pivot_root): its mounts are the host's. The rescan picks it up
-// once its mounts are its own.
-func (w *watch) checkNotHost(hv *hostView) error {
+// daemon's) mount namespace: its mounts are the host's. It reports whether
+// the container still has the host's root (not pivoted yet): then only the
+// container's own mounts are marked (see newMounts).
+func (w *watch) checkNotHost() (prePivot bool, err error) {
 	proc := w.e.opts.Proc
 	var a, b unix.Stat_t
 	if err := unix.Stat(fmt.Sprintf("%s/%d/ns/mnt", proc, w.ns.Init), &a); err != nil {
-		return fmt.Errorf("scan mounts of pid %d: %w", w.ns.Init, err)
+		return false, fmt.Errorf("scan mounts of pid %d: %w", w.ns.Init, err)
 	}
 	if err := unix.Stat(proc+"/self/ns/mnt", &b); err != nil {
-		return fmt.Errorf("scan mounts: host mount ns: %w", err)
+		return false, fmt.Errorf("scan mounts: host mount ns: %w", err)
 	}
 	if a.Ino == b.Ino && a.Dev == b.Dev {
-		return fmt.Errorf("scan mounts of pid %d: container shares the host mount namespace; not marked", w.ns.Init)
+		return false, fmt.Errorf("scan mounts of pid %d: container shares the host mount namespace; not marked", w.ns.Init)
 	}
 	if err := unix.Stat(fmt.Sprintf("%s/%d/root", proc, w.ns.Init), &a); err != nil {
-		return fmt.Errorf("scan mounts of pid %d: %w", w.ns.Init, err)
+		return false, fmt.Errorf("scan mounts of pid %d: %w", w.ns.Init, err)
 	}
 	if err := unix.Stat(proc+"/self/root", &b); err != nil {
-		return fmt.Errorf("scan mounts: host root: %w", err)
+		return false, fmt.Errorf("scan mounts: host root: %w", err)
 	}
-	if a.Ino == b.Ino && a.Dev == b.Dev {
-		return fmt.Errorf("scan mounts of pid %d: container root is the host root (not pivoted yet); not marked", w.ns.Init)
-	}
-	return nil
+	return a.Ino == b.Ino && a.Dev == b.Dev, nil
 }
 
 // keyring returns the container's keys, reloading them when the key

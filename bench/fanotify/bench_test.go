@@ -130,7 +130,7 @@ func TestFanotifyBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer reg.Close()
-	eng, err := fanotify.New(fanotify.Options{Registry: reg, Log: log})
+	eng, err := fanotify.New(fanotify.Options{Registry: reg, Log: log, Manual: true})
 	if err != nil {
 		t.Fatal(err)
 	}
