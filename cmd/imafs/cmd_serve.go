@@ -24,6 +24,7 @@ import (
 	"github.com/imafs/imafs/measurelog"
 	"github.com/imafs/imafs/mountns"
 	"github.com/imafs/imafs/policy"
+	"github.com/imafs/imafs/vtpm"
 )
 
 // SecurityFSTarget is where a container's tree is mounted.
@@ -41,6 +42,7 @@ func runServe(args []string) int {
 	logLevel := fl.String("log-level", "info", "log level (debug, info, warn, error)")
 	logFormat := fl.String("log-format", "text", "log format (text or json)")
 	hostMount := fl.String("mount", "", "also serve the tree (host view for host callers) at this host directory")
+	tpmPath := fl.String("tpm", "", "host TPM (/dev/tpmrm0 or a swtpm unixio socket) for boot_aggregate; none: zeros")
 	if err := fl.Parse(args); err != nil {
 		return 2
 	}
@@ -59,7 +61,7 @@ func runServe(args []string) int {
 		log.SetFormatter(&logrus.JSONFormatter{})
 	}
 	d, err := newDaemon(daemonConfig{
-		StateDir: *stateDir, Socket: *socket, ContainerPolicy: *containerPolicy, HostMount: *hostMount,
+		StateDir: *stateDir, Socket: *socket, ContainerPolicy: *containerPolicy, HostMount: *hostMount, TPM: *tpmPath,
 	}, log)
 	if err != nil {
 		log.WithError(err).Error("start")
@@ -83,7 +85,7 @@ func runServe(args []string) int {
 }
 
 type daemonConfig struct {
-	StateDir, Socket, ContainerPolicy, HostMount string
+	StateDir, Socket, ContainerPolicy, HostMount, TPM string
 }
 
 // mount is one served FUSE connection.
@@ -120,11 +122,21 @@ func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	reg, err := imans.NewRegistry(imans.Options{
+	opts := imans.Options{
 		DefaultContainerPolicy: def,
 		StateDir:               cfg.StateDir,
 		Log:                    log,
-	})
+	}
+	if cfg.TPM != "" {
+		tpm, err := vtpm.OpenHost(cfg.TPM)
+		if err != nil {
+			return nil, fmt.Errorf("host tpm: %w", err)
+		}
+		// boot_aggregate is computed at each attach from the PCRs as they
+		// are then (they don't change after boot on a real host).
+		opts.BootAggregate = func(algo measurelog.Algo) ([]byte, error) { return vtpm.BootAggregate(tpm, algo) }
+	}
+	reg, err := imans.NewRegistry(opts)
 	if err != nil {
 		return nil, err
 	}
