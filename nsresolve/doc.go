@@ -20,6 +20,8 @@
 // The cache is a bounded LRU; evicting an entry closes its fd (deferred
 // while an Owner call uses it). Owner on a caller whose namespace is not
 // cached re-opens /proc/TID and checks it still is the same namespace.
+// Privileged caches each user namespace's uid_map the same way (pinned by
+// an ns fd; maps are write-once, and an unwritten, empty map is never cached).
 //
 // Caller looks the tid number up exactly once, with pidfd_open(tid,
 // PIDFD_THREAD), and reads everything else through that pidfd
@@ -58,7 +60,8 @@
 //     pidfd path avoids it. Measured (go test -bench . ./nsresolve, CPU time
 //     per op on this shared 2-core VM at load ~12): Caller+Owner 12-15 µs
 //     with the ancestry cache, 18-39 µs without (grows with depth), 30-59
-//     µs through /proc; Privileged 16 µs.
+//     µs through /proc; Privileged 1 µs with its uid_map cached, 16 µs
+//     when it reads /proc/TID/uid_map.
 //   - runc's default spec gives container root no CAP_SYS_ADMIN (only
 //     AUDIT_WRITE, KILL, NET_BIND_SERVICE): such a root is RootIn but not
 //     Privileged, so it can read but not write the policy.

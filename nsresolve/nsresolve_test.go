@@ -314,8 +314,9 @@ func TestNeverWrongAfterNamespaceExit(t *testing.T) {
 		}
 	}()
 	seen := map[NSID]bool{}
+	var users []NSID
 	for i := 0; i < 12; i++ {
-		u := harness.StartUnshare(t, harness.UnshareOptions{})
+		u := harness.StartUnshare(t, harness.UnshareOptions{User: true})
 		inner := u.Nested(t, harness.UnshareOptions{})
 		p, err := Pin(u.Pid)
 		if err != nil {
@@ -352,7 +353,17 @@ func TestNeverWrongAfterNamespaceExit(t *testing.T) {
 			if id != want || ok != wantOK {
 				t.Fatalf("round %d pid %d: Owner = %v,%v; want %v,%v", i, pid, id, ok, want, wantOK)
 			}
+			// Root of its own user namespace, not of any earlier one.
+			if priv, err := r.Privileged(c, p.UserNS); err != nil || !priv {
+				t.Fatalf("round %d pid %d: Privileged in own user ns = %v, %v", i, pid, priv, err)
+			}
+			for _, old := range users {
+				if priv, err := r.Privileged(c, old); err != nil || priv {
+					t.Fatalf("round %d pid %d: Privileged in an old user ns = %v, %v", i, pid, priv, err)
+				}
+			}
 		}
+		users = append(users, p.UserNS)
 		u.Kill()
 		inner.Kill()
 		// Callers of the dead container can't be resolved any more.
@@ -416,6 +427,7 @@ func TestPrivileged(t *testing.T) {
 	harness.RequireTools(t, "setpriv")
 	r := NewResolver()
 	defer r.Close()
+	uncachedR := NewResolverWithOptions(ResolverOptions{CacheSize: -1})
 	u := harness.StartUnshare(t, harness.UnshareOptions{User: true})
 	pu, err := Pin(u.Pid)
 	if err != nil {
@@ -458,22 +470,24 @@ func TestPrivileged(t *testing.T) {
 		{"root of a container without user ns, host view", plain.Spawn(t, 0, "sleep", "600"), host, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var c *Caller
-			for i := 0; ; i++ { // unshare -U takes a moment to become sleep
-				c = mustCaller(t, r, tc.pid)
-				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", tc.pid))
-				if string(b) != "unshare\n" || i > 2000 {
-					break
+			for _, r := range []*Resolver{r, uncachedR} {
+				var c *Caller
+				for i := 0; ; i++ { // unshare -U takes a moment to become sleep
+					c = mustCaller(t, r, tc.pid)
+					b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", tc.pid))
+					if string(b) != "unshare\n" || i > 2000 {
+						break
+					}
+					runtime.Gosched()
 				}
-				runtime.Gosched()
-			}
-			root, err := r.RootIn(c, tc.userNS)
-			if err != nil || root != tc.root {
-				t.Errorf("RootIn = %v, %v; want %v (caller %+v)", root, err, tc.root, *c)
-			}
-			priv, err := r.Privileged(c, tc.userNS)
-			if err != nil || priv != tc.priv {
-				t.Errorf("Privileged = %v, %v; want %v (caller %+v)", priv, err, tc.priv, *c)
+				root, err := r.RootIn(c, tc.userNS)
+				if err != nil || root != tc.root {
+					t.Errorf("RootIn = %v, %v; want %v (caller %+v)", root, err, tc.root, *c)
+				}
+				priv, err := r.Privileged(c, tc.userNS)
+				if err != nil || priv != tc.priv {
+					t.Errorf("Privileged = %v, %v; want %v (caller %+v)", priv, err, tc.priv, *c)
+				}
 			}
 		})
 	}
@@ -499,7 +513,9 @@ func TestPrivileged(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if _, err := r.Privileged(c, pu.UserNS); !errors.Is(err, ErrGone) {
+	// Without a cache only /proc could answer: an error, not an answer.
+	uncached := NewResolverWithOptions(ResolverOptions{CacheSize: -1})
+	if _, err := uncached.Privileged(c, pu.UserNS); !errors.Is(err, ErrGone) {
 		t.Fatalf("Privileged of a dead task: %v, want ErrGone", err)
 	}
 }

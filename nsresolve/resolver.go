@@ -47,6 +47,21 @@ type Resolver struct {
 
 	hits, misses atomic.Uint64
 	procOnly     atomic.Bool // pidfd ioctls unsupported (or ProcOnly)
+
+	// uid maps of user namespaces, each pinned by an open ns fd (so the
+	// NSID can't name another namespace while cached); same bound as the
+	// ancestry cache. Maps are write-once; an empty (unwritten) one is
+	// never cached.
+	userMu  sync.Mutex
+	users   map[NSID]*userEntry
+	userLRU *list.List
+}
+
+type userEntry struct {
+	id     NSID
+	fd     int
+	uidMap []byte
+	elem   *list.Element
 }
 
 type entry struct {
@@ -63,7 +78,7 @@ func NewResolver() *Resolver { return NewResolverWithOptions(ResolverOptions{}) 
 
 // NewResolverWithOptions returns a Resolver configured by opts.
 func NewResolverWithOptions(opts ResolverOptions) *Resolver {
-	r := &Resolver{max: opts.CacheSize, entries: map[NSID]*entry{}, lru: list.New()}
+	r := &Resolver{max: opts.CacheSize, entries: map[NSID]*entry{}, lru: list.New(), users: map[NSID]*userEntry{}, userLRU: list.New()}
 	if r.max == 0 {
 		r.max = DefaultCacheSize
 	}
@@ -104,12 +119,19 @@ func (r *Resolver) CacheStats() (hits, misses uint64, size int) {
 // (uncached) after Close.
 func (r *Resolver) Close() error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	for id, e := range r.entries {
 		delete(r.entries, id)
 		r.lru.Remove(e.elem)
 		r.dropLocked(e)
 	}
+	r.mu.Unlock()
+	r.userMu.Lock()
+	for id, u := range r.users {
+		delete(r.users, id)
+		r.userLRU.Remove(u.elem)
+		unix.Close(u.fd)
+	}
+	r.userMu.Unlock()
 	return nil
 }
 
@@ -374,31 +396,79 @@ func (r *Resolver) RootIn(c *Caller, userNS NSID) (bool, error) {
 	if c.UserNS != userNS {
 		return false, nil
 	}
-	dir, err := openProcDir(c.TID)
+	m, err := r.uidMap(c)
 	if err != nil {
 		return false, fmt.Errorf("privilege of tid %d: %w", c.TID, err)
-	}
-	defer unix.Close(dir)
-	var buf [4096]byte
-	m, err := readAt(dir, "uid_map", buf[:])
-	if err != nil {
-		return false, fmt.Errorf("privilege of tid %d: %w", c.TID, err)
-	}
-	// The map belongs to the task's user namespace; make sure that is still
-	// the namespace we judge (the tid may have been reused). Maps are
-	// write-once, so the map of that namespace is the one we read.
-	now, err := statAt(dir, "ns/user")
-	if err != nil {
-		return false, fmt.Errorf("privilege of tid %d: %w", c.TID, err)
-	}
-	if now != userNS {
-		return false, fmt.Errorf("privilege of tid %d: user namespace is now %v, not %v: %w", c.TID, now, userNS, ErrGone)
 	}
 	inside, ok, err := mapUp(m, c.EUID)
 	if err != nil {
 		return false, fmt.Errorf("privilege of tid %d: uid_map: %w", c.TID, err)
 	}
 	return ok && inside == 0, nil
+}
+
+// uidMap returns the uid_map of c.UserNS: from the cache, or read through
+// /proc/TID (then cached with the namespace pinned).
+//
+// Like Owner, it relies on c's task being alive (c.UserNS held by it) when
+// the answer comes from the cache.
+func (r *Resolver) uidMap(c *Caller) ([]byte, error) {
+	r.userMu.Lock()
+	if u, ok := r.users[c.UserNS]; ok {
+		r.userLRU.MoveToFront(u.elem)
+		m := u.uidMap
+		r.userMu.Unlock()
+		return m, nil
+	}
+	r.userMu.Unlock()
+
+	dir, err := openProcDir(c.TID)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(dir)
+	var buf [4096]byte
+	m, err := readAt(dir, "uid_map", buf[:])
+	if err != nil {
+		return nil, err
+	}
+	// The map belongs to the task's user namespace; make sure that is still
+	// the namespace we judge (the tid may have been reused). Maps are
+	// write-once, so the map of that namespace is the one we read.
+	fd, err := unix.Openat(dir, "ns/user", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, procErr("open", "ns/user", err)
+	}
+	now, err := fstatNS(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if now != c.UserNS {
+		unix.Close(fd)
+		return nil, fmt.Errorf("user namespace is now %v, not %v: %w", now, c.UserNS, ErrGone)
+	}
+	m = bytes.Clone(m)
+	if r.max < 0 || len(bytes.TrimSpace(m)) == 0 {
+		unix.Close(fd) // no cache, or a map not written yet (it may still be)
+		return m, nil
+	}
+	r.userMu.Lock()
+	defer r.userMu.Unlock()
+	if _, dup := r.users[now]; dup {
+		unix.Close(fd)
+		return m, nil
+	}
+	u := &userEntry{id: now, fd: fd, uidMap: m}
+	u.elem = r.userLRU.PushFront(u)
+	r.users[now] = u
+	for len(r.users) > r.max {
+		old := r.userLRU.Back().Value.(*userEntry)
+		r.userLRU.Remove(old.elem)
+		delete(r.users, old.id)
+		unix.Close(old.fd)
+	}
+	return m, nil
 }
 
 // mapUp translates a uid of the reader's (host) user namespace into the
