@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -267,6 +268,13 @@ func TestUnshareUserNamespace(t *testing.T) {
 	if _, err := u.Exec(harness.NonRootUID, "cat", ima+"/ascii_runtime_measurements"); err == nil || !strings.Contains(err.Error(), "Permission denied") {
 		t.Errorf("userns non-root: %v", err)
 	}
+	// A policy loaded by path is read in the container's root.
+	if _, err := u.Exec(0, "sh", "-c", "printf 'measure func=MMAP_CHECK mask=MAY_EXEC\\n' > /tmp/p && echo /tmp/p > "+ima+"/policy"); err != nil {
+		t.Errorf("load policy by path: %v", err)
+	}
+	if p, err := u.Exec(0, "cat", ima+"/policy"); err != nil || p != "measure func=BPRM_CHECK \nmeasure func=MMAP_CHECK mask=MAY_EXEC \n" {
+		t.Errorf("policy after a path load: %q, %v", p, err)
+	}
 }
 
 // TestRaces: many short-lived callers across containers (pid churn): every
@@ -293,6 +301,14 @@ func TestRaces(t *testing.T) {
 		want[c] = out
 		ctrs = append(ctrs, c)
 	}
+	sums := map[*harness.Unshare]string{}
+	for _, c := range ctrs {
+		sum := md5.Sum([]byte(want[c]))
+		sums[c] = hex.EncodeToString(sum[:])
+	}
+	// Each call: a new nsenter + sh, which runs 20 short-lived cat|md5sum
+	// pairs (40 fresh pids in the container per call).
+	loop := "i=0; while [ $i -lt 20 ]; do cat " + ima + "/ascii_runtime_measurements | md5sum; i=$((i+1)); done"
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	wrong, total := 0, 0
@@ -300,16 +316,21 @@ func TestRaces(t *testing.T) {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			for i := 0; i < 15; i++ {
+			for i := 0; i < 8; i++ {
 				c := ctrs[(w+i)%n]
-				// Each call is a new nsenter + sh + several short-lived cats.
-				out, err := c.Exec(0, "sh", "-c", "cat "+ima+"/ascii_runtime_measurements; cat "+ima+"/ascii_runtime_measurements | cat >/dev/null")
+				out, err := c.Exec(0, "sh", "-c", loop)
 				mu.Lock()
-				total++
-				if err != nil || out != want[c] {
+				if err != nil {
 					wrong++
-					if wrong < 5 {
-						t.Errorf("container %d: got %q, %v; want %q", c.Pid, out, err, want[c])
+					t.Errorf("container %d: %v", c.Pid, err)
+				}
+				for _, l := range lines(out) {
+					total++
+					if f := strings.Fields(l); len(f) == 0 || f[0] != sums[c] {
+						wrong++
+						if wrong < 5 {
+							t.Errorf("container %d: md5 %q, want %s", c.Pid, l, sums[c])
+						}
 					}
 				}
 				mu.Unlock()
@@ -317,7 +338,10 @@ func TestRaces(t *testing.T) {
 		}(w)
 	}
 	wg.Wait()
-	t.Logf("%d calls, %d wrong-view answers", total, wrong)
+	if total != 6*8*20 {
+		t.Errorf("%d answers, want %d", total, 6*8*20)
+	}
+	t.Logf("%d reads from short-lived callers in %d containers, %d wrong-view answers", total, n, wrong)
 	if wrong != 0 {
 		t.Errorf("%d of %d answers from the wrong view", wrong, total)
 	}
