@@ -65,10 +65,14 @@ type Stats struct {
 	Timeouts   uint64 // events answered by the timeout
 	Overflows  uint64 // events answered because the queue was full
 	Ignored    uint64 // ignore marks added
+	// Latency is the total time from reading events to answering them
+	// (Latency / (Allowed+Denied) is the mean time a task waited on us).
+	Latency time.Duration
 }
 
 type counters struct {
 	events, allowed, denied, measured, cached, violations, errors, timeouts, overflows, ignored atomic.Uint64
+	latency                                                                                     atomic.Int64
 }
 
 // Engine measures and appraises files on fanotify permission events for
@@ -150,7 +154,8 @@ func New(opts Options) (*Engine, error) {
 func (e *Engine) Stats() Stats {
 	c := &e.stats
 	return Stats{c.events.Load(), c.allowed.Load(), c.denied.Load(), c.measured.Load(), c.cached.Load(),
-		c.violations.Load(), c.errors.Load(), c.timeouts.Load(), c.overflows.Load(), c.ignored.Load()}
+		c.violations.Load(), c.errors.Load(), c.timeouts.Load(), c.overflows.Load(), c.ignored.Load(),
+		time.Duration(c.latency.Load())}
 }
 
 // Attached starts watching ns (imans.Observer). Errors are logged: the
@@ -286,6 +291,7 @@ func (ev *event) answer(allow bool) {
 		if err := ev.w.g.respond(int32(ev.fd), allow); err != nil && !errors.Is(err, os.ErrClosed) {
 			ev.w.log.WithError(err).Warn("fanotify: respond")
 		}
+		ev.w.e.stats.latency.Add(int64(time.Since(ev.start)))
 		if allow {
 			ev.w.e.stats.allowed.Add(1)
 		} else {
