@@ -166,7 +166,18 @@ func (d *daemon) serveAt(owner *imans.Namespace, pid int, target string) (*mount
 	if owner != nil {
 		id = owner.ID
 	}
-	dev, err := mountns.MountFUSE(pid, target, mountns.Options{AllowOther: true, MkdirAll: true})
+	mopts := mountns.Options{AllowOther: true, MkdirAll: true}
+	dev, err := mountns.MountFUSE(pid, target, mopts)
+	if errors.Is(err, mountns.ErrMounted) {
+		// An imafs mount is there already: the copy a nested container
+		// inherited from its parent's mount namespace, or a dead one left
+		// by a crashed daemon. Replace it (in this namespace only).
+		d.log.WithFields(logrus.Fields{"id": id, "pid": pid, "target": target}).Info("replacing an inherited or stale imafs mount")
+		if uerr := mountns.Unmount(pid, target, true); uerr != nil {
+			return nil, fmt.Errorf("%w (and unmounting it: %v)", err, uerr)
+		}
+		dev, err = mountns.MountFUSE(pid, target, mopts)
+	}
 	if err != nil {
 		return nil, err
 	}
