@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 	"golang.org/x/sys/unix"
 
 	"github.com/imafs/imafs/fanotify"
@@ -50,6 +51,7 @@ type env struct {
 	dir    string
 	reg    *imans.Registry
 	eng    *fanotify.Engine
+	logs   *logtest.Hook // every record the engine logs
 	keys   string
 	shared string // tmpfs in the host namespace, bind-mounted into containers
 }
@@ -59,15 +61,16 @@ func newEnv(t *testing.T, opts fanotify.Options) *env {
 	needEnv(t)
 	dir := t.TempDir()
 	log := logrus.New()
-	log.SetLevel(logrus.WarnLevel)
-	if testing.Verbose() {
-		log.SetLevel(logrus.DebugLevel)
+	log.SetLevel(logrus.InfoLevel)
+	if !testing.Verbose() {
+		log.SetOutput(io.Discard)
 	}
+	hook := logtest.NewLocal(log)
 	reg, err := imans.NewRegistry(imans.Options{Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, dir: dir, reg: reg, keys: filepath.Join(dir, "keys"), shared: filepath.Join(dir, "shared")}
+	e := &env{t: t, dir: dir, reg: reg, logs: hook, keys: filepath.Join(dir, "keys"), shared: filepath.Join(dir, "shared")}
 	if err := os.MkdirAll(e.shared, 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -91,3 +91,43 @@ func TestFailureModes(t *testing.T) {
 		t.Fatalf("stats show no failure: %+v", s)
 	}
 }
+
+// TestAuditAndDont: an audit rule logs one structured record per container
+// and file; dont_measure (by file system magic and by owner) wins as in the
+// kernel's first-match order.
+func TestAuditAndDont(t *testing.T) {
+	e := newEnv(t, fanotify.Options{})
+	c := e.container("audited", "busybox-a", "busybox-b")
+	if err := os.Chown(c.path("/bin/busybox-b"), 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	c.setPolicy("dont_measure fowner=1000\naudit func=BPRM_CHECK\nmeasure func=BPRM_CHECK")
+	c.mustExec("/bin/busybox-a", "true")
+	c.mustExec("/bin/busybox-a", "true")
+	c.mustExec("/bin/busybox-b", "true")
+	if n := len(named(c.ns.List, "/bin/busybox-a")); n != 1 {
+		t.Errorf("/bin/busybox-a: %d entries, want 1", n)
+	}
+	if n := len(named(c.ns.List, "/bin/busybox-b")); n != 0 {
+		t.Errorf("/bin/busybox-b (fowner=1000, dont_measure): %d entries, want 0", n)
+	}
+	audits := map[string]int{}
+	for _, en := range e.logs.AllEntries() {
+		if en.Data["audit"] == "ima" && en.Data["id"] == "audited" {
+			audits[fmt.Sprint(en.Data["file"])]++
+			if h, _ := en.Data["hash"].(string); !strings.HasPrefix(h, "sha256:") || en.Data["func"] != "BPRM_CHECK" {
+				t.Errorf("audit record fields: %v", en.Data)
+			}
+		}
+	}
+	if audits["/bin/busybox-a"] != 1 || audits["/bin/busybox-b"] != 1 {
+		t.Errorf("audit records per file: %v, want one each for /bin/busybox-a and /bin/busybox-b", audits)
+	}
+
+	d := e.container("tmpfsexempt", "busybox-a")
+	d.setPolicy("dont_measure fsmagic=0x01021994\nmeasure func=BPRM_CHECK")
+	d.mustExec("/bin/busybox-a", "true")
+	if n := len(named(d.ns.List, "/bin/busybox-a")); n != 0 {
+		t.Errorf("dont_measure fsmagic=TMPFS: %d entries for a tmpfs file", n)
+	}
+}

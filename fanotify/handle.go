@@ -15,6 +15,9 @@ import (
 	"github.com/imafs/imafs/policy"
 )
 
+// maxCache bounds the per-container file cache.
+const maxCache = 1 << 17
+
 // errTimeout: hashing did not finish before the event's deadline.
 var errTimeout = errors.New("hash timed out")
 
@@ -87,6 +90,9 @@ func (w *watch) handle(ev *event) bool {
 	// FAN_CLOSE_WRITE counts them down.
 	if fn == policy.FileCheck && mask&(policy.MayWrite|policy.MayAppend) != 0 {
 		w.mu.Lock()
+		if len(w.writers) >= maxCache {
+			w.writers = map[inoKey]int{} // closes were missed (overflow)
+		}
 		w.writers[k]++
 		w.mu.Unlock()
 	}
@@ -104,6 +110,12 @@ func (w *watch) handle(ev *event) bool {
 
 	// What is left to do for this version of the file in this container?
 	w.mu.Lock()
+	if len(w.cache) >= maxCache {
+		// Forget, as the kernel forgets an evicted inode's state: files
+		// without an ignore mark are hashed again, and a re-measurement
+		// with the same digest is dropped as a duplicate by the list.
+		w.cache = map[inoKey]*fileState{}
+	}
 	fs := w.cache[k]
 	if fs == nil || !fs.same(&st) {
 		fs = &fileState{ctime: st.Ctim, mtime: st.Mtim, size: st.Size, measured: map[uint32]bool{}}

@@ -62,7 +62,7 @@ type watch struct {
 	uidMap      idMap
 	gidMap      idMap
 	keys        *appraise.Keyring
-	keysStamp   time.Time
+	keysStamp   string
 	closed      bool
 }
 
@@ -415,6 +415,25 @@ func (w *watch) checkNotHost() (prePivot bool, err error) {
 	return a.Ino == b.Ino && a.Dev == b.Dev, nil
 }
 
+// dirStamp summarizes a directory and its entries' names, sizes and
+// modification times: it changes when a key file is added, removed or
+// rewritten in place.
+func dirStamp(dir string) string {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return "missing"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d", fi.ModTime().UnixNano())
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if info, err := e.Info(); err == nil {
+			fmt.Fprintf(&b, "|%s:%d:%d", e.Name(), info.Size(), info.ModTime().UnixNano())
+		}
+	}
+	return b.String()
+}
+
 // keyring returns the container's keys, reloading them when the key
 // directory changed (which also drops cached appraisal results).
 func (w *watch) keyring() (*appraise.Keyring, error) {
@@ -422,12 +441,9 @@ func (w *watch) keyring() (*appraise.Keyring, error) {
 		return &appraise.Keyring{}, nil
 	}
 	dir := filepath.Join(w.e.opts.KeyDir, w.ns.ID)
-	var stamp time.Time
-	if fi, err := os.Stat(dir); err == nil {
-		stamp = fi.ModTime()
-	}
+	stamp := dirStamp(dir)
 	w.mu.Lock()
-	if w.keys != nil && stamp.Equal(w.keysStamp) {
+	if w.keys != nil && stamp == w.keysStamp {
 		k := w.keys
 		w.mu.Unlock()
 		return k, nil
