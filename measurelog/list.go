@@ -241,13 +241,22 @@ func (l *List) Append(e *Entry) bool {
 	}
 	c := dir[ci]
 	c.recs[si] = rec
+	// Render once in the first bank; other banks differ only in the
+	// digest's size (raw in binary, hex in ascii).
 	var scratch [1024]byte
+	asciiLen := len(l.render(scratch[:0], rec, 0)) - 2*l.banks[0].Size()
+	binLen := len(l.render(scratch[:0], rec, 1)) - l.banks[0].Size()
 	for r := 0; r < l.nrend; r++ {
 		prev := int64(0)
 		if n > 0 {
 			prev = l.end(dir, n-1, r)
 		}
-		c.ends[si*l.nrend+r] = prev + int64(len(l.render(scratch[:0], rec, r)))
+		size := l.banks[r/2].Size()
+		if r%2 == 0 {
+			c.ends[si*l.nrend+r] = prev + int64(asciiLen+2*size)
+		} else {
+			c.ends[si*l.nrend+r] = prev + int64(binLen+size)
+		}
 	}
 	if e.Violation {
 		for _, b := range l.banks {
