@@ -235,3 +235,16 @@ func run(t *testing.T, name string, args ...string) {
 		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
 	}
 }
+
+// TestChildNamespaces: a task in a child mount namespace (`unshare -m`
+// copies the container's mounts: the filesystem mark still covers them) and
+// in an unregistered child pid namespace still measures into its container.
+func TestChildNamespaces(t *testing.T) {
+	e := newEnv(t, fanotify.Options{})
+	c := e.container("nested", "busybox-inner", "unshare")
+	c.setPolicy("measure func=BPRM_CHECK")
+	c.mustExec("/bin/unshare", "-m", "-p", "-f", "/bin/busybox-inner", "true")
+	if n := len(named(c.ns.List, "/bin/busybox-inner")); n != 1 {
+		t.Fatalf("exec in child mount+pid namespaces: %d entries, want 1", n)
+	}
+}
