@@ -27,6 +27,18 @@ import (
 	"github.com/imafs/imafs/vtpm"
 )
 
+// The daemon serves one FUSE connection per attached container (plus one
+// for --mount): mountns.MountFUSE creates each mount inside the container's
+// mount namespace, at /sys/kernel/security under the container's root (under
+// <rootfs> when an OCI hook runs before pivot_root), and fs.Serve answers it.
+// Every connection resolves every request's caller by itself, so a process
+// that reaches a container's mount from elsewhere (the host through
+// /proc/PID/root, a nested container that inherited it) still gets its own
+// view; separate connections keep one container's slow or stuck requests
+// from delaying another's, and a container's mount dies with its mount
+// namespace. Containers that share the host's pid namespace are refused at
+// attach: their callers can't be told apart from the host's by pid namespace.
+
 // SecurityFSTarget is where a container's tree is mounted.
 const SecurityFSTarget = "/sys/kernel/security"
 
