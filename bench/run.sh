@@ -7,7 +7,7 @@ count=${1:-3}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 go test -count="$count" -run '^$' -bench 'OpenReadClose' -benchtime 3000x ./bench/ | tee "$out"
-go test -count=1 -run '^$' -bench 'BulkCat100k' -benchtime 10x ./bench/ | tee -a "$out"
+go test -count="$count" -run '^$' -bench 'BulkCat100k' -benchtime 10x ./bench/ | tee -a "$out"
 go test -count=1 -run '^$' -bench 'Containers' -benchtime 3000x ./bench/ | tee -a "$out"
 echo
 echo "== ratios (median over runs) =="
