@@ -71,6 +71,9 @@ func (n *listNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 // Read implements fs.FileReader: the bytes at off of the list's rendering,
 // which never change once written (offset-stable, like the kernel's seq_file).
 func (h *listHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
 	n, err := h.ns.List.ReadAt(dest, off, h.format, h.bank)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, syscall.EIO
@@ -111,6 +114,9 @@ func (n *counterNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, 
 func (h *counterHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	var buf [24]byte
 	text := formatCounter(buf[:0], h.value(h.ns))
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
 	if off >= int64(len(text)) {
 		return fuse.ReadResultData(nil), 0
 	}

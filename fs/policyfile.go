@@ -90,6 +90,9 @@ type policyReader struct {
 
 // Read implements fs.FileReader.
 func (h *policyReader) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
 	if off >= int64(len(h.text)) {
 		return fuse.ReadResultData(nil), 0
 	}
