@@ -346,3 +346,38 @@ func TestRaces(t *testing.T) {
 		t.Errorf("%d of %d answers from the wrong view", wrong, total)
 	}
 }
+
+// TestAttachRunningRunc: `imafs attach --pid --bundle` on a runc container
+// that is already running (after pivot_root, no hooks).
+func TestAttachRunningRunc(t *testing.T) {
+	d := startDaemon(t)
+	c := harness.NewRuncContainer(t, harness.RuncOptions{Capabilities: []string{"CAP_SYS_ADMIN"}})
+	if _, err := c.Exec(0, "cat", ima+"/ascii_runtime_measurements"); err == nil {
+		t.Fatal("an ima directory before attach")
+	}
+	if _, err := d.imafs("attach", "--pid", itoa(c.Pid), "--id", "late", "--bundle", c.Bundle); err != nil {
+		t.Fatal(err)
+	}
+	config, _ := os.ReadFile(filepath.Join(c.Bundle, "config.json"))
+	list, err := c.Exec(0, "cat", ima+"/ascii_runtime_measurements")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInitialList(t, list, config)
+	// Attaching again with the same pid is a no-op; another pid under the same id is refused.
+	if _, err := d.imafs("attach", "--pid", itoa(c.Pid), "--id", "late"); err != nil {
+		t.Errorf("repeated attach: %v", err)
+	}
+	if _, err := d.imafs("attach", "--pid", itoa(os.Getpid()), "--id", "late"); err == nil {
+		t.Error("attach of another pid under a used id succeeded")
+	}
+	if _, err := d.imafs("attach", "--pid", itoa(os.Getpid()), "--id", "hostpid"); err == nil || !strings.Contains(err.Error(), "host pid namespace") {
+		t.Errorf("attach of a host process: %v, want a host pid namespace error", err)
+	}
+	if _, err := d.imafs("detach", "--id", "late"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(0, "cat", ima+"/ascii_runtime_measurements"); err == nil {
+		t.Error("the ima directory is still there after detach")
+	}
+}
