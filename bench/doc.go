@@ -1,5 +1,6 @@
-// Package bench holds imafs's benchmarks (go test -bench, kept out of the
-// default test run: the package has no tests). Run them with bench/run (make bench), which
+// Package bench holds imafs's benchmarks (go test -bench), kept out of the
+// default test run (its one test is a helper that skips unless the
+// container benchmark runs it). Run them with bench/run (make bench), which
 // prints the ratios asked for in the project's issues:
 //
 //   - bulk read of a 100,000-entry ascii list through imafs vs the same
