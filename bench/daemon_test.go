@@ -1,0 +1,129 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imafs/imafs/control"
+)
+
+// rssKiB returns VmRSS of pid.
+func rssKiB(b *testing.B, pid int) int64 {
+	b.Helper()
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(st), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			return n
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+// mountContainer starts `sleep` as pid 1 of new pid and mount namespaces.
+func mountContainer(b *testing.B) int {
+	b.Helper()
+	cmd := exec.Command("unshare", "--pid", "--mount", "--fork", "--kill-child", "sleep", "3600")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+		if f := strings.Fields(string(kids)); len(f) > 0 {
+			if comm, _ := os.ReadFile("/proc/" + f[0] + "/comm"); strings.TrimSpace(string(comm)) == "sleep" {
+				pid, _ := strconv.Atoi(f[0])
+				return pid
+			}
+		}
+	}
+	b.Fatal("container did not start")
+	return 0
+}
+
+// BenchmarkDaemonAttached: the real daemon (imafs serve) with N containers
+// attached, each with its own FUSE mount in its own mount namespace
+// (BENCH_CONTAINERS, default 1000): the daemon's RSS per container, and
+// open+read+close in a container with 1 and with N attached.
+func BenchmarkDaemonAttached(b *testing.B) {
+	needRoot(b)
+	n := 1000
+	if v, err := strconv.Atoi(os.Getenv("BENCH_CONTAINERS")); err == nil && v > 0 {
+		n = v
+	}
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "imafs")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/imafs/imafs/cmd/imafs").CombinedOutput(); err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	sock := filepath.Join(dir, "imafs.sock")
+	daemon := exec.Command(bin, "serve", "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn")
+	if err := daemon.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		daemon.Process.Signal(syscall.SIGTERM)
+		daemon.Wait()
+	})
+	client := control.NewClient(sock)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := client.Call(context.Background(), &control.Request{Op: control.OpPing}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("daemon not ready")
+		}
+	}
+	base := rssKiB(b, daemon.Process.Pid)
+	var pids []int
+	attach := func(upto int) {
+		for len(pids) < upto {
+			pid := mountContainer(b)
+			id := "c" + strconv.Itoa(len(pids))
+			if _, err := client.Call(context.Background(), &control.Request{Op: control.OpAttach, ID: id, Pid: pid}); err != nil {
+				b.Fatalf("attach %s: %v", id, err)
+			}
+			pids = append(pids, pid)
+		}
+	}
+	loop := func(b *testing.B, pid int) float64 {
+		cmd := exec.Command("nsenter", "--target", strconv.Itoa(pid), "--pid", "--mount", "--",
+			os.Args[0], "-test.run=^TestLoopHelper$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "BENCH_LOOP_FILE=/sys/kernel/security/ima/runtime_measurements_count", "BENCH_LOOP_N="+strconv.Itoa(b.N))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			b.Fatalf("loop in container: %v: %s", err, out)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if v, ok := strings.CutPrefix(l, "LOOP "); ok {
+				ns, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				return ns
+			}
+		}
+		b.Fatalf("no timing: %s", out)
+		return 0
+	}
+	for _, upto := range []int{1, n} {
+		start := time.Now()
+		attach(upto)
+		took := time.Since(start)
+		rss := rssKiB(b, daemon.Process.Pid)
+		b.Run(fmt.Sprintf("attached=%d", upto), func(b *testing.B) {
+			b.ReportMetric(loop(b, pids[0]), "container-ns/op")
+			b.ReportMetric(float64(rss-base)/float64(upto), "rss-KiB/container")
+			b.ReportMetric(float64(took.Microseconds())/float64(upto)/1000, "spawn+attach-ms")
+		})
+	}
+}
