@@ -8,7 +8,9 @@
 //   - open+read+close of runtime_measurements_count vs LXCFS's /proc/uptime
 //     (a private lxcfs on a temp dir) and the kernel's /proc/self/stat;
 //   - the same open+read+close from inside a container with 1 and with 1,000
-//     containers attached, and the daemon's heap per attached container.
+//     containers attached: in-process (registry heap per container) and
+//     through the real daemon with one FUSE mount per container (daemon RSS
+//     per container, spawn+attach time).
 //
 // Everything needs root (FUSE mounts, namespaces).
 package bench
