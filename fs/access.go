@@ -12,8 +12,9 @@ import (
 	"github.com/imafs/imafs/nsresolve"
 )
 
-// errnoOf maps resolution errors: a caller that exited meanwhile gets
-// ESRCH-free EACCES like any caller we can't vouch for.
+// errnoOf maps a caller-resolution error to the request's errno: EACCES
+// (a caller that exited meanwhile, or one we can't vouch for, is refused),
+// except ENOMEM, which is passed on.
 func errnoOf(err error) syscall.Errno {
 	var errno syscall.Errno
 	if errors.As(err, &errno) && errno == syscall.ENOMEM {
