@@ -30,10 +30,16 @@ type Options struct {
 	// KeyDir/<container id>/*.{pem,der,crt,cer,x509,pub}. Empty: no keys
 	// (every signature fails to verify).
 	KeyDir string
-	// Workers hash and decide in parallel (default: number of CPUs, at least 2).
+	// Workers bounds the events decided (hashed) at the same time across
+	// all containers (default: number of CPUs, at least 2).
 	Workers int
-	// QueueLen bounds the events waiting for a worker (default 1024). An
-	// event that finds the queue full is answered at once by the failure mode.
+	// ContainerWorkers is the number of workers of each container (default
+	// 2): a container waits on its own workers, never behind another
+	// container's queue.
+	ContainerWorkers int
+	// QueueLen bounds the events of one container waiting for its workers
+	// (default 1024). An event that finds the queue full is answered at once
+	// by the failure mode; a flooding container only fills its own queue.
 	QueueLen int
 	// Timeout bounds the time to answer a permission event (default 30s);
 	// when it passes, the event is answered by the failure mode.
@@ -82,7 +88,7 @@ type Engine struct {
 	log   *logrus.Logger
 	reg   *imans.Registry
 	res   *nsresolve.Resolver
-	queue chan *event
+	sem   chan struct{} // Workers tokens, held while deciding
 	stats counters
 
 	ctx    context.Context
@@ -112,6 +118,9 @@ func New(opts Options) (*Engine, error) {
 	if opts.Workers <= 0 {
 		opts.Workers = max(2, runtime.NumCPU())
 	}
+	if opts.ContainerWorkers <= 0 {
+		opts.ContainerWorkers = 2
+	}
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = 1024
 	}
@@ -130,14 +139,10 @@ func New(opts Options) (*Engine, error) {
 		log:     opts.Log,
 		reg:     opts.Registry,
 		res:     opts.Resolver,
-		queue:   make(chan *event, opts.QueueLen),
+		sem:     make(chan struct{}, opts.Workers),
 		ctx:     ctx,
 		cancel:  cancel,
 		watches: map[string]*watch{},
-	}
-	for i := 0; i < opts.Workers; i++ {
-		e.wg.Add(1)
-		go e.worker()
 	}
 	e.wg.Add(1)
 	go e.rescanLoop()
@@ -199,11 +204,18 @@ func (e *Engine) Watch(ns *imans.Namespace) error {
 	if err := w.sync(); err != nil {
 		e.log.WithError(err).WithField("id", ns.ID).Warn("fanotify: initial marks incomplete")
 	}
-	e.wg.Add(1)
+	e.wg.Add(1 + e.opts.ContainerWorkers)
 	go func() {
 		defer e.wg.Done()
 		w.read()
+		close(w.queue) // the reader is the only sender
 	}()
+	for i := 0; i < e.opts.ContainerWorkers; i++ {
+		go func() {
+			defer e.wg.Done()
+			w.work()
+		}()
+	}
 	e.log.WithFields(logrus.Fields{"id": ns.ID, "pid": ns.Init}).Info("fanotify: watching container")
 	return nil
 }
@@ -232,7 +244,7 @@ func (e *Engine) Sync(ns *imans.Namespace) error {
 	return w.sync()
 }
 
-// Close stops every watch and the workers; pending events are allowed by
+// Close stops every watch and its workers; pending events are allowed by
 // the kernel as their groups close.
 func (e *Engine) Close() error {
 	e.mu.Lock()
@@ -300,30 +312,25 @@ func (ev *event) answer(allow bool) {
 	})
 }
 
-func (e *Engine) worker() {
-	defer e.wg.Done()
-	for {
-		select {
-		case <-e.ctx.Done():
-			// Drain: every queued event is answered.
-			for {
-				select {
-				case ev := <-e.queue:
-					ev.timer.Stop()
-					ev.answer(true)
-					unix.Close(ev.fd)
-				default:
-					return
-				}
-			}
-		case ev := <-e.queue:
-			// Even when the timeout answered already, handle runs: what
-			// could not be measured in time is recorded as a violation.
-			allow := ev.w.handle(ev)
-			ev.answer(allow)
+// work decides the container's events until its group is closed and its
+// queue drained.
+func (w *watch) work() {
+	e := w.e
+	for ev := range w.queue {
+		if w.isClosed() {
+			// The group is gone: the kernel allowed its pending events.
 			ev.timer.Stop()
 			unix.Close(ev.fd)
+			continue
 		}
+		e.sem <- struct{}{}
+		// Even when the timeout answered already, handle runs: what could
+		// not be measured in time is recorded as a violation.
+		allow := w.handle(ev)
+		<-e.sem
+		ev.answer(allow)
+		ev.timer.Stop()
+		unix.Close(ev.fd)
 	}
 }
 

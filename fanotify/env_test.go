@@ -119,8 +119,9 @@ func (e *env) container(id string, bins ...string) *container {
 	}
 	bb, _ := exec.LookPath("busybox")
 	script := fmt.Sprintf(`set -e
-mount -t tmpfs -o size=64m imafs-test-%[1]s %[2]s
-mkdir %[2]s/bin %[2]s/shared %[2]s/tmp
+mount -t tmpfs -o size=256m imafs-test-%[1]s %[2]s
+mkdir %[2]s/bin %[2]s/shared %[2]s/tmp %[2]s/dev
+mknod -m 666 %[2]s/dev/null c 1 3
 mount --bind %[3]s %[2]s/shared
 for b in %[5]s; do cp %[4]s %[2]s/bin/$b; done
 exec chroot %[2]s /bin/sleep 600`, id, root, e.shared, bb, strings.Join(append([]string{"sleep", "sh"}, bins...), " "))

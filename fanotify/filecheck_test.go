@@ -131,3 +131,43 @@ func TestAuditAndDont(t *testing.T) {
 		t.Errorf("dont_measure fsmagic=TMPFS: %d entries for a tmpfs file", n)
 	}
 }
+
+// TestFloodIsolation: a container flooding its queue gets failure-mode
+// answers (violation entries for execs let through unmeasured), while
+// another container's exec is still measured normally.
+func TestFloodIsolation(t *testing.T) {
+	e := newEnv(t, fanotify.Options{Workers: 1, ContainerWorkers: 1, QueueLen: 1})
+	a := e.container("flood", "busybox-x")
+	b := e.container("calm", "busybox-y")
+	const n = 16
+	for i := 0; i < n; i++ {
+		copyFile(t, a.path("/bin/busybox-x"), a.path(fmt.Sprintf("/tmp/x%d", i)))
+	}
+	if err := os.WriteFile(a.path("/tmp/big"), []byte(strings.Repeat("imafs\n", 25<<20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.setPolicy("measure func=BPRM_CHECK\nmeasure func=FILE_CHECK")
+	b.setPolicy("measure func=BPRM_CHECK")
+	// The one worker hashes 150 MiB while n first-time execs arrive against
+	// a queue of one.
+	var loop strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&loop, "/tmp/x%d true & ", i)
+	}
+	a.mustExec("/bin/sh", "-c", "head -c1 /tmp/big >/tmp/out & sleep 0.01; "+loop.String()+"wait")
+	b.mustExec("/bin/busybox-y", "true")
+	if n := len(named(b.ns.List, "/bin/busybox-y")); n != 1 || b.ns.List.Violations() != 0 {
+		t.Fatalf("calm container: %d entries, %d violations; want 1 and 0", n, b.ns.List.Violations())
+	}
+	s := e.eng.Stats()
+	if s.Overflows == 0 {
+		t.Fatalf("the flood never filled the queue (stats %+v)", s)
+	}
+	measured := 0
+	for i := 0; i < n; i++ {
+		measured += len(named(a.ns.List, fmt.Sprintf("/tmp/x%d", i)))
+	}
+	if int64(measured)+a.ns.List.Violations() < n {
+		t.Fatalf("flood: %d measured + %d violations < %d execs", measured, a.ns.List.Violations(), n)
+	}
+}

@@ -41,10 +41,11 @@ func (fs *fileState) same(st *unix.Stat_t) bool {
 // group per container keeps ignore marks per container: a file measured in
 // one container is still seen when another one opens it.
 type watch struct {
-	e   *Engine
-	ns  *imans.Namespace
-	g   *group
-	log *logrus.Entry
+	e     *Engine
+	ns    *imans.Namespace
+	g     *group
+	log   *logrus.Entry
+	queue chan *event // events waiting for this container's workers
 
 	syncMu sync.Mutex // one sync at a time
 
@@ -73,6 +74,7 @@ func newWatch(e *Engine, ns *imans.Namespace) (*watch, error) {
 	}
 	w := &watch{
 		e: e, ns: ns, g: g,
+		queue:       make(chan *event, e.opts.QueueLen),
 		log:         e.log.WithFields(logrus.Fields{"id": ns.ID, "source": "fanotify"}),
 		fsMarked:    map[uint64]bool{},
 		mountMarked: map[int]bool{},
@@ -89,6 +91,12 @@ func newWatch(e *Engine, ns *imans.Namespace) (*watch, error) {
 		return nil, err
 	}
 	return w, nil
+}
+
+func (w *watch) isClosed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.closed
 }
 
 func (w *watch) close() {
@@ -158,13 +166,22 @@ func (w *watch) dispatch(re rawEvent) {
 		}
 	})
 	select {
-	case e.queue <- ev:
+	case w.queue <- ev:
 	default:
 		e.stats.overflows.Add(1)
 		ev.timer.Stop()
 		allow := !w.failClosed()
-		w.log.WithFields(logrus.Fields{"tid": tid, "allow": allow}).Warn("fanotify: worker queue full")
+		log := w.log.WithFields(logrus.Fields{"tid": tid, "allow": allow})
+		log.Warn("fanotify: worker queue full")
 		ev.answer(allow)
+		if allow && re.Mask&maskExec != 0 {
+			// An exec let through unmeasured: the list says so. (An
+			// overflowed open may not even match a FILE_CHECK rule, and
+			// deciding that is the work we have no room for.)
+			if name, err := fileName(e.opts.Proc, fd, tid); err == nil {
+				w.violation(w.ns.Template(), imans.DefaultPCR, name, w.ns.Algo(), "queue_overflow", log)
+			}
+		}
 		unix.Close(fd)
 	}
 }
