@@ -399,6 +399,14 @@ func (d *daemon) attach(req *control.Request) (*control.NamespaceInfo, error) {
 		return nil, err
 	}
 	m, err := d.serveAt(ns, req.Pid, target)
+	if err == nil && !ns.Pinned.Alive() {
+		// The init exited while we mounted: its pid may now name another
+		// process, whose namespace got our mount. (While the pinned init
+		// lives, its pid can't be reused, so a live init after the mount
+		// means the mount went where it should.)
+		d.unmount(m)
+		err = fmt.Errorf("container init %d exited during attach", req.Pid)
+	}
 	if err != nil {
 		if derr := d.reg.Detach(id); derr != nil {
 			d.log.WithError(derr).Warn("detach after failed mount")
