@@ -69,18 +69,36 @@
 // /proc/self/fd link with the task's /proc/TID/root link cut off the front
 // (see fileName).
 //
-// # Failures
+// # Queues, workers and failures
+//
+// Each container has its own reader, bounded queue (Options.QueueLen) and
+// workers (Options.ContainerWorkers); a global limit (Options.Workers)
+// bounds the decisions made at once. A container that floods opens fills
+// only its own queue; the others keep their latency.
 //
 // Every permission event is answered: by a worker, or by the failure mode
-// when the worker queue is full (Options.QueueLen), when the decision takes
-// longer than Options.Timeout, or when hashing fails. The failure mode is
-// fail-closed (FAN_DENY) for containers whose policy has appraise rules and
-// fail-open for measure-only containers (Options.FailClosed overrides it per
-// container); a measurement that could not be taken is recorded as a
-// violation entry, so a verifier sees that the list is incomplete. The
-// daemon's own accesses are answered at once by the reader (never queued),
-// and the daemon reads files only through the events' own descriptors,
-// which generate no events.
+// when the container's queue is full, when the decision takes longer than
+// Options.Timeout, or when hashing fails. The failure mode is fail-closed
+// (FAN_DENY) for containers whose policy has appraise rules and fail-open
+// for measure-only containers (Options.FailClosed overrides it per
+// container). What fail-open lets through unmeasured is recorded as a
+// violation entry (an exec that overflowed the queue, a file that could not
+// be hashed in time), so a verifier sees that the list is incomplete.
+//
+// The daemon's own accesses are answered at once by the reader (never
+// queued), and the daemon reads files only through the events' own
+// descriptors, which generate no events. Closing a group (detach, daemon
+// exit) makes the kernel allow the events still pending in it.
+//
+// Policy changes are noticed on the container's next event and by the
+// rescan (every Options.Rescan): FAN_OPEN_EXEC_PERM is always marked, so
+// execs see a new policy at once; FAN_OPEN_PERM (and FAN_CLOSE_WRITE) are
+// added when a FILE_CHECK rule first appears, within one rescan, and are
+// kept afterwards.
+//
+// An exec's open arrives twice, as FAN_OPEN_EXEC_PERM and FAN_OPEN_PERM;
+// only the first is an IMA hook (BPRM_CHECK). The twin is recognised by
+// /proc/TID/syscall (execve) and only used for an ignore mark.
 //
 // # Violations
 //
