@@ -137,6 +137,34 @@ func TestFanotifyMeasure(t *testing.T) {
 	if list = runIn(t, c1, "cat", ima+"/ascii_runtime_measurements"); len(measured(list, "/bin/busybox-other")) != 0 {
 		t.Errorf("c1's list has c2's exec:\n%s", list)
 	}
+	// evmctl verifies c1's binary list (read by its root) against the PCRs
+	// the daemon reports for it.
+	if _, err := exec.LookPath("evmctl"); err == nil {
+		bin := runIn(t, c1, "cat", ima+"/binary_runtime_measurements")
+		row := d.ps(t)[c1.ID]
+		dir := harness.TempDir(t)
+		listFile := filepath.Join(dir, "binary_runtime_measurements")
+		os.WriteFile(listFile, []byte(bin), 0o644)
+		pcrs := map[string]string{"sha1": row.PCR10SHA1, "sha256": row.PCR10SHA256}
+		args := []string{"ima_measurement"}
+		for bank, v := range pcrs {
+			var b strings.Builder
+			for i := 0; i < 24; i++ {
+				if i == 10 {
+					fmt.Fprintf(&b, "PCR-%02d: %s\n", i, v)
+				} else {
+					fmt.Fprintf(&b, "PCR-%02d: %s\n", i, strings.Repeat("0", len(v)))
+				}
+			}
+			p := filepath.Join(dir, "pcrs-"+bank)
+			os.WriteFile(p, []byte(b.String()), 0o644)
+			args = append(args, "--pcrs", bank+","+p)
+		}
+		out, err := exec.Command("evmctl", append(args, listFile)...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "Matched per TPM bank") {
+			t.Errorf("evmctl %v: %v\n%s", args, err, out)
+		}
+	}
 	host, err := os.ReadFile(filepath.Join(d.hostMnt, "ima/ascii_runtime_measurements"))
 	if err != nil {
 		t.Fatal(err)
