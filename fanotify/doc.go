@@ -61,7 +61,8 @@
 // before its pivot_root (an OCI createRuntime hook) still has the host's
 // root: then only its own mounts are marked, those of its mount table that
 // are not copies of the host's (the rootfs the runtime mounted, its /proc,
-// volumes), so its first exec after pivot_root is already seen. The
+// volumes), and only with mount marks, so its first exec after pivot_root
+// is already seen; filesystem marks follow with the rescan after pivot. The
 // container's mountinfo is rescanned every Options.Rescan and new mounts are
 // marked.
 //

@@ -362,6 +362,13 @@ func (w *watch) scanMounts() error {
 	var errs []error
 	for _, m := range mounts {
 		kind := hv.classify(m)
+		if prePivot && kind == markFilesystem {
+			// Before pivot_root the table may hold copies of host mounts
+			// the host has since unmounted (not in its table any more):
+			// only mount marks, which no other namespace's accesses hit.
+			// The rescan after pivot_root adds the filesystem marks.
+			kind = markMount
+		}
 		w.mu.Lock()
 		done := kind == markNone || (kind == markFilesystem && w.fsMarked[m.Dev]) || (kind == markMount && w.mountMarked[m.ID])
 		w.mu.Unlock()
