@@ -136,3 +136,36 @@ func (w *syncWriter) String() string {
 	defer w.mu.Unlock()
 	return w.buf.String()
 }
+
+// TestContainerPolicyDefault: --container-policy is every container's
+// starting policy; container root's first load replaces it, later ones append.
+func TestContainerPolicyDefault(t *testing.T) {
+	pf := filepath.Join(t.TempDir(), "default.policy")
+	os.WriteFile(pf, []byte("# operator default\ndont_measure fsmagic=0x9fa0\nmeasure func=BPRM_CHECK mask=MAY_EXEC\n"), 0o644)
+	d := startDaemon(t, "--container-policy", pf)
+	c := busyboxContainer(t, false)
+	attachUnshare(t, d, c, "defpol")
+	def := "dont_measure fsmagic=0x9fa0 \nmeasure func=BPRM_CHECK mask=MAY_EXEC \n"
+	if p, err := c.Exec(0, "cat", ima+"/policy"); err != nil || p != def {
+		t.Errorf("initial policy %q, %v; want the operator's default %q", p, err, def)
+	}
+	if p, _ := d.imafs("policy", "host"); p != "" {
+		t.Errorf("host policy %q, want empty (the default is for containers)", p)
+	}
+	for _, rule := range []string{"measure func=FILE_CHECK mask=MAY_READ uid=0", "measure func=MMAP_CHECK mask=MAY_EXEC"} {
+		if _, err := c.Exec(0, "sh", "-c", "echo '"+rule+"' > "+ima+"/policy"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := "measure func=FILE_CHECK mask=MAY_READ uid=0 \nmeasure func=MMAP_CHECK mask=MAY_EXEC \n"
+	if p, err := c.Exec(0, "cat", ima+"/policy"); err != nil || p != want {
+		t.Errorf("policy after two loads %q, %v; want %q", p, err, want)
+	}
+	// A bad default policy file: the daemon refuses to start.
+	bad := filepath.Join(t.TempDir(), "bad.policy")
+	os.WriteFile(bad, []byte("measure func=NOPE\n"), 0o644)
+	out, err := exec.Command(imafsBin, "serve", "--socket", filepath.Join(t.TempDir(), "s"), "--state-dir", t.TempDir(), "--container-policy", bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "container policy") {
+		t.Errorf("serve with a bad container policy: %v: %s", err, out)
+	}
+}
