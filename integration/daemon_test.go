@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -167,5 +168,30 @@ func TestContainerPolicyDefault(t *testing.T) {
 	out, err := exec.Command(imafsBin, "serve", "--socket", filepath.Join(t.TempDir(), "s"), "--state-dir", t.TempDir(), "--container-policy", bad).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "container policy") {
 		t.Errorf("serve with a bad container policy: %v: %s", err, out)
+	}
+}
+
+// TestRestartReattach: a daemon killed with SIGKILL leaves a dead mount
+// (ENOTCONN) in the container; a new daemon's attach replaces it, without
+// restarting the container.
+func TestRestartReattach(t *testing.T) {
+	d := startDaemon(t)
+	c := busyboxContainer(t, false)
+	attachUnshare(t, d, c, "phoenix")
+	d.cmd.Process.Kill()
+	<-d.done
+	d.cmd.ProcessState = &os.ProcessState{} // stop() has nothing left to do
+	syscall.Unmount(d.hostMnt, syscall.MNT_DETACH)
+	if _, err := c.Exec(0, "cat", ima+"/runtime_measurements_count"); err == nil || !strings.Contains(err.Error(), "not connected") {
+		t.Fatalf("after SIGKILL: %v, want ENOTCONN", err)
+	}
+	d2 := startDaemon(t)
+	attachUnshare(t, d2, c, "phoenix")
+	if n, err := c.Exec(0, "cat", ima+"/runtime_measurements_count"); err != nil || n != "1\n" {
+		t.Errorf("after re-attach: %q, %v", n, err)
+	}
+	mounts, _ := c.Exec(0, "cat", "/proc/self/mountinfo")
+	if k := strings.Count(mounts, "fuse.imafs"); k != 1 {
+		t.Errorf("%d imafs mounts in the container, want 1 (the dead one replaced):\n%s", k, mounts)
 	}
 }

@@ -178,8 +178,15 @@ func (d *daemon) serveAt(owner *imans.Namespace, pid int, target string) (*mount
 	if owner != nil {
 		id = owner.ID
 	}
-	mopts := mountns.Options{AllowOther: true, MkdirAll: true}
+	mopts := mountns.Options{AllowOther: true}
 	dev, err := mountns.MountFUSE(pid, target, mopts)
+	if errors.Is(err, unix.ENOENT) {
+		// No sysfs under the container's /sys (a bare chroot): make the
+		// directories. Only then: a stale mount's stat fails with ENOTCONN,
+		// which MkdirAll would turn into "file exists".
+		mopts.MkdirAll = true
+		dev, err = mountns.MountFUSE(pid, target, mopts)
+	}
 	if errors.Is(err, mountns.ErrMounted) {
 		// An imafs mount is there already: the copy a nested container
 		// inherited from its parent's mount namespace, or a dead one left
