@@ -171,3 +171,70 @@ func TestFloodIsolation(t *testing.T) {
 		t.Fatalf("flood: %d measured + %d violations < %d execs", measured, a.ns.List.Violations(), n)
 	}
 }
+
+// TestSelfNeverWaits: while the only worker is busy hashing a big file for
+// a container, the daemon's own open of a file on that container's marked
+// file system is answered at once by the reader.
+func TestSelfNeverWaits(t *testing.T) {
+	e := newEnv(t, fanotify.Options{Workers: 1, ContainerWorkers: 1})
+	c := e.container("busy")
+	if err := os.WriteFile(c.path("/tmp/big"), []byte(strings.Repeat("imafs\n", 35<<20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.path("/tmp/small"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.setPolicy("measure func=FILE_CHECK")
+	done := make(chan error, 1)
+	go func() { _, err := c.exec("/bin/sh", "-c", "head -c1 /tmp/big"); done <- err }()
+	// Wait until the container's open is being decided.
+	for deadline := time.Now().Add(10 * time.Second); e.eng.Stats().Events == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the container's open never reached the engine")
+		}
+	}
+	f, err := os.Open(c.path("/tmp/small")) // our own open, on the marked tmpfs
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if n := len(named(c.ns.List, "/tmp/big")); n != 0 {
+		t.Fatalf("the big file was measured before our own open returned: our open waited on the worker")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(named(c.ns.List, "/tmp/big")); n != 1 {
+		t.Fatalf("/tmp/big: %d entries, want 1", n)
+	}
+	if n := len(named(c.ns.List, "/tmp/small")); n != 0 {
+		t.Fatalf("the daemon's own open was measured")
+	}
+}
+
+// TestDetachReleasesWaiters: detaching a container (its init exiting, or
+// imafs detach) closes its group; the kernel allows what was pending, and
+// nothing is left blocked.
+func TestDetachReleasesWaiters(t *testing.T) {
+	e := newEnv(t, fanotify.Options{Workers: 1, ContainerWorkers: 1})
+	c := e.container("leaving")
+	if err := os.WriteFile(c.path("/tmp/big"), []byte(strings.Repeat("imafs\n", 35<<20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.setPolicy("appraise func=FILE_CHECK\nmeasure func=FILE_CHECK")
+	done := make(chan error, 1)
+	go func() { _, err := c.exec("/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8; do head -c1 /tmp/big; done"); done <- err }()
+	for deadline := time.Now().Add(10 * time.Second); e.eng.Stats().Events == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the container's open never reached the engine")
+		}
+	}
+	if err := e.reg.Detach(c.id); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done: // denied (no security.ima) or allowed by the closed group: not blocked
+	case <-time.After(30 * time.Second):
+		t.Fatal("a task of the detached container is still blocked")
+	}
+}
