@@ -223,7 +223,10 @@ func TestDetachReleasesWaiters(t *testing.T) {
 	}
 	c.setPolicy("appraise func=FILE_CHECK\nmeasure func=FILE_CHECK")
 	done := make(chan error, 1)
-	go func() { _, err := c.exec("/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8; do head -c1 /tmp/big; done"); done <- err }()
+	go func() {
+		_, err := c.exec("/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8; do head -c1 /tmp/big; done")
+		done <- err
+	}()
 	for deadline := time.Now().Add(10 * time.Second); e.eng.Stats().Events == 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the container's open never reached the engine")
