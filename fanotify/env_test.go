@@ -192,7 +192,8 @@ func (c *container) setPolicy(rules string) {
 }
 
 // exec runs argv inside the container (its pid, mount ns and root) and
-// returns the combined output and error.
+// returns the combined output and error (killed after 30s). Safe to call
+// from any goroutine.
 func (c *container) exec(argv ...string) (string, error) {
 	args := append([]string{"-t", strconv.Itoa(c.pid), "-p", "-m", "-r", "--"}, argv...)
 	cmd := exec.Command("nsenter", args...)
@@ -208,7 +209,7 @@ func (c *container) exec(argv ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	select {
 	case <-done:
-		c.env.t.Fatalf("exec %v in %s: timed out", argv, c.id)
+		return string(out), fmt.Errorf("exec %v in %s: timed out (killed)", argv, c.id)
 	default:
 	}
 	return string(out), err
