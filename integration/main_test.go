@@ -35,7 +35,11 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		os.Chmod(dir, 0o755)
 		bin := filepath.Join(dir, "imafs")
-		cmd := exec.Command("go", "build", "-o", bin, "github.com/imafs/imafs/cmd/imafs")
+		gobin := "go"
+		if _, err := exec.LookPath(gobin); err != nil {
+			gobin = "/usr/local/go/bin/go"
+		}
+		cmd := exec.Command(gobin, "build", "-o", bin, "github.com/imafs/imafs/cmd/imafs")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build imafs: %v\n%s", err, out)
