@@ -248,3 +248,35 @@ func TestChildNamespaces(t *testing.T) {
 		t.Fatalf("exec in child mount+pid namespaces: %d entries, want 1", n)
 	}
 }
+
+// TestKeyRevocation: removing a key from the container's key directory
+// stops binaries signed with it, even those already appraised (ignore
+// marks and cached results are flushed).
+func TestKeyRevocation(t *testing.T) {
+	for _, tool := range []string{"evmctl", "openssl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s", tool)
+		}
+	}
+	e := newEnv(t, fanotify.Options{})
+	c := e.container("revoking", "busybox-signed")
+	keydir := filepath.Join(e.keys, "revoking")
+	if err := os.MkdirAll(keydir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", filepath.Join(e.dir, "k.key"),
+		"-out", filepath.Join(keydir, "k.crt"), "-days", "2", "-subj", "/CN=imafs revocation test")
+	run(t, "evmctl", "ima_sign", "--key", filepath.Join(e.dir, "k.key"), c.path("/bin/busybox-signed"))
+	c.setPolicy("appraise func=BPRM_CHECK appraise_type=imasig")
+	c.mustExec("/bin/busybox-signed", "true")
+	c.mustExec("/bin/busybox-signed", "true")
+	if err := os.Remove(filepath.Join(keydir, "k.crt")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.eng.Sync(c.ns); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.exec("/bin/busybox-signed", "true"); err == nil || !strings.Contains(out, "Operation not permitted") {
+		t.Fatalf("after the key was removed: %v %q, want EPERM", err, out)
+	}
+}

@@ -217,6 +217,16 @@ func (w *watch) sync() error {
 	w.syncMu.Lock()
 	defer w.syncMu.Unlock()
 	w.refreshPolicy()
+	w.mu.Lock()
+	appraising := w.hasAppraise
+	w.mu.Unlock()
+	if appraising {
+		// A key removed from the directory must not stay trusted through
+		// ignore marks and cached results: reloading flushes them.
+		if _, err := w.keyring(); err != nil {
+			w.log.WithError(err).Warn("fanotify: keyring")
+		}
+	}
 	return w.scanMounts()
 }
 
