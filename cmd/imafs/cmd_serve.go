@@ -55,6 +55,7 @@ func runServe(args []string) int {
 	logFormat := fl.String("log-format", "text", "log format (text or json)")
 	hostMount := fl.String("mount", "", "also serve the tree (host view for host callers) at this host directory")
 	tpmPath := fl.String("tpm", "", "host TPM (/dev/tpmrm0 or a swtpm unixio socket) for boot_aggregate; none: zeros")
+	addServeExtensionFlags(fl)
 	if err := fl.Parse(args); err != nil {
 		return 2
 	}
@@ -116,6 +117,8 @@ type daemon struct {
 	mu     sync.Mutex
 	mounts map[string]*mount // by namespace id
 	host   *mount
+
+	stops []func() // of the started serve extensions
 }
 
 func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
@@ -162,8 +165,16 @@ func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
 		}
 		d.host = m
 	}
+	stops, err := startServeExtensions(serveEnv{Reg: reg, Log: log, StateDir: cfg.StateDir})
+	if err != nil {
+		d.shutdownMounts()
+		reg.Close()
+		return nil, err
+	}
+	d.stops = stops
 	ctl, err := control.Listen(cfg.Socket, control.HandlerFunc(d.serveControl), log)
 	if err != nil {
+		stopServeExtensions(d.stops)
 		d.shutdownMounts()
 		reg.Close()
 		return nil, err
@@ -270,6 +281,7 @@ func (d *daemon) shutdown() {
 	if d.ctl != nil {
 		d.ctl.Close()
 	}
+	stopServeExtensions(d.stops)
 	d.shutdownMounts()
 	if err := d.reg.Close(); err != nil {
 		d.log.WithError(err).Warn("close registry")

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/imafs/imafs/imans"
+)
+
+// A serveExtension is an optional part of `imafs serve` — a measurement
+// source, the metrics endpoint — kept in a file of its own
+// (cmd/imafs/serve_*.go) that registers it from init, so the daemon's core
+// never changes when one is added.
+type serveExtension struct {
+	name string
+	// flags registers the extension's flags on serve's flag set.
+	flags func(fl *flag.FlagSet)
+	// start runs once the registry exists and before the control socket
+	// accepts requests. It returns the function that stops the extension at
+	// shutdown (called in reverse order of start), or a nil stop when its
+	// flags leave it disabled.
+	start func(env serveEnv) (stop func(), err error)
+}
+
+// serveEnv is what an extension gets from the daemon.
+type serveEnv struct {
+	Reg      *imans.Registry
+	Log      *logrus.Logger
+	StateDir string
+}
+
+var serveExtensions []serveExtension
+
+func registerServeExtension(e serveExtension) {
+	for _, x := range serveExtensions {
+		if x.name == e.name {
+			panic("imafs: serve extension registered twice: " + e.name)
+		}
+	}
+	serveExtensions = append(serveExtensions, e)
+}
+
+func addServeExtensionFlags(fl *flag.FlagSet) {
+	for _, e := range serveExtensions {
+		if e.flags != nil {
+			e.flags(fl)
+		}
+	}
+}
+
+// startServeExtensions starts every extension; on a failure it stops those
+// already started and returns the error.
+func startServeExtensions(env serveEnv) (stops []func(), err error) {
+	for _, e := range serveExtensions {
+		stop, err := e.start(env)
+		if err != nil {
+			stopServeExtensions(stops)
+			return nil, fmt.Errorf("%s: %w", e.name, err)
+		}
+		if stop != nil {
+			env.Log.WithField("extension", e.name).Info("started")
+			stops = append(stops, stop)
+		}
+	}
+	return stops, nil
+}
+
+func stopServeExtensions(stops []func()) {
+	for i := len(stops) - 1; i >= 0; i-- {
+		stops[i]()
+	}
+}
