@@ -106,7 +106,9 @@
 // open_writers: a FILE_CHECK read measurement of a file that a task of the
 // container holds open for write (write opens are counted through
 // FAN_OPEN_PERM, closes through FAN_CLOSE_WRITE; only while the policy has
-// FILE_CHECK rules). ToMToU: the file changed while it was hashed. The
+// FILE_CHECK rules; a write open of a file whose FILE_CHECK result is held
+// by an ignore mark is not seen, the first write clears the mark).
+// ToMToU: the file changed while it was hashed. The
 // kernel's other ToMToU case (a write open of a file that is open for read
 // and measured) would need every close to be watched and is not reported.
 //

@@ -133,6 +133,26 @@ func (w *watch) handle(ev *event) bool {
 		}
 		return true
 	}
+	template := w.ns.Template()
+	if d.Template != "" {
+		template = d.Template
+	}
+	var name string
+	fileNameOnce := func() string {
+		if name == "" {
+			n, err := fileName(e.opts.Proc, ev.fd, ev.tid, caller.PID, w.ns.Init)
+			if err != nil {
+				n = fmt.Sprintf("<fd %d>", ev.fd)
+			}
+			name = n
+		}
+		return name
+	}
+	// open_writers, as ima_rdwr_violation_check: a read open that must be
+	// measured while the file is open for write (measured before or not).
+	if fn == policy.FileCheck && d.Actions&policy.Measure != 0 && mask&(policy.MayWrite|policy.MayAppend) == 0 && writers > 0 {
+		w.violation(template, pcr, fileNameOnce(), w.ns.Algo(), "open_writers", log.WithField("file", fileNameOnce()))
+	}
 	if !needMeasure && !needAppraise && !needAudit {
 		e.stats.cached.Add(1)
 		if cachedDeny {
@@ -144,11 +164,7 @@ func (w *watch) handle(ev *event) bool {
 		return true
 	}
 
-	name, err := fileName(e.opts.Proc, ev.fd, ev.tid, caller.PID, w.ns.Init)
-	if err != nil {
-		name = fmt.Sprintf("<fd %d>", ev.fd)
-	}
-	log = log.WithField("file", name)
+	log = log.WithField("file", fileNameOnce())
 
 	// security.ima: the kernel hashes in the algorithm it names when
 	// appraising, and that digest is also the one measured.
@@ -163,17 +179,13 @@ func (w *watch) handle(ev *event) bool {
 			algo = a
 		}
 	}
-	template := w.ns.Template()
-	if d.Template != "" {
-		template = d.Template
-	}
 	digest, changed, herr := hashFile(ev.fd, algo, &st, ev.start.Add(e.opts.Timeout))
 	if herr != nil {
 		e.stats.errors.Add(1)
 		log.WithError(herr).Warn("fanotify: cannot hash file")
 		if d.Actions&policy.Measure != 0 {
 			// The list must show that something was not measured.
-			w.violation(template, pcr, name, algo, "collect_data", log)
+			w.violation(template, pcr, fileNameOnce(), algo, "collect_data", log)
 		}
 		if d.Actions&policy.Appraise != 0 {
 			return false
@@ -181,10 +193,7 @@ func (w *watch) handle(ev *event) bool {
 		return !w.failClosed()
 	}
 	if changed {
-		w.violation(template, pcr, name, algo, "ToMToU", log)
-	}
-	if needMeasure && fn == policy.FileCheck && mask&(policy.MayWrite|policy.MayAppend) == 0 && writers > 0 {
-		w.violation(template, pcr, name, algo, "open_writers", log)
+		w.violation(template, pcr, fileNameOnce(), algo, "ToMToU", log)
 	}
 
 	allow := true
@@ -192,7 +201,7 @@ func (w *watch) handle(ev *event) bool {
 		m := measurelog.Measurement{
 			FileDigest: digest,
 			FileAlgo:   algo,
-			Name:       name,
+			Name:       fileNameOnce(),
 			Namespace:  w.ns.Label(),
 			UID:        uidMap.toNS(st.Uid),
 			GID:        gidMap.toNS(st.Gid),
