@@ -30,7 +30,9 @@
 // mark for that container only: its next exec there costs no round trip,
 // while another container still sees it. The ignore mark is added without
 // FAN_MARK_IGNORED_SURV_MODIFY, so the kernel clears it on the first write
-// to the file. The price is one group per container: root's fanotify group
+// to the file, and with FAN_MARK_EVICTABLE, so it does not pin the inode in
+// memory (an evicted inode loses its mark; the cache answers next time). At
+// most 131072 ignore marks per container are kept; then they are flushed. The price is one group per container: root's fanotify group
 // limit (/proc/sys/fs/fanotify/max_user_groups, 128 by default) bounds the
 // number of watched containers; raise it on dense nodes.
 //

@@ -54,8 +54,16 @@ func (g *group) markMount(dirfd int, mask uint64) error {
 // ignore adds an ignore mark for mask on the inode of fd. Without
 // FAN_MARK_IGNORED_SURV_MODIFY the kernel clears it on the first
 // modification of the file, so a changed file is seen again.
+// FAN_MARK_EVICTABLE (Linux 5.19): the mark does not pin the inode in
+// memory; when the inode is evicted the mark goes with it and the next
+// event is answered from the engine's cache.
 func (g *group) ignore(fd int, mask uint64) error {
-	return g.mark(unix.FAN_MARK_ADD|unix.FAN_MARK_IGNORED_MASK, mask, fd, "")
+	err := g.mark(unix.FAN_MARK_ADD|unix.FAN_MARK_IGNORED_MASK|unix.FAN_MARK_EVICTABLE, mask, fd, "")
+	if errors.Is(err, unix.EINVAL) {
+		// Older kernels: a pinning mark (bounded by the caller).
+		err = g.mark(unix.FAN_MARK_ADD|unix.FAN_MARK_IGNORED_MASK, mask, fd, "")
+	}
+	return err
 }
 
 // flushInodeMarks removes every inode mark of the group: our ignore marks.

@@ -287,10 +287,20 @@ func (w *watch) ignore(ev *event, gen uint64) {
 	if w.gen != gen || w.closed {
 		return
 	}
+	if w.ignoreMarks >= maxCache {
+		// Bound the marks (and, on kernels without evictable marks, the
+		// inodes they pin): start over; the cache answers meanwhile.
+		if err := w.g.flushInodeMarks(); err != nil {
+			w.log.WithError(err).Warn("fanotify: flush ignore marks")
+			return
+		}
+		w.ignoreMarks = 0
+	}
 	if err := w.g.ignore(ev.fd, ev.mask&(maskExec|maskOpen)); err != nil {
 		w.log.WithError(err).Debug("fanotify: ignore mark")
 		return
 	}
+	w.ignoreMarks++
 	w.e.stats.ignored.Add(1)
 }
 

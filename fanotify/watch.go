@@ -59,6 +59,7 @@ type watch struct {
 	fsMarked    map[uint64]bool
 	mountMarked map[int]bool
 	cache       map[inoKey]*fileState
+	ignoreMarks int // ignore marks added since the last flush
 	writers     map[inoKey]int
 	uidMap      idMap
 	gidMap      idMap
@@ -287,6 +288,7 @@ func (w *watch) refreshPolicy() {
 func (w *watch) invalidateLocked(why string) {
 	w.gen++
 	w.cache = map[inoKey]*fileState{}
+	w.ignoreMarks = 0
 	if err := w.g.flushInodeMarks(); err != nil && !w.closed {
 		w.log.WithError(err).Warn("fanotify: flush ignore marks")
 	}
