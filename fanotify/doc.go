@@ -32,9 +32,10 @@
 // FAN_MARK_IGNORED_SURV_MODIFY, so the kernel clears it on the first write
 // to the file, and with FAN_MARK_EVICTABLE, so it does not pin the inode in
 // memory (an evicted inode loses its mark; the cache answers next time). At
-// most 131072 ignore marks per container are kept; then they are flushed. The price is one group per container: root's fanotify group
-// limit (/proc/sys/fs/fanotify/max_user_groups, 128 by default) bounds the
-// number of watched containers; raise it on dense nodes.
+// most 131072 ignore marks per container are kept; then they are flushed.
+// The price of per-container groups: root's fanotify group limit
+// (/proc/sys/fs/fanotify/max_user_groups, 128 by default) bounds the number
+// of watched containers; raise it on dense nodes.
 //
 // A group answers only for its own container's tasks: events of host tasks
 // and of other registered containers (a nested container on the same
@@ -54,9 +55,9 @@
 // host's root file system (st_dev of the daemon's "/" and, when readable,
 // /proc/1/root) or mounted in the host's mount namespace (the daemon's own
 // mountinfo, which must be the host's, plus /proc/1/mountinfo when
-// readable) — overlay excepted, since container
-// runtimes create one overlay superblock per container and mount it in the
-// host namespace too. A filesystem mark is therefore never placed on `/` or
+// readable), overlay excepted: container runtimes create one overlay
+// superblock per container and mount it in the host namespace too. A
+// filesystem mark is therefore never placed on `/` or
 // any other host file system. Pseudo file systems (proc, sysfs, cgroup, ...)
 // and FUSE file systems of imafs and lxcfs are not marked. A container that
 // shares the host mount namespace is not marked at all. A container attached
