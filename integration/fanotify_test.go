@@ -176,13 +176,13 @@ func TestFanotifyMeasure(t *testing.T) {
 
 // TestFanotifyAppraise: with `appraise func=BPRM_CHECK appraise_type=imasig`
 // written by the container's root, binaries signed with `evmctl ima_sign`
-// by the container's key (in the daemon's --keys DIR/<container id>) run;
+// by the container's key (in the daemon's --fanotify-keys DIR/<container id>) run;
 // one signed by another key is denied with EPERM.
 func TestFanotifyAppraise(t *testing.T) {
 	needFanotifyDaemon(t)
 	harness.RequireTools(t, "evmctl", "openssl")
 	keys := filepath.Join(harness.TempDir(t), "keys")
-	d := startDaemon(t, "--fanotify", "--keys", keys)
+	d := startDaemon(t, "--fanotify", "--fanotify-keys", keys)
 	root := tmpfsRootfs(t, "mine", "theirs")
 	dir := harness.TempDir(t)
 	if out, err := harness.Run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", filepath.Join(dir, "mine.key"),
