@@ -280,3 +280,36 @@ func TestKeyRevocation(t *testing.T) {
 		t.Fatalf("after the key was removed: %v %q, want EPERM", err, out)
 	}
 }
+
+// TestExt4Root: the same measurement and appraisal on an ext4 file system
+// (loop image the test made, mounted in the container's own namespace:
+// a filesystem mark), with security.ima in ext4 xattrs.
+func TestExt4Root(t *testing.T) {
+	if _, err := exec.LookPath("evmctl"); err != nil {
+		t.Skip("needs evmctl")
+	}
+	e := newEnv(t, fanotify.Options{})
+	c := e.containerOn("ext4root", "ext4", "busybox-good", "busybox-bad")
+	run(t, "evmctl", "ima_hash", c.path("/bin/busybox-good"))
+	run(t, "evmctl", "ima_hash", c.path("/bin/busybox-bad"))
+	appendTo(t, c.path("/bin/busybox-bad"), "tampered\n")
+	c.setPolicy("appraise func=BPRM_CHECK fowner=0\nmeasure func=BPRM_CHECK")
+	want := sha256sum(t, c.path("/bin/busybox-good"))
+	c.mustExec("/bin/busybox-good", "true")
+	c.mustExec("/bin/busybox-good", "true")
+	if got := named(c.ns.List, "/bin/busybox-good"); len(got) != 1 || fileDigest(t, got[0]) != want {
+		t.Fatalf("/bin/busybox-good: %d entries, want 1 with %s", len(got), want)
+	}
+	if out, err := c.exec("/bin/busybox-bad", "true"); err == nil || !strings.Contains(out, "Operation not permitted") {
+		t.Fatalf("tampered binary on ext4: %v %q, want EPERM", err, out)
+	}
+	// A change on ext4 clears the ignore mark too: measured again, and the
+	// stale security.ima now denies it.
+	appendTo(t, c.path("/bin/busybox-good"), "changed\n")
+	if out, err := c.exec("/bin/busybox-good", "true"); err == nil || !strings.Contains(out, "Operation not permitted") {
+		t.Fatalf("changed binary on ext4: %v %q, want EPERM", err, out)
+	}
+	if n := len(named(c.ns.List, "/bin/busybox-good")); n != 2 {
+		t.Fatalf("/bin/busybox-good after the change: %d entries, want 2", n)
+	}
+}

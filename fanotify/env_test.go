@@ -111,20 +111,41 @@ type container struct {
 }
 
 func (e *env) container(id string, bins ...string) *container {
+	e.t.Helper()
+	return e.containerOn(id, "tmpfs", bins...)
+}
+
+// containerOn is container with its root on a fresh file system of fstype:
+// "tmpfs", or "ext4" (an image in the test's temp dir, loop-mounted inside
+// the container's mount namespace; the loop device is freed with it).
+func (e *env) containerOn(id, fstype string, bins ...string) *container {
 	t := e.t
 	t.Helper()
 	root := filepath.Join(e.dir, id)
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	mountCmd := fmt.Sprintf("mount -t tmpfs -o size=256m imafs-test-%s %s", id, root)
+	if fstype == "ext4" {
+		for _, tool := range []string{"mkfs.ext4", "losetup"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				t.Skipf("needs %s", tool)
+			}
+		}
+		img := filepath.Join(e.dir, id+".ext4")
+		if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-O", "^has_journal", img, "96M").CombinedOutput(); err != nil {
+			t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+		}
+		mountCmd = fmt.Sprintf("mount -t ext4 -o loop %s %s", img, root)
+	}
 	bb, _ := exec.LookPath("busybox")
 	script := fmt.Sprintf(`set -e
-mount -t tmpfs -o size=256m imafs-test-%[1]s %[2]s
+%[6]s
 mkdir %[2]s/bin %[2]s/shared %[2]s/tmp %[2]s/dev
 mknod -m 666 %[2]s/dev/null c 1 3
 mount --bind %[3]s %[2]s/shared
 for b in %[5]s; do cp %[4]s %[2]s/bin/$b; done
-exec chroot %[2]s /bin/sleep 600`, id, root, e.shared, bb, strings.Join(append([]string{"sleep", "sh"}, bins...), " "))
+exec chroot %[2]s /bin/sleep 600`, id, root, e.shared, bb, strings.Join(append([]string{"sleep", "sh"}, bins...), " "), mountCmd)
 	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", "--mount", "--propagation", "private", "sh", "-c", script)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
