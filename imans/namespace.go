@@ -39,6 +39,12 @@ type Namespace struct {
 	policyWriter atomic.Bool   // one policy writer at a time (EBUSY for a second)
 	detached     chan struct{} // closed by Detach
 	detachOnce   sync.Once
+
+	// With a state directory: the list's journal, the attach record and
+	// the hook that makes a policy load durable before it applies.
+	journal    *jfile
+	record     *ContainerRecord
+	savePolicy func(text string) error
 }
 
 func newNamespace(id string, init int, pinned *nsresolve.Pinned, algo measurelog.Algo, template string, defaultPolicy policy.Policy) *Namespace {
@@ -83,13 +89,32 @@ func (n *Namespace) LoadPolicy(rules policy.Policy) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !n.policyLoaded {
-		n.policy = append(policy.Policy(nil), rules...)
-		n.policyLoaded = true
+	next := append(policy.Policy(nil), rules...)
+	if n.policyLoaded {
+		next = append(append(policy.Policy(nil), n.policy...), rules...)
+	}
+	if n.savePolicy != nil {
+		// Durable before it applies: a restarted daemon enforces what
+		// the namespace's root last loaded.
+		if err := n.savePolicy(next.String()); err != nil {
+			return err
+		}
+	}
+	n.policy = next
+	n.policyLoaded = true
+	return nil
+}
+
+// Record returns a copy of the attach record kept in the state directory
+// (nil without one, and for the host).
+func (n *Namespace) Record() *ContainerRecord {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.record == nil {
 		return nil
 	}
-	n.policy = append(n.policy, rules...)
-	return nil
+	rec := *n.record
+	return &rec
 }
 
 // DefaultPolicyActive reports that no policy load has replaced the

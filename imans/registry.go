@@ -28,12 +28,6 @@ var (
 // OCI config at attach.
 const OCIConfigName = "oci-config"
 
-// Store keeps entries durably (the journal). Append returns once e is
-// durable. A Registry without a Store keeps everything in memory.
-type Store interface {
-	Append(nsID string, e *measurelog.Entry) error
-}
-
 // Options configure a Registry.
 type Options struct {
 	// DefaultContainerPolicy is the policy a container starts with.
@@ -42,12 +36,14 @@ type Options struct {
 	HostPolicy policy.Policy
 	Algo       measurelog.Algo // file hash algorithm (default sha256)
 	Template   string          // default template (default ima-ng)
-	StateDir   string
-	Log        *logrus.Logger
+	// StateDir, when set, makes everything durable: every list is
+	// journaled there before Record returns, policies and attach records
+	// are saved, and a new Registry replays the host's journal (Restore
+	// brings the containers back). Empty: everything is in memory.
+	StateDir string
+	Log      *logrus.Logger
 	// Resolver resolves callers; nil means a new one.
 	Resolver *nsresolve.Resolver
-	// Store, when set, receives every recorded entry before Record returns.
-	Store Store
 	// BootAggregate returns the boot_aggregate digest in algo; nil (or an
 	// error) means no TPM: an all-zero digest, like a kernel without a TPM.
 	BootAggregate func(algo measurelog.Algo) ([]byte, error)
@@ -67,6 +63,7 @@ type Registry struct {
 
 	recordMu sync.Mutex // one writer for every list: the host list's order is the record order
 
+	state *state // nil without a state directory
 	watch *watcher
 }
 
@@ -104,18 +101,23 @@ func NewRegistry(opts Options) (*Registry, error) {
 		byPidNS:  map[nsresolve.NSID]*Namespace{},
 	}
 	r.host = newNamespace(HostID, 0, nil, opts.Algo, opts.Template, opts.HostPolicy)
-	ba, err := r.bootAggregate(r.host)
-	if err != nil {
-		return nil, fmt.Errorf("new registry: %w", err)
+	if opts.StateDir != "" {
+		if err := r.openState(); err != nil {
+			return nil, fmt.Errorf("new registry: %w", err)
+		}
 	}
-	r.host.List.Append(ba)
-	if opts.Store != nil {
-		if err := opts.Store.Append(r.host.ID, ba); err != nil {
-			return nil, fmt.Errorf("new registry: journal boot_aggregate: %w", err)
+	if r.host.List.Len() == 0 {
+		ba, err := r.bootAggregate(r.host)
+		if err != nil {
+			return nil, fmt.Errorf("new registry: %w", err)
+		}
+		if err := r.Record(r.host, ba); err != nil {
+			return nil, fmt.Errorf("new registry: record boot_aggregate: %w", err)
 		}
 	}
 	w, err := newWatcher(r.initExited, r.log)
 	if err != nil {
+		r.closeState()
 		return nil, fmt.Errorf("new registry: %w", err)
 	}
 	r.watch = w
@@ -191,14 +193,20 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 	observers := append([]Observer(nil), r.observers...)
 	r.mu.Unlock()
 
+	if r.state != nil {
+		if err := r.newNamespaceState(ns, ociConfig); err != nil {
+			r.remove(ns, false)
+			return nil, fmt.Errorf("attach %s: %w", id, err)
+		}
+	}
 	for _, e := range initial {
 		if err := r.Record(ns, e); err != nil {
-			r.remove(ns)
+			r.remove(ns, true)
 			return nil, fmt.Errorf("attach %s: %w", id, err)
 		}
 	}
 	if err := r.watch.add(pinned.PidFD(), id); err != nil {
-		r.remove(ns)
+		r.remove(ns, true)
 		return nil, fmt.Errorf("attach %s: watch init %d: %w", id, pid, err)
 	}
 	r.log.WithFields(logrus.Fields{"id": id, "pid": pid, "pidns": pinned.PidNS.Ino, "userns": pinned.UserNS.Ino}).Info("attached")
@@ -243,8 +251,10 @@ func (r *Registry) hostPidNS() (nsresolve.NSID, error) {
 	return id, nil
 }
 
-// remove unregisters ns and reports whether it was registered.
-func (r *Registry) remove(ns *Namespace) bool {
+// remove unregisters ns and reports whether it was registered. archive
+// moves its state directory to archive/ (a detach); without it the state
+// stays for the next daemon (a shutdown).
+func (r *Registry) remove(ns *Namespace, archive bool) bool {
 	r.mu.Lock()
 	cur, ok := r.byID[ns.ID]
 	if !ok || cur != ns {
@@ -259,6 +269,12 @@ func (r *Registry) remove(ns *Namespace) bool {
 	r.watch.remove(ns.Pinned.PidFD())
 	ns.markDetached()
 	ns.Pinned.Close()
+	if r.state != nil && ns.journal != nil {
+		r.state.closeJournal(ns.journal)
+		if archive {
+			r.state.moveAside(ns.ID, archiveDirName, "detached")
+		}
+	}
 	return true
 }
 
@@ -272,7 +288,7 @@ func (r *Registry) Detach(id string) error {
 	if !ok {
 		return fmt.Errorf("detach %s: %w", id, ErrNotFound)
 	}
-	if !r.remove(ns) {
+	if !r.remove(ns, true) {
 		return fmt.Errorf("detach %s: %w", id, ErrNotFound)
 	}
 	r.log.WithFields(logrus.Fields{"id": id, "pid": ns.Init, "entries": ns.List.Len()}).Info("detached")
@@ -336,20 +352,25 @@ func (r *Registry) ForCaller(c *nsresolve.Caller) (*Namespace, error) {
 	return ns, nil
 }
 
-// Record appends e to ns's list and to the host's list (the host sees all),
-// then to the Store when one is configured. A duplicate (same template digest
-// and PCR as an earlier entry of the list) is not added again, as in the kernel.
+// Record appends e to ns's list and to the host's list (the host sees all).
+// With a state directory, e is first journaled (ns's journal and the
+// host's, fsynced, batched with concurrent Records) and appended to the
+// lists only once durable: when Record returns nil the entry survives a
+// crash, and no reader ever saw an entry a crash could take back. A
+// duplicate (same template digest and PCR as an earlier entry of the list)
+// is not added again, as in the kernel (replay applies the same rule).
 func (r *Registry) Record(ns *Namespace, e *measurelog.Entry) error {
-	r.recordMu.Lock()
-	defer r.recordMu.Unlock()
-	added := ns.List.Append(e)
-	if ns != r.host {
-		r.host.List.Append(e)
-	}
-	if r.opts.Store != nil && added {
-		if err := r.opts.Store.Append(ns.ID, e); err != nil {
+	if r.state != nil {
+		if err := r.state.commit(ns, r.host, e); err != nil {
 			return fmt.Errorf("record in %s: %w", ns.ID, err)
 		}
+		return nil
+	}
+	r.recordMu.Lock()
+	defer r.recordMu.Unlock()
+	ns.List.Append(e)
+	if ns != r.host {
+		r.host.List.Append(e)
 	}
 	return nil
 }
@@ -361,12 +382,22 @@ func (r *Registry) AddObserver(o Observer) {
 	r.mu.Unlock()
 }
 
-// Close detaches every container and stops the init watcher.
+// Close stops the registry for a daemon shutdown: it closes every journal
+// and releases every pinned namespace, but keeps the containers' state (no
+// observer is told of a detach), so that the next daemon on the same state
+// directory restores them (Restore). Without a state directory that is the
+// end of them.
 func (r *Registry) Close() error {
-	for _, ns := range r.Namespaces() {
-		if err := r.Detach(ns.ID); err != nil && !errors.Is(err, ErrNotFound) {
-			r.log.WithError(err).Warn("close")
-		}
+	r.mu.Lock()
+	nss := make([]*Namespace, 0, len(r.byID))
+	for _, ns := range r.byID {
+		nss = append(nss, ns)
 	}
-	return r.watch.close()
+	r.mu.Unlock()
+	for _, ns := range nss {
+		r.remove(ns, false)
+	}
+	err := r.watch.close()
+	r.closeState()
+	return err
 }

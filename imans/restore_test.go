@@ -1,0 +1,219 @@
+package imans
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/imafs/imafs/measurelog"
+)
+
+// openRegistry is newTestRegistry without the Cleanup (the tests close
+// registries themselves, as a daemon shutdown or crash would) and with the
+// log captured.
+func openRegistry(t *testing.T, state string, log *bytes.Buffer) *Registry {
+	t.Helper()
+	l := logrus.New()
+	l.SetOutput(log)
+	l.SetLevel(logrus.InfoLevel)
+	r, err := NewRegistry(Options{StateDir: state, Log: l, DefaultContainerPolicy: mustParse(t, "measure func=FILE_CHECK\n")})
+	if err != nil {
+		t.Fatalf("NewRegistry: %v", err)
+	}
+	return r
+}
+
+func bufEntry(t *testing.T, ns *Namespace, name string) *measurelog.Entry {
+	t.Helper()
+	e, err := measurelog.NewEntry("ima-ng", DefaultPCR, measurelog.Measurement{
+		FileDigest: measurelog.SHA256.Sum([]byte(name)), FileAlgo: measurelog.SHA256, Name: name,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func listBytes(t *testing.T, l *measurelog.List) []byte {
+	t.Helper()
+	buf := make([]byte, l.Size(measurelog.Binary, measurelog.SHA256))
+	n, _ := l.ReadAt(buf, 0, measurelog.Binary, measurelog.SHA256)
+	return buf[:n]
+}
+
+// TestRestore: lists, counters, PCRs and policies come back identical
+// after a restart; a container that exited meanwhile is archived; a torn
+// tail is cut; a corrupt journal quarantines only its container.
+func TestRestore(t *testing.T) {
+	needRoot(t)
+	state := t.TempDir()
+	var log1 bytes.Buffer
+	r := openRegistry(t, state, &log1)
+	pidA, _ := container(t)
+	pidB, _ := container(t)
+	pidC, stopC := container(t)
+	pidD, _ := container(t)
+	var nss []*Namespace
+	for i, pid := range []int{pidA, pidB, pidC, pidD} {
+		ns, err := r.Attach(fmt.Sprintf("c%d", i), pid, []byte(`{"ociVersion":"1.0.2"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nss = append(nss, ns)
+	}
+	// Concurrent records: group commit must keep every list in record order.
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				ns := nss[(g+i)%len(nss)]
+				if err := r.Record(ns, bufEntry(t, ns, fmt.Sprintf("/f-%d-%d", g, i))); err != nil {
+					t.Error(err)
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	if err := nss[0].LoadPolicy(mustParse(t, "measure func=BPRM_CHECK\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nss[0].LoadPolicy(mustParse(t, "measure func=MMAP_CHECK\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetMount("c1", "/sys/kernel/security"); err != nil {
+		t.Fatal(err)
+	}
+	if syncs := r.JournalSyncs(); syncs >= 400 {
+		t.Logf("no group commit: %d syncs for 400 records", syncs)
+	}
+	want := map[string][]byte{HostID: listBytes(t, r.Host().List)}
+	wantPolicy := nss[0].Policy().String()
+	for _, ns := range nss {
+		want[ns.ID] = listBytes(t, ns.List)
+	}
+	wantHostPCR := r.Host().List.PCR(measurelog.SHA256, 10)
+	r.Close() // a shutdown keeps the state
+
+	stopC() // c2 exits while the daemon is down
+	// c1's journal gets a torn tail (a record cut short by a crash).
+	j1 := filepath.Join(state, "ns", "c1", "list.journal")
+	rec := bufEntry(t, nss[1], "/torn").AppendBinary(nil, measurelog.SHA1)
+	appendFile(t, j1, rec[:len(rec)-7])
+	// c3's journal gets a corrupt record in the middle of its file.
+	j3 := filepath.Join(state, "ns", "c3", "list.journal")
+	data, err := os.ReadFile(j3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte(nil), data...)
+	copy(bad[len(bad)/2:], bytes.Repeat([]byte{0xff}, 16))
+	if err := os.WriteFile(j3, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	var log2 bytes.Buffer
+	r2 := openRegistry(t, state, &log2)
+	defer r2.Close()
+	if got := listBytes(t, r2.Host().List); !bytes.Equal(got, want[HostID]) {
+		t.Errorf("host list differs after restart: %d bytes, want %d", len(got), len(want[HostID]))
+	}
+	if got := r2.Host().List.PCR(measurelog.SHA256, 10); !bytes.Equal(got, wantHostPCR) {
+		t.Errorf("host PCR 10 %x, want %x", got, wantHostPCR)
+	}
+	restored := r2.Restore()
+	var ids []string
+	for _, x := range restored {
+		ids = append(ids, x.NS.ID)
+	}
+	if strings.Join(ids, ",") != "c0,c1" {
+		t.Fatalf("restored %v, want c0,c1 (c2 exited, c3 corrupt)\n%s", ids, log2.String())
+	}
+	for _, x := range restored {
+		if got := listBytes(t, x.NS.List); !bytes.Equal(got, want[x.NS.ID]) {
+			t.Errorf("%s: list differs after restart (%d entries)", x.NS.ID, x.NS.List.Len())
+		}
+	}
+	c0, _ := r2.Get("c0")
+	if got := c0.Policy().String(); got != wantPolicy || c0.DefaultPolicyActive() {
+		t.Errorf("c0 policy %q (default active %v), want %q", got, c0.DefaultPolicyActive(), wantPolicy)
+	}
+	c1, _ := r2.Get("c1")
+	if c1.Policy().String() != mustParse(t, "measure func=FILE_CHECK\n").String() || !c1.DefaultPolicyActive() {
+		t.Errorf("c1 policy %q, want the default", c1.Policy().String())
+	}
+	if rec := c1.Record(); rec == nil || rec.Mount != "/sys/kernel/security" || rec.Pid != pidB {
+		t.Errorf("c1 record %+v", rec)
+	}
+	logs := log2.String()
+	for _, w := range []string{"torn tail cut", "container state archived", "container state quarantined"} {
+		if !strings.Contains(logs, w) {
+			t.Errorf("log lacks %q:\n%s", w, logs)
+		}
+	}
+	if m, _ := filepath.Glob(filepath.Join(state, "archive", "c2.*")); len(m) != 1 {
+		t.Errorf("c2 archived: %v", m)
+	}
+	if m, _ := filepath.Glob(filepath.Join(state, "quarantine", "c3.*", "list.journal.corrupt")); len(m) != 1 {
+		t.Errorf("c3 quarantined with its corrupt tail: %v", m)
+	}
+	// Restored containers go on recording into the same journals.
+	if err := r2.Record(c1, bufEntry(t, c1, "/after")); err != nil {
+		t.Fatal(err)
+	}
+	if n := journalNames(t, j1); n[len(n)-1] != "/after" {
+		t.Errorf("c1 journal ends with %q", n[len(n)-1])
+	}
+	// Detach archives.
+	if err := r2.Detach("c0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(state, "ns", "c0")); !os.IsNotExist(err) {
+		t.Errorf("c0 state still under ns/ after detach: %v", err)
+	}
+	_ = pidD
+}
+
+func appendFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkRecordJournaled: Record throughput with a state directory, from
+// several goroutines (group commit shares the fsyncs).
+func BenchmarkRecordJournaled(b *testing.B) {
+	l := logrus.New()
+	l.SetLevel(logrus.WarnLevel)
+	r, err := NewRegistry(Options{StateDir: b.TempDir(), Log: l})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			i++
+			e, _ := measurelog.NewEntry("ima-ng", 10, measurelog.Measurement{
+				FileDigest: measurelog.SHA256.Sum([]byte(fmt.Sprint(i, &i))), FileAlgo: measurelog.SHA256, Name: "/x",
+			})
+			if err := r.Record(r.Host(), e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/float64(r.JournalSyncs()), "records/sync")
+}

@@ -1,0 +1,440 @@
+package imans
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/imafs/imafs/measurelog"
+)
+
+// Layout of the state directory (Options.StateDir):
+//
+//	host.journal                    the host's list: every recorded entry, in record order
+//	ns/ID/list.journal              container ID's list
+//	ns/ID/policy                    its policy after the last successful load (absent: default)
+//	ns/ID/container.json            its attach record (ContainerRecord)
+//	archive/ID.UNIXNANO/            a detached container's directory, kept for the operator
+//	quarantine/ID.UNIXNANO/         a container directory that could not be replayed
+//
+// Journals are binary-list records (sha1 bank, template data intact), as
+// measurelog.OpenJournal reads them.
+const (
+	hostJournalName = "host.journal"
+	nsDirName       = "ns"
+	archiveDirName  = "archive"
+	quarantineName  = "quarantine"
+	listJournalName = "list.journal"
+	policyFileName  = "policy"
+	recordFileName  = "container.json"
+)
+
+// replayProgressEvery is how many replayed entries pass between two
+// progress lines in the log.
+const replayProgressEvery = 200000
+
+// ContainerRecord is what the state directory keeps of an attached container
+// so that a restarted daemon can find it again and be sure it is the same
+// process: the pid alone could name another process by now, pid plus start
+// time (field 22 of /proc/PID/stat) plus boot id can't.
+type ContainerRecord struct {
+	ID        string    `json:"id"`
+	Pid       int       `json:"pid"`
+	StartTime uint64    `json:"start_time"` // clock ticks after boot
+	BootID    string    `json:"boot_id"`
+	PidNS     uint64    `json:"pidns"` // inode of the pinned pid namespace
+	UserNS    uint64    `json:"userns"`
+	MntNS     uint64    `json:"mntns"`
+	Config    string    `json:"config_sha256,omitempty"` // digest of the OCI config measured at attach
+	Mount     string    `json:"mount,omitempty"`         // mount target in the container's mount namespace
+	Attached  time.Time `json:"attached"`
+}
+
+// jfile is one journal file open for appending.
+type jfile struct {
+	path   string
+	f      *os.File
+	buf    []byte
+	err    error // sticky: the file's tail is in an unknown state
+	closed bool
+}
+
+// pending is one Record waiting for its journals.
+type pending struct {
+	ns   *Namespace
+	e    *measurelog.Entry
+	err  error
+	done bool
+}
+
+// state journals every recorded entry (group commit: concurrent Records
+// share writes and fsyncs) and applies it to the in-memory lists only once
+// it is durable, in record order: no reader sees an entry a crash could
+// take back.
+type state struct {
+	dir  string
+	log  *logrus.Logger
+	host *jfile
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	queue    []*pending
+	flushing bool
+	syncs    int
+}
+
+func newState(dir string, log *logrus.Logger) (*state, error) {
+	for _, d := range []string{dir, filepath.Join(dir, nsDirName), filepath.Join(dir, archiveDirName), filepath.Join(dir, quarantineName)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("state dir: %w", err)
+		}
+	}
+	s := &state{dir: dir, log: log}
+	s.cond = sync.NewCond(&s.mu)
+	return s, nil
+}
+
+// replayJournal reads the journal at path (cutting a torn tail, which
+// measurelog logs with its offset) and opens it for appending. A corrupt
+// record is an error: the caller decides what to do with the file.
+func (s *state) replayJournal(path string) (*jfile, []*measurelog.Entry, error) {
+	start := time.Now()
+	j, entries, err := measurelog.OpenJournalLogger(path, s.log.WithField("journal", path))
+	if j == nil {
+		return nil, nil, err
+	}
+	// A corrupt record has been saved to path+".corrupt" and cut: the
+	// file is appendable again; err tells the caller.
+	if cerr := j.Close(); cerr != nil {
+		return nil, nil, cerr
+	}
+	f, oerr := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if oerr != nil {
+		return nil, nil, fmt.Errorf("open journal %s: %w", path, oerr)
+	}
+	if len(entries) >= replayProgressEvery {
+		s.log.WithFields(logrus.Fields{"journal": path, "entries": len(entries), "took": time.Since(start).String()}).Info("journal read")
+	}
+	return &jfile{path: path, f: f}, entries, err
+}
+
+// apply appends replayed entries to list, logging progress for large journals.
+func (s *state) apply(what string, list *measurelog.List, entries []*measurelog.Entry) {
+	start := time.Now()
+	for i, e := range entries {
+		list.Append(e)
+		if (i+1)%replayProgressEvery == 0 {
+			s.log.WithFields(logrus.Fields{"list": what, "replayed": i + 1, "of": len(entries)}).Info("journal replay progress")
+		}
+	}
+	if len(entries) > 0 {
+		s.log.WithFields(logrus.Fields{"list": what, "entries": len(entries), "list_len": list.Len(), "took": time.Since(start).String()}).Info("journal replayed")
+	}
+}
+
+func (s *state) nsDir(id string) string { return filepath.Join(s.dir, nsDirName, id) }
+
+// commit journals e for ns (and the host) and, once durable, appends it to
+// the lists. It returns when both are done.
+func (s *state) commit(ns, host *Namespace, e *measurelog.Entry) error {
+	p := &pending{ns: ns, e: e}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.queue = append(s.queue, p)
+	for !p.done {
+		if !s.flushing {
+			s.flush(host)
+			continue
+		}
+		s.cond.Wait()
+	}
+	return p.err
+}
+
+// flush writes, syncs and applies the queue; s.mu is held on entry and exit
+// but not during I/O. Only one flush runs at a time, so lists are appended
+// in record order.
+func (s *state) flush(host *Namespace) {
+	s.flushing = true
+	batch := s.queue
+	s.queue = nil
+	s.mu.Unlock()
+
+	var files []*jfile
+	touch := func(j *jfile, rec []byte) {
+		if len(j.buf) == 0 {
+			files = append(files, j)
+		}
+		j.buf = append(j.buf, rec...)
+	}
+	for _, p := range batch {
+		j := p.ns.journal
+		if j == nil || j.closed {
+			p.err = fmt.Errorf("record in %s: %w", p.ns.ID, ErrDetached)
+			continue
+		}
+		rec := p.e.AppendBinary(nil, measurelog.SHA1)
+		if p.ns != host {
+			touch(j, rec)
+		}
+		touch(s.host, rec)
+	}
+	var wg sync.WaitGroup
+	for _, j := range files {
+		wg.Add(1)
+		go func(j *jfile) {
+			defer wg.Done()
+			if j.err != nil {
+				return
+			}
+			_, err := j.f.Write(j.buf)
+			if err == nil {
+				err = j.f.Sync()
+			}
+			if err != nil {
+				j.err = fmt.Errorf("journal %s: %w", j.path, err)
+				s.log.WithError(err).WithField("journal", j.path).Error("journal write failed; later records of its namespace fail too")
+			}
+		}(j)
+	}
+	wg.Wait()
+	for _, j := range files {
+		j.buf = j.buf[:0]
+	}
+	for _, p := range batch {
+		if p.err != nil {
+			continue
+		}
+		if err := s.host.err; err != nil {
+			p.err = err
+			continue
+		}
+		if err := p.ns.journal.err; err != nil {
+			p.err = err
+			continue
+		}
+		p.ns.List.Append(p.e)
+		if p.ns != host {
+			host.List.Append(p.e)
+		}
+	}
+
+	s.mu.Lock()
+	s.syncs++
+	for _, p := range batch {
+		p.done = true
+	}
+	s.flushing = false
+	s.cond.Broadcast()
+}
+
+// closeJournal closes j once no flush is using it; later records fail.
+func (s *state) closeJournal(j *jfile) {
+	if j == nil {
+		return
+	}
+	s.mu.Lock()
+	for s.flushing {
+		s.cond.Wait()
+	}
+	if !j.closed {
+		j.closed = true
+		if err := j.f.Close(); err != nil {
+			s.log.WithError(err).WithField("journal", j.path).Warn("close journal")
+		}
+	}
+	s.mu.Unlock()
+}
+
+// createNamespaceState starts a fresh state directory for a container
+// being attached: a directory left by an earlier container of the same id
+// (one the daemon could not restore) is archived first.
+func (s *state) createNamespaceState(ns *Namespace, rec *ContainerRecord) error {
+	dir := s.nsDir(ns.ID)
+	if _, err := os.Lstat(dir); err == nil {
+		s.moveAside(ns.ID, archiveDirName, "stale state of an earlier container with this id")
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return fmt.Errorf("state of %s: %w", ns.ID, err)
+	}
+	if err := writeFileSync(filepath.Join(dir, recordFileName), mustJSON(rec)); err != nil {
+		return fmt.Errorf("state of %s: %w", ns.ID, err)
+	}
+	path := filepath.Join(dir, listJournalName)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("state of %s: %w", ns.ID, err)
+	}
+	if err := syncDir(dir); err != nil {
+		f.Close()
+		return fmt.Errorf("state of %s: %w", ns.ID, err)
+	}
+	ns.journal = &jfile{path: path, f: f}
+	return nil
+}
+
+// moveAside moves container id's state directory to archive/ or
+// quarantine/ under a unique name and returns the new path.
+func (s *state) moveAside(id, where, why string) string {
+	src := s.nsDir(id)
+	dst := filepath.Join(s.dir, where, id+"."+strconv.FormatInt(time.Now().UnixNano(), 10))
+	fields := logrus.Fields{"id": id, "from": src, "to": dst, "reason": why}
+	if err := os.Rename(src, dst); err != nil {
+		s.log.WithError(err).WithFields(fields).Error("move container state aside")
+		return ""
+	}
+	if err := syncDir(filepath.Join(s.dir, nsDirName)); err != nil {
+		s.log.WithError(err).Warn("sync state dir")
+	}
+	if where == quarantineName {
+		s.log.WithFields(fields).Error("container state quarantined")
+	} else {
+		s.log.WithFields(fields).Info("container state archived")
+	}
+	return dst
+}
+
+// savePolicy makes ns's policy durable (write, fsync, rename, fsync dir).
+func (s *state) savePolicy(ns *Namespace, text string) error {
+	if err := writeFileSync(filepath.Join(s.nsDir(ns.ID), policyFileName), []byte(text)); err != nil {
+		return fmt.Errorf("save policy of %s: %w", ns.ID, err)
+	}
+	return nil
+}
+
+// saveRecord rewrites container id's attach record.
+func (s *state) saveRecord(rec *ContainerRecord) error {
+	if err := writeFileSync(filepath.Join(s.nsDir(rec.ID), recordFileName), mustJSON(rec)); err != nil {
+		return fmt.Errorf("save record of %s: %w", rec.ID, err)
+	}
+	return nil
+}
+
+// records lists the container directories found under ns/.
+func (s *state) records() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(s.dir, nsDirName))
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	var ids []string
+	for _, e := range ents {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			ids = append(ids, e.Name())
+		}
+	}
+	return ids, nil
+}
+
+func (s *state) readRecord(id string) (*ContainerRecord, error) {
+	data, err := os.ReadFile(filepath.Join(s.nsDir(id), recordFileName))
+	if err != nil {
+		return nil, fmt.Errorf("record of %s: %w", id, err)
+	}
+	var rec ContainerRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, fmt.Errorf("record of %s: %w", id, err)
+	}
+	if rec.ID != id || rec.Pid <= 0 {
+		return nil, fmt.Errorf("record of %s: names %q pid %d", id, rec.ID, rec.Pid)
+	}
+	return &rec, nil
+}
+
+// readPolicy returns the saved policy text of id, ok=false when none was
+// saved (the default policy is active).
+func (s *state) readPolicy(id string) (string, bool, error) {
+	data, err := os.ReadFile(filepath.Join(s.nsDir(id), policyFileName))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("policy of %s: %w", id, err)
+	}
+	return string(data), true, nil
+}
+
+func mustJSON(v any) []byte {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		panic(err)
+	}
+	return append(data, '\n')
+}
+
+// writeFileSync replaces path with data atomically and durably.
+func writeFileSync(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// procStartTime returns field 22 (starttime) of /proc/PID/stat.
+func procStartTime(pid int) (uint64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// comm (field 2) may hold spaces and parentheses: fields count from the last ')'.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	f := strings.Fields(string(data[i+1:]))
+	// f[0] is field 3 (state); starttime is field 22.
+	if len(f) < 20 {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+var bootIDOnce struct {
+	sync.Once
+	id string
+}
+
+func bootID() string {
+	bootIDOnce.Do(func() {
+		data, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+		if err == nil {
+			bootIDOnce.id = strings.TrimSpace(string(data))
+		}
+	})
+	return bootIDOnce.id
+}
