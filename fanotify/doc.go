@@ -66,8 +66,8 @@
 // are not copies of the host's (the rootfs the runtime mounted, its /proc,
 // volumes), and only with mount marks, so its first exec after pivot_root
 // is already seen; filesystem marks follow with the rescan after pivot. The
-// container's mountinfo is rescanned every Options.Rescan and new mounts are
-// marked.
+// container's mountinfo (and key directory) is rescanned every
+// Options.Rescan and new mounts are marked.
 //
 // Names are the paths as the container's task sees them: the event fd's
 // /proc/self/fd link with the task's /proc/TID/root link cut off the front
@@ -94,11 +94,12 @@
 // descriptors, which generate no events. Closing a group (detach, daemon
 // exit) makes the kernel allow the events still pending in it.
 //
-// Policy changes are noticed on the container's next event and by the
-// rescan (every Options.Rescan): FAN_OPEN_EXEC_PERM is always marked, so
+// Policy changes are noticed on the container's next event and by a poll
+// (every Options.PolicyPoll, 50ms): FAN_OPEN_EXEC_PERM is always marked, so
 // execs see a new policy at once; FAN_OPEN_PERM (and FAN_CLOSE_WRITE) are
-// added when a FILE_CHECK rule first appears, within one rescan, and are
-// kept afterwards.
+// added when a FILE_CHECK rule first appears, within one poll, and are kept
+// afterwards. (A policy-change notification from imans would close that
+// window.)
 //
 // An exec's open arrives twice, as FAN_OPEN_EXEC_PERM and FAN_OPEN_PERM;
 // only the first is an IMA hook (BPRM_CHECK). The twin is recognised by

@@ -49,9 +49,12 @@ type Options struct {
 	// closed, the others fail open (and the failure is recorded as a
 	// violation entry, so a verifier sees the list is incomplete).
 	FailClosed func(ns *imans.Namespace) bool
-	// Rescan is how often mounts and policies of watched containers are
-	// checked for changes (default 200ms).
+	// Rescan is how often the mounts and key directories of watched
+	// containers are checked for changes (default 250ms).
 	Rescan time.Duration
+	// PolicyPoll is how often their policies are checked (default 50ms): a
+	// newly loaded FILE_CHECK rule widens the marks within this time.
+	PolicyPoll time.Duration
 	// Proc is the procfs mount to use (default "/proc").
 	Proc string
 	// Manual: do not register with the Registry as an observer nor watch
@@ -128,7 +131,10 @@ func New(opts Options) (*Engine, error) {
 		opts.Timeout = 30 * time.Second
 	}
 	if opts.Rescan <= 0 {
-		opts.Rescan = 200 * time.Millisecond
+		opts.Rescan = 250 * time.Millisecond
+	}
+	if opts.PolicyPoll <= 0 {
+		opts.PolicyPoll = 50 * time.Millisecond
 	}
 	if opts.Proc == "" {
 		opts.Proc = "/proc"
@@ -262,13 +268,18 @@ func (e *Engine) Close() error {
 
 func (e *Engine) rescanLoop() {
 	defer e.wg.Done()
-	t := time.NewTicker(e.opts.Rescan)
+	t := time.NewTicker(e.opts.PolicyPoll)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-e.ctx.Done():
 			return
 		case <-t.C:
+		}
+		full := time.Since(last) >= e.opts.Rescan
+		if full {
+			last = time.Now()
 		}
 		e.mu.Lock()
 		ws := make([]*watch, 0, len(e.watches))
@@ -277,6 +288,10 @@ func (e *Engine) rescanLoop() {
 		}
 		e.mu.Unlock()
 		for _, w := range ws {
+			w.refreshPolicy()
+			if !full && !w.takeRemark() {
+				continue
+			}
 			if err := w.sync(); err != nil {
 				w.log.WithError(err).Debug("fanotify: rescan")
 			}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/imafs/imafs/fanotify"
+	"github.com/imafs/imafs/policy"
 )
 
 // TestFileCheck: FILE_CHECK with the open's mask (read from the blocked
@@ -239,5 +240,34 @@ func TestDetachReleasesWaiters(t *testing.T) {
 	case <-done: // denied (no security.ima) or allowed by the closed group: not blocked
 	case <-time.After(30 * time.Second):
 		t.Fatal("a task of the detached container is still blocked")
+	}
+}
+
+// TestPolicyLoadWidensMarks: a FILE_CHECK rule loaded by the container's
+// root (no explicit Sync) makes the engine watch opens within a poll.
+func TestPolicyLoadWidensMarks(t *testing.T) {
+	e := newEnv(t, fanotify.Options{})
+	c := e.container("widen")
+	c.setPolicy("measure func=BPRM_CHECK") // opens not watched yet
+	p, err := policy.Parse("measure func=FILE_CHECK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ns.LoadPolicy(p); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		name := fmt.Sprintf("/tmp/f%d", i)
+		if err := os.WriteFile(c.path(name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c.mustExec("/bin/sh", "-c", "head -c1 "+name+" >/dev/null")
+		if len(named(c.ns.List, name)) == 1 {
+			return
+		}
+		if i > 100 {
+			t.Fatal("opens never measured after a FILE_CHECK rule was loaded")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

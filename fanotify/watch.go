@@ -59,7 +59,8 @@ type watch struct {
 	fsMarked    map[uint64]bool
 	mountMarked map[int]bool
 	cache       map[inoKey]*fileState
-	ignoreMarks int // ignore marks added since the last flush
+	ignoreMarks int  // ignore marks added since the last flush
+	remark      bool // the mask widened: marks to be re-added now
 	writers     map[inoKey]int
 	uidMap      idMap
 	gidMap      idMap
@@ -248,12 +249,12 @@ func samePolicy(a, b policy.Policy) bool {
 // refreshPolicy notices a policy change: it drops the cache and the ignore
 // marks (decisions may differ now) and widens the event mask when the new
 // policy needs FILE_CHECK.
-func (w *watch) refreshPolicy() {
+func (w *watch) refreshPolicy() (widened bool) {
 	p := w.ns.Policy()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.mask != 0 && samePolicy(p, w.policy) {
-		return
+		return false
 	}
 	w.policy = p
 	w.invalidateLocked("policy changed")
@@ -281,7 +282,20 @@ func (w *watch) refreshPolicy() {
 		w.fsMarked = map[uint64]bool{}
 		w.mountMarked = map[int]bool{}
 		w.mountinfo = nil
+		w.remark = true
+		return true
 	}
+	return false
+}
+
+// takeRemark reports (once) that the marks must be re-added with a wider
+// mask.
+func (w *watch) takeRemark() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r := w.remark
+	w.remark = false
+	return r
 }
 
 // invalidateLocked drops everything derived from the policy or the keys.
