@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/sirupsen/logrus"
 )
@@ -39,7 +40,7 @@ var ErrJournalClosed = errors.New("journal closed")
 // returns the entries it holds. A torn tail (the file ends inside a record:
 // a write cut short by a crash) is cut off and logged; that is not an error.
 // A corrupt record is cut off too, so the journal stays appendable, but its
-// bytes are first saved to path+".corrupt" and OpenJournal returns the
+// bytes are first saved to path+".corrupt-<unix nanoseconds>" and OpenJournal returns the
 // journal and the entries before it together with an error wrapping the
 // *DecodeError; callers decide whether to go on.
 func OpenJournal(path string) (*Journal, []*Entry, error) {
@@ -71,11 +72,13 @@ func OpenJournalLogger(path string, log logrus.FieldLogger) (*Journal, []*Entry,
 		}
 		fields := logrus.Fields{"journal": path, "offset": de.Offset, "size": len(data), "entries": len(entries), "reason": de.Reason}
 		if !de.Torn {
-			if err := os.WriteFile(path+".corrupt", data[de.Offset:], 0o600); err != nil {
+			saved := fmt.Sprintf("%s.corrupt-%d", path, time.Now().UnixNano())
+			fields["saved"] = saved
+			if err := os.WriteFile(saved, data[de.Offset:], 0o600); err != nil {
 				f.Close()
 				return nil, nil, fmt.Errorf("save corrupt tail of journal %s: %w", path, err)
 			}
-			log.WithFields(fields).Error("journal: corrupt record, tail saved to .corrupt and cut")
+			log.WithFields(fields).Error("journal: corrupt record; tail saved and cut")
 			retErr = fmt.Errorf("replay journal %s: %w", path, derr)
 		} else {
 			log.WithFields(fields).Warn("journal: torn tail cut")

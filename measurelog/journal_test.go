@@ -137,7 +137,11 @@ func TestJournalDamagedTail(t *testing.T) {
 				if de.Offset != int64(tc.cutAt) {
 					t.Errorf("DecodeError offset %d, want %d", de.Offset, tc.cutAt)
 				}
-				saved, err := os.ReadFile(path + ".corrupt")
+				matches, _ := filepath.Glob(path + ".corrupt-*")
+				if len(matches) != 1 {
+					t.Fatalf("saved tails: %v", matches)
+				}
+				saved, err := os.ReadFile(matches[0])
 				if err != nil || !bytes.Equal(saved, tc.data[tc.cutAt:]) {
 					t.Errorf("saved corrupt tail: %v (%d bytes)", err, len(saved))
 				}

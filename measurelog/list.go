@@ -190,8 +190,10 @@ func (l *List) render(dst, rec []byte, rend int) []byte {
 // kernel's duplicate rule drops it: an entry whose template digest and PCR
 // equal those of an earlier non-violation entry is not added again, and
 // Append returns false. A violation entry is always added, extends the PCR
-// with 0xff.. and counts in Violations. Append is safe to call
-// concurrently, though a list normally has one writer.
+// with 0xff.. and counts in Violations. An entry no kernel list could
+// hold (PCR >= NumPCRs, template name longer than 255 bytes) is not added
+// either. Append is safe to call concurrently, though a list normally has
+// one writer.
 func (l *List) Append(e *Entry) bool {
 	t := e.compiled()
 	if len(t.name) > 255 || e.PCR >= NumPCRs {
