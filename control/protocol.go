@@ -1,5 +1,7 @@
 package control
 
+import "github.com/imafs/imafs/vtpm"
+
 // DefaultSocket is where the daemon listens unless told otherwise.
 const DefaultSocket = "/run/imafs/imafs.sock"
 
@@ -13,6 +15,9 @@ const (
 	OpPolicyGet = "policy-get"
 	OpPolicySet = "policy-set"
 	OpMeasure   = "measure"
+	// OpQuote asks for a container's vTPM attestation bundle (serve --vtpm):
+	//	{"op":"quote","id":ID,"nonce":HEX} → {"ok":true,"bundle":{...}}
+	OpQuote = "quote"
 )
 
 // Request is one client request.
@@ -44,6 +49,8 @@ type Request struct {
 	// default FILE_CHECK, MAY_READ).
 	Func string `json:"func,omitempty"`
 	Mask string `json:"mask,omitempty"`
+	// Nonce is the verifier's nonce, hex (quote).
+	Nonce string `json:"nonce,omitempty"`
 }
 
 // Response is the daemon's answer.
@@ -55,6 +62,8 @@ type Response struct {
 	Namespaces []NamespaceInfo `json:"namespaces,omitempty"`
 	Policy     string          `json:"policy,omitempty"`
 	Measured   bool            `json:"measured,omitempty"`
+	// Bundle is the attestation bundle (quote), vtpm's documented format.
+	Bundle *vtpm.Bundle `json:"bundle,omitempty"`
 }
 
 // NamespaceInfo describes one imafs namespace (imafs ps).

@@ -158,6 +158,7 @@ func TestTreeLayout(t *testing.T) {
 		"integrity/ima/binary_runtime_measurements_sha256": {0o440, ""},
 		"integrity/ima/runtime_measurements_count":         {0o440, ""},
 		"integrity/ima/violations":                         {0o440, ""},
+		"integrity/ima/quote":                              {0o600, ""},
 	}
 	for name, w := range tests {
 		st, err := os.Lstat(filepath.Join(fx.dir, name))
@@ -185,8 +186,8 @@ func TestTreeLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ents) != 9 {
-		t.Errorf("integrity/ima has %d entries, want 9", len(ents))
+	if len(ents) != 10 {
+		t.Errorf("integrity/ima has %d entries, want 10", len(ents))
 	}
 }
 

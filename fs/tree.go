@@ -36,6 +36,9 @@ type Options struct {
 	// caller of a detached container (an fd still open after the lazy
 	// unmount) resolves to the host and is refused instead.
 	Owner *imans.Namespace
+	// Quoter answers integrity/ima/quote (nil: no vTPM, the file is there
+	// and answers ENODEV).
+	Quoter Quoter
 	// CacheTimeout is the entry timeout (DefaultCacheTimeout when zero;
 	// negative means no caching).
 	CacheTimeout time.Duration
@@ -175,4 +178,5 @@ func (r *Root) OnAdd(ctx context.Context) {
 	file("runtime_measurements_count", &counterNode{root: r, value: func(ns *imans.Namespace) int64 { return int64(ns.List.Len()) }})
 	file("violations", &counterNode{root: r, value: func(ns *imans.Namespace) int64 { return ns.List.Violations() }})
 	file("policy", &policyNode{root: r})
+	file(QuoteFileName, &quoteNode{root: r})
 }
