@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
@@ -55,12 +56,20 @@ func runServe(args []string) int {
 	logFormat := fl.String("log-format", "text", "log format (text or json)")
 	hostMount := fl.String("mount", "", "also serve the tree (host view for host callers) at this host directory")
 	tpmPath := fl.String("tpm", "", "host TPM (/dev/tpmrm0 or a swtpm unixio socket) for boot_aggregate; none: zeros")
+	vtpmKind := fl.String("vtpm", "", "per-container virtual TPM: swtpm (one swtpm process per container) or none")
+	vtpmSockets := fl.String("vtpm-socket-dir", "/run/imafs/vtpm", "directory for the vTPMs' sockets (STATE/run if empty)")
 	addServeExtensionFlags(fl)
 	if err := fl.Parse(args); err != nil {
 		return 2
 	}
 	if fl.NArg() != 0 {
 		fmt.Fprintln(os.Stderr, "imafs serve: unexpected arguments:", fl.Args())
+		return 2
+	}
+	switch *vtpmKind {
+	case "", "none", "swtpm":
+	default:
+		fmt.Fprintf(os.Stderr, "imafs serve: --vtpm %q: want swtpm or none\n", *vtpmKind)
 		return 2
 	}
 	log := logrus.New()
@@ -75,6 +84,7 @@ func runServe(args []string) int {
 	}
 	d, err := newDaemon(daemonConfig{
 		StateDir: *stateDir, Socket: *socket, ContainerPolicy: *containerPolicy, HostMount: *hostMount, TPM: *tpmPath,
+		VTPM: *vtpmKind == "swtpm", VTPMSocketDir: *vtpmSockets,
 	}, log)
 	if err != nil {
 		log.WithError(err).Error("start")
@@ -99,6 +109,8 @@ func runServe(args []string) int {
 
 type daemonConfig struct {
 	StateDir, Socket, ContainerPolicy, HostMount, TPM string
+	VTPM                                              bool   // one swtpm per container
+	VTPMSocketDir                                     string // "" → StateDir/run
 }
 
 // mount is one served FUSE connection.
@@ -113,6 +125,8 @@ type daemon struct {
 	log *logrus.Logger
 	reg *imans.Registry
 	ctl *control.Server
+
+	vtpm *vtpm.Manager // nil without --vtpm
 
 	mu     sync.Mutex
 	mounts map[string]*mount // by namespace id
@@ -142,20 +156,29 @@ func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
 		StateDir:               cfg.StateDir,
 		Log:                    log,
 	}
+	var hostTPM *vtpm.TPM
 	if cfg.TPM != "" {
 		tpm, err := vtpm.OpenHost(cfg.TPM)
 		if err != nil {
 			return nil, fmt.Errorf("host tpm: %w", err)
 		}
+		hostTPM = tpm
 		// boot_aggregate is computed at each attach from the PCRs as they
 		// are then (they don't change after boot on a real host).
 		opts.BootAggregate = func(algo measurelog.Algo) ([]byte, error) { return vtpm.BootAggregate(tpm, algo) }
 	}
+	start := time.Now()
 	reg, err := imans.NewRegistry(opts)
 	if err != nil {
 		return nil, err
 	}
 	d := &daemon{log: log, reg: reg, mounts: map[string]*mount{}}
+	if cfg.VTPM {
+		if d.vtpm, err = newVTPMManager(cfg, hostTPM, log); err != nil {
+			reg.Close()
+			return nil, err
+		}
+	}
 	reg.AddObserver(d)
 	if cfg.HostMount != "" {
 		m, err := d.serveAt(nil, os.Getpid(), cfg.HostMount)
@@ -168,14 +191,19 @@ func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
 	stops, err := startServeExtensions(serveEnv{Reg: reg, Log: log, StateDir: cfg.StateDir})
 	if err != nil {
 		d.shutdownMounts()
+		d.closeVTPM()
 		reg.Close()
 		return nil, err
 	}
 	d.stops = stops
+	// Containers attached before a restart come back before the socket
+	// accepts requests (the measurement sources watch them already).
+	d.restore(start)
 	ctl, err := control.Listen(cfg.Socket, control.HandlerFunc(d.serveControl), log)
 	if err != nil {
 		stopServeExtensions(d.stops)
 		d.shutdownMounts()
+		d.closeVTPM()
 		reg.Close()
 		return nil, err
 	}
@@ -211,7 +239,7 @@ func (d *daemon) serveAt(owner *imans.Namespace, pid int, target string) (*mount
 	if err != nil {
 		return nil, err
 	}
-	root := imafsfs.NewRoot(imafsfs.Options{Registry: d.reg, Log: d.log, Owner: owner})
+	root := imafsfs.NewRoot(imafsfs.Options{Registry: d.reg, Log: d.log, Owner: owner, Quoter: d.quoter()})
 	srv, err := imafsfs.Serve(dev, root)
 	if err != nil {
 		if uerr := mountns.Unmount(pid, target, true); uerr != nil {
@@ -250,15 +278,30 @@ func (d *daemon) unmount(m *mount) {
 	d.log.WithError(err).WithField("id", m.id).Warn("unmount")
 }
 
-// Attached implements imans.Observer.
-func (d *daemon) Attached(ns *imans.Namespace) {}
+// Attached implements imans.Observer: with --vtpm the container gets its
+// swtpm, which replays the list (a restored container's whole journal) and
+// then follows it.
+func (d *daemon) Attached(ns *imans.Namespace) {
+	if d.vtpm == nil {
+		return
+	}
+	if err := d.vtpm.Attach(ns.ID, ns.List); err != nil {
+		d.log.WithError(err).WithField("id", ns.ID).Error("vtpm attach: the container has no quotes")
+	}
+}
 
 // Detached implements imans.Observer: the mount of an exited container dies
-// with its mount namespace; an explicit detach unmounted it before.
+// with its mount namespace; an explicit detach unmounted it before. Its
+// vTPM is stopped and its state removed.
 func (d *daemon) Detached(ns *imans.Namespace) {
 	d.mu.Lock()
 	delete(d.mounts, ns.ID)
 	d.mu.Unlock()
+	if d.vtpm != nil {
+		if err := d.vtpm.Detach(ns.ID); err != nil {
+			d.log.WithError(err).WithField("id", ns.ID).Warn("vtpm detach")
+		}
+	}
 }
 
 func (d *daemon) shutdownMounts() {
@@ -283,6 +326,9 @@ func (d *daemon) shutdown() {
 	}
 	stopServeExtensions(d.stops)
 	d.shutdownMounts()
+	d.closeVTPM()
+	// Close keeps every container's state: the next daemon on this state
+	// directory re-attaches the containers still running.
 	if err := d.reg.Close(); err != nil {
 		d.log.WithError(err).Warn("close registry")
 	}
@@ -325,6 +371,11 @@ func (d *daemon) serveControl(ctx context.Context, req *control.Request, rw *con
 		var measured bool
 		if measured, err = d.measure(req); err == nil {
 			err = rw.Reply(&control.Response{Measured: measured})
+		}
+	case control.OpQuote:
+		var bundle *vtpm.Bundle
+		if bundle, err = d.quote(req); err == nil {
+			err = rw.Reply(&control.Response{Bundle: bundle})
 		}
 	default:
 		err = fmt.Errorf("unknown operation %q", req.Op)
@@ -435,6 +486,9 @@ func (d *daemon) attach(req *control.Request) (*control.NamespaceInfo, error) {
 	d.mu.Lock()
 	d.mounts[id] = m
 	d.mu.Unlock()
+	if err := d.reg.SetMount(id, target); err != nil {
+		d.log.WithError(err).WithField("id", id).Warn("mount target not saved: a restarted daemon will use " + SecurityFSTarget)
+	}
 	info := d.info(ns)
 	return &info, nil
 }
@@ -574,5 +628,143 @@ func (d *daemon) streamLog(ctx context.Context, req *control.Request, rw *contro
 		if err := ns.List.Wait(ctx, seen); err != nil {
 			return nil
 		}
+	}
+}
+
+// restore re-attaches the containers of the state directory still running
+// (imans.Registry.Restore: same init process, journal replayed) and mounts
+// a fresh tree in each, replacing the dead mount a crashed daemon left
+// (ENOTCONN): new opens work again without the container's help. Each
+// re-attach is logged with the time since this daemon started; the gap a
+// container saw is that plus the time the daemon was down.
+func (d *daemon) restore(start time.Time) {
+	restored := d.reg.Restore()
+	if len(restored) == 0 {
+		return
+	}
+	ok := 0
+	for _, x := range restored {
+		ns := x.NS
+		target := restoreTarget(ns.Init, x.Record.Mount)
+		fields := logrus.Fields{"id": ns.ID, "pid": ns.Init, "target": target, "entries": ns.List.Len()}
+		m, err := d.serveAt(ns, ns.Init, target)
+		if err != nil {
+			// The container keeps its state (journal, vTPM) and stays
+			// registered: its list is served to the host and a later
+			// `imafs attach` with the same id and pid mounts again.
+			d.log.WithError(err).WithFields(fields).Error("restore: mount failed")
+			continue
+		}
+		d.mu.Lock()
+		d.mounts[ns.ID] = m
+		d.mu.Unlock()
+		if target != x.Record.Mount {
+			if err := d.reg.SetMount(ns.ID, target); err != nil {
+				d.log.WithError(err).WithFields(fields).Warn("restore: save mount target")
+			}
+		}
+		ok++
+		fields["since_start"] = time.Since(start).String()
+		d.log.WithFields(fields).Info("re-attached after restart")
+	}
+	d.log.WithFields(logrus.Fields{"restored": len(restored), "mounted": ok, "took": time.Since(start).String()}).Info("restart: containers re-attached")
+}
+
+// restoreTarget is where a restored container's tree goes: where it was,
+// except that a tree mounted under the rootfs before pivot_root (OCI hook)
+// is at /sys/kernel/security once the container has pivoted.
+func restoreTarget(pid int, recorded string) string {
+	if recorded == "" {
+		return SecurityFSTarget
+	}
+	if recorded != SecurityFSTarget && strings.HasSuffix(recorded, SecurityFSTarget) {
+		var inRoot, hostRoot unix.Stat_t
+		if unix.Stat("/proc/"+strconv.Itoa(pid)+"/root", &inRoot) == nil && unix.Stat("/", &hostRoot) == nil &&
+			(inRoot.Dev != hostRoot.Dev || inRoot.Ino != hostRoot.Ino) {
+			return SecurityFSTarget
+		}
+	}
+	return recorded
+}
+
+// newVTPMManager starts the per-container vTPM bookkeeping (--vtpm swtpm):
+// swtpm state under STATE/vtpm (kept across restarts: the attestation key
+// survives), sockets under --vtpm-socket-dir.
+func newVTPMManager(cfg daemonConfig, hostTPM *vtpm.TPM, log *logrus.Logger) (*vtpm.Manager, error) {
+	sockets := cfg.VTPMSocketDir
+	if sockets == "" {
+		sockets = filepath.Join(cfg.StateDir, "run")
+	}
+	if err := os.MkdirAll(sockets, 0o700); err != nil {
+		return nil, fmt.Errorf("vtpm socket dir: %w", err)
+	}
+	opts := vtpm.ManagerOptions{StateDir: filepath.Join(cfg.StateDir, "vtpm"), SocketDir: sockets, Log: log}
+	if hostTPM != nil {
+		h, err := vtpm.NewHostAttester(hostTPM)
+		if err != nil {
+			return nil, fmt.Errorf("host attestation key: %w", err)
+		}
+		opts.Host = h
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("vtpm state dir: %w", err)
+	}
+	m, err := vtpm.NewManager(opts)
+	if err != nil {
+		return nil, err
+	}
+	log.WithFields(logrus.Fields{"state": opts.StateDir, "sockets": sockets, "host_bound": opts.Host != nil}).Info("vtpm: one swtpm per container")
+	return m, nil
+}
+
+func (d *daemon) closeVTPM() {
+	if d.vtpm == nil {
+		return
+	}
+	if err := d.vtpm.Close(); err != nil {
+		d.log.WithError(err).Warn("vtpm close")
+	}
+}
+
+// quote answers the control request quote: the container's vTPM bundle.
+func (d *daemon) quote(req *control.Request) (*vtpm.Bundle, error) {
+	ns, err := d.namespace(req.ID)
+	if err != nil {
+		return nil, err
+	}
+	if d.vtpm == nil {
+		return nil, errors.New("quote: the daemon runs without --vtpm")
+	}
+	if ns.IsHost() {
+		return nil, errors.New("quote: the host has no vTPM (its TPM is the machine's)")
+	}
+	nonce, err := parseNonce(req.Nonce)
+	if err != nil {
+		return nil, fmt.Errorf("quote: %w", err)
+	}
+	b, err := d.vtpm.Quote(ns.ID, nonce)
+	if err != nil {
+		return nil, fmt.Errorf("quote %s: %w", ns.ID, err)
+	}
+	return b, nil
+}
+
+// quoter serves integrity/ima/quote (nil without --vtpm: ENODEV).
+func (d *daemon) quoter() imafsfs.Quoter {
+	if d.vtpm == nil {
+		return nil
+	}
+	return func(ns *imans.Namespace, nonce []byte) ([]byte, error) {
+		if ns.IsHost() {
+			return nil, imafsfs.ErrNoVTPM
+		}
+		b, err := d.vtpm.Quote(ns.ID, nonce)
+		if errors.Is(err, vtpm.ErrUnknownNamespace) {
+			return nil, fmt.Errorf("%w: %v", imafsfs.ErrNoVTPM, err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return b.Marshal()
 	}
 }
