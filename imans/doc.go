@@ -10,9 +10,81 @@
 // ForCaller maps a resolved caller to the namespace that answers for it: the
 // registered container owning the caller's pid namespace or its nearest
 // registered ancestor, else the host. Record is the single sink: it appends an
-// entry to its namespace's list and to the host's list (and, once a journal is
-// configured, to the Store before it returns).
+// entry to its namespace's list and to the host's list.
 //
 // A container whose init exits is detached by itself: the registry watches
 // every pinned init's pidfd with one epoll loop.
+//
+// # Durability (Options.StateDir)
+//
+// With a state directory nothing is acknowledged before it is on disk:
+//
+//   - Record writes the entry to the container's journal and to the host's
+//     (binary-list records, sha1 bank, as measurelog.OpenJournal reads them),
+//     fsyncs both, and only then appends it to the in-memory lists and
+//     returns. Concurrent Records share the writes and fsyncs (group commit:
+//     one flush at a time takes everything queued meanwhile), and a flush
+//     applies its batch to the lists in queue order, so the lists' order is
+//     the journals' order. A measurement source allows the exec/open only
+//     after Record returned, and no reader ever sees an entry a crash could
+//     take back. (The kernel's duplicate rule is applied at replay too, so a
+//     duplicate is journaled but never listed.)
+//   - LoadPolicy saves the namespace's whole resulting policy (write, fsync,
+//     rename) before it takes effect.
+//   - Attach saves the container's record (ContainerRecord: id, init pid,
+//     its start time from /proc/PID/stat, the boot id, namespace inodes,
+//     the OCI config digest, and the mount target once the daemon has
+//     mounted: SetMount).
+//
+// NewRegistry replays the host's journal; Restore then brings back every
+// container whose init is still the same process (pid, start time and boot
+// id as recorded, checked again once its pidfd is held): namespaces pinned
+// again, list and policy replayed — lists, counters and PCRs identical to
+// what was acknowledged. A torn tail (a record cut short by the crash,
+// never acknowledged) is cut and logged with its offset by
+// measurelog.OpenJournal; replay logs progress for large journals.
+//
+// What is kept where (decided):
+//
+//   - Detach (explicit, or the init exited — also while the daemon was down)
+//     moves the container's directory to archive/ID.UNIXNANO: the list of a
+//     container that ran stays available to the operator and to a verifier
+//     after the fact, and a new container may reuse the id. The daemon never
+//     deletes archives; pruning them is the operator's (they are small:
+//     one binary record per measurement).
+//   - A container whose journal has a corrupt record (not a torn tail), or
+//     whose record or policy can't be read, moves to quarantine/ID.UNIXNANO
+//     (the corrupt bytes in list.journal.corrupt) and is not restored: a
+//     list that lost entries in its middle must not be served or quoted as
+//     if it were whole. Every other container is restored as usual; the host
+//     list keeps its own journal and is unaffected.
+//   - Close (daemon shutdown, SIGTERM) keeps every container's state: the
+//     next daemon on the same state directory re-attaches them. Only an
+//     explicit detach or the container's exit ends a registration.
+//
+// # While the daemon is down
+//
+// The daemon's FUSE mounts answer ENOTCONN until the new daemon, on start,
+// lazily unmounts the dead mount in each restored container's mount
+// namespace and mounts a fresh one (cmd/imafs): new opens work again without
+// the container's help; a file descriptor opened before the crash stays
+// dead (ENOTCONN) and must be reopened. After a SIGTERM the mounts were
+// unmounted cleanly, so until the restart a reader sees no ima directory
+// (ENOENT) rather than ENOTCONN.
+//
+// Appraisal and measurement on stock kernels come from the daemon's fanotify
+// groups. When the daemon dies its groups' file descriptors close, and the
+// kernel then answers every permission event still pending in a group with
+// FAN_ALLOW (fanotify_release); until the new daemon has marked the
+// containers again, there is no group and execs and opens are neither
+// measured nor appraised. fanotify offers no way to make events wait for a
+// new listener unless the group's fd outlives the process: handing it to a
+// keeper (systemd's FD store, FDSTORE=1, or a small fd-holding process)
+// would keep events pending for the successor — a possible next step, not
+// done. imafs therefore documents the gap instead of hiding it: it is the
+// time from the crash to the restored log line "re-attached after restart"
+// (tens of milliseconds with a supervisor restarting at once). With the
+// kernel patch, measurement and appraisal happen in the kernel and are
+// unaffected by the daemon's state: the kernel keeps tagged entries in its
+// own list, which the restarted daemon reads again.
 package imans
