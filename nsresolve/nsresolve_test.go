@@ -443,11 +443,10 @@ func TestPrivileged(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		for i := 0; i < 2000; i++ { // wait for the exec
+		for deadline := time.Now().Add(harness.DefaultTimeout); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) { // wait for the exec
 			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid)); string(b) == "sleep\n" {
 				return cmd.Process.Pid
 			}
-			runtime.Gosched()
 		}
 		t.Fatalf("%v did not exec sleep", args)
 		return 0
