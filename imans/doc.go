@@ -54,7 +54,7 @@
 //     one binary record per measurement).
 //   - A container whose journal has a corrupt record (not a torn tail), or
 //     whose record or policy can't be read, moves to quarantine/ID.UNIXNANO
-//     (the corrupt bytes in list.journal.corrupt) and is not restored: a
+//     (the corrupt bytes in list.journal.corrupt-*) and is not restored: a
 //     list that lost entries in its middle must not be served or quoted as
 //     if it were whole. Every other container is restored as usual; the host
 //     list keeps its own journal and is unaffected.

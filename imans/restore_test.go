@@ -161,7 +161,7 @@ func TestRestore(t *testing.T) {
 	if m, _ := filepath.Glob(filepath.Join(state, "archive", "c2.*")); len(m) != 1 {
 		t.Errorf("c2 archived: %v", m)
 	}
-	if m, _ := filepath.Glob(filepath.Join(state, "quarantine", "c3.*", "list.journal.corrupt")); len(m) != 1 {
+	if m, _ := filepath.Glob(filepath.Join(state, "quarantine", "c3.*", "list.journal.corrupt*")); len(m) != 1 {
 		t.Errorf("c3 quarantined with its corrupt tail: %v", m)
 	}
 	// Restored containers go on recording into the same journals.
