@@ -154,11 +154,10 @@ func newWorld(t testing.TB) *world {
 		w.pins[name] = p
 	}
 	// unshare -m: wait until it has its own mount namespace.
-	for i := 0; statNS(t, w.aUnshareM, "mnt") == w.pins["A"].MntNS; i++ {
-		if i > 1000 {
+	for deadline := time.Now().Add(harness.DefaultTimeout); statNS(t, w.aUnshareM, "mnt") == w.pins["A"].MntNS; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
 			t.Fatal("unshare -m in A did not make a mount namespace")
 		}
-		runtime.Gosched()
 	}
 	return w
 }
@@ -471,13 +470,12 @@ func TestPrivileged(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, r := range []*Resolver{r, uncachedR} {
 				var c *Caller
-				for i := 0; ; i++ { // unshare -U takes a moment to become sleep
+				for deadline := time.Now().Add(harness.DefaultTimeout); ; time.Sleep(2 * time.Millisecond) { // unshare -U takes a moment to become sleep
 					c = mustCaller(t, r, tc.pid)
 					b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", tc.pid))
-					if string(b) != "unshare\n" || i > 2000 {
+					if string(b) != "unshare\n" || time.Now().After(deadline) {
 						break
 					}
-					runtime.Gosched()
 				}
 				root, err := r.RootIn(c, tc.userNS)
 				if err != nil || root != tc.root {

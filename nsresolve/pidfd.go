@@ -70,6 +70,11 @@ func (r *Resolver) callerPidfd(tid int) (*Caller, error) {
 			if errors.Is(err, unix.ENOTTY) {
 				return nil, errNoPidfdInfo
 			}
+			if errors.Is(err, unix.EOPNOTSUPP) && exitedSoon(pidfd) {
+				// The task dropped its namespaces in do_exit before
+				// its pidfd was notified: it is gone, not unsupported.
+				err = fmt.Errorf("%w (%w)", ErrGone, err)
+			}
 			return nil, fmt.Errorf("resolve caller tid %d: PIDFD_GET_%s_NAMESPACE: %w", tid, ns.name, goneErr(err))
 		}
 		id, err := fstatNS(fd)
@@ -85,6 +90,22 @@ func (r *Resolver) callerPidfd(tid int) (*Caller, error) {
 		}
 	}
 	return c, nil
+}
+
+// exitedSoon reports whether the task behind pidfd exits within a moment:
+// a pidfd turns readable when its task has exited. The kernel answers a
+// namespace ioctl with EOPNOTSUPP both for a namespace type it lacks and
+// for a task already past exit_task_namespaces, which is notified on its
+// pidfd microseconds later.
+func exitedSoon(pidfd int) bool {
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, 100)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		return err == nil && n == 1
+	}
 }
 
 func goneErr(err error) error {
