@@ -3,6 +3,7 @@ package vtpm
 import (
 	"crypto/sha256"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,8 +85,14 @@ func startRawSWTPM(t *testing.T) string {
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		// The socket file appears at bind(2), before listen(2): only a
+		// connection proves swtpm is ready (it accepts again after this
+		// probe closes).
 		if fi, err := os.Stat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			return sock
+			if c, err := net.Dial("unix", sock); err == nil {
+				c.Close()
+				return sock
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("swtpm socket %s did not appear", sock)
