@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -127,6 +128,10 @@ type daemon struct {
 	ctl *control.Server
 
 	vtpm *vtpm.Manager // nil without --vtpm
+
+	// restoring: the vTPMs of restored containers start after their
+	// mounts, so that swtpm start-ups don't lengthen the readers' gap.
+	restoring atomic.Bool
 
 	mu     sync.Mutex
 	mounts map[string]*mount // by namespace id
@@ -282,7 +287,7 @@ func (d *daemon) unmount(m *mount) {
 // swtpm, which replays the list (a restored container's whole journal) and
 // then follows it.
 func (d *daemon) Attached(ns *imans.Namespace) {
-	if d.vtpm == nil {
+	if d.vtpm == nil || d.restoring.Load() {
 		return
 	}
 	if err := d.vtpm.Attach(ns.ID, ns.List); err != nil {
@@ -638,36 +643,67 @@ func (d *daemon) streamLog(ctx context.Context, req *control.Request, rw *contro
 // re-attach is logged with the time since this daemon started; the gap a
 // container saw is that plus the time the daemon was down.
 func (d *daemon) restore(start time.Time) {
+	d.restoring.Store(true)
 	restored := d.reg.Restore()
+	d.restoring.Store(false)
 	if len(restored) == 0 {
 		return
 	}
-	ok := 0
+	var ok atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, restoreMountWorkers)
 	for _, x := range restored {
-		ns := x.NS
-		target := restoreTarget(ns.Init, x.Record.Mount)
-		fields := logrus.Fields{"id": ns.ID, "pid": ns.Init, "target": target, "entries": ns.List.Len()}
-		m, err := d.serveAt(ns, ns.Init, target)
-		if err != nil {
-			// The container keeps its state (journal, vTPM) and stays
-			// registered: its list is served to the host and a later
-			// `imafs attach` with the same id and pid mounts again.
-			d.log.WithError(err).WithFields(fields).Error("restore: mount failed")
-			continue
-		}
-		d.mu.Lock()
-		d.mounts[ns.ID] = m
-		d.mu.Unlock()
-		if target != x.Record.Mount {
-			if err := d.reg.SetMount(ns.ID, target); err != nil {
-				d.log.WithError(err).WithFields(fields).Warn("restore: save mount target")
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(x imans.Restored) {
+			defer func() { <-sem; wg.Done() }()
+			if d.remount(x, start) {
+				ok.Add(1)
+			}
+		}(x)
+	}
+	wg.Wait()
+	mounted := time.Since(start)
+	if d.vtpm != nil {
+		for _, x := range restored {
+			if x.NS.IsDetached() {
+				continue
+			}
+			if err := d.vtpm.Attach(x.NS.ID, x.NS.List); err != nil {
+				d.log.WithError(err).WithField("id", x.NS.ID).Error("vtpm attach after restart: the container has no quotes")
 			}
 		}
-		ok++
-		fields["since_start"] = time.Since(start).String()
-		d.log.WithFields(fields).Info("re-attached after restart")
 	}
-	d.log.WithFields(logrus.Fields{"restored": len(restored), "mounted": ok, "took": time.Since(start).String()}).Info("restart: containers re-attached")
+	d.log.WithFields(logrus.Fields{"restored": len(restored), "mounted": ok.Load(), "mounts_took": mounted.String(), "took": time.Since(start).String()}).Info("restart: containers re-attached")
+}
+
+// restoreMountWorkers bounds the mounts made at once after a restart.
+const restoreMountWorkers = 8
+
+// remount mounts a fresh tree for a restored container.
+func (d *daemon) remount(x imans.Restored, start time.Time) bool {
+	ns := x.NS
+	target := restoreTarget(ns.Init, x.Record.Mount)
+	fields := logrus.Fields{"id": ns.ID, "pid": ns.Init, "target": target, "entries": ns.List.Len()}
+	m, err := d.serveAt(ns, ns.Init, target)
+	if err != nil {
+		// The container keeps its state (journal, vTPM) and stays
+		// registered: its list is served to the host and a later
+		// `imafs attach` with the same id and pid mounts again.
+		d.log.WithError(err).WithFields(fields).Error("restore: mount failed")
+		return false
+	}
+	d.mu.Lock()
+	d.mounts[ns.ID] = m
+	d.mu.Unlock()
+	if target != x.Record.Mount {
+		if err := d.reg.SetMount(ns.ID, target); err != nil {
+			d.log.WithError(err).WithFields(fields).Warn("restore: save mount target")
+		}
+	}
+	fields["since_start"] = time.Since(start).String()
+	d.log.WithFields(fields).Info("re-attached after restart")
+	return true
 }
 
 // restoreTarget is where a restored container's tree goes: where it was,
