@@ -120,6 +120,8 @@ func TestRestore(t *testing.T) {
 	}
 
 	var log2 bytes.Buffer
+	defer func(n int) { replayProgressEvery = n }(replayProgressEvery)
+	replayProgressEvery = 100 // the host journal has 400 records and more
 	r2 := openRegistry(t, state, &log2)
 	defer r2.Close()
 	if got := listBytes(t, r2.Host().List); !bytes.Equal(got, want[HostID]) {
@@ -153,7 +155,7 @@ func TestRestore(t *testing.T) {
 		t.Errorf("c1 record %+v", rec)
 	}
 	logs := log2.String()
-	for _, w := range []string{"torn tail cut", "container state archived", "container state quarantined"} {
+	for _, w := range []string{"torn tail cut", "container state archived", "container state quarantined", "journal replay progress"} {
 		if !strings.Contains(logs, w) {
 			t.Errorf("log lacks %q:\n%s", w, logs)
 		}

@@ -38,8 +38,8 @@ const (
 )
 
 // replayProgressEvery is how many replayed entries pass between two
-// progress lines in the log.
-const replayProgressEvery = 200000
+// progress lines in the log (a variable for tests).
+var replayProgressEvery = 200000
 
 // ContainerRecord is what the state directory keeps of an attached container
 // so that a restarted daemon can find it again and be sure it is the same

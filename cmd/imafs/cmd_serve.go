@@ -460,6 +460,26 @@ func (d *daemon) attach(req *control.Request) (*control.NamespaceInfo, error) {
 	if ns, ok := d.reg.Get(id); ok && !ns.IsHost() {
 		if ns.Init == req.Pid {
 			// createRuntime and prestart hooks both configured: one attach.
+			// A container restored after a restart whose mount failed then
+			// gets its mount now.
+			d.mu.Lock()
+			m := d.mounts[id]
+			d.mu.Unlock()
+			if m == nil {
+				target, err := targetFor(req.Pid, req.Rootfs, req.Target)
+				if err != nil {
+					return nil, fmt.Errorf("attach %s: %w", id, err)
+				}
+				if m, err = d.serveAt(ns, req.Pid, target); err != nil {
+					return nil, fmt.Errorf("attach %s: %w", id, err)
+				}
+				d.mu.Lock()
+				d.mounts[id] = m
+				d.mu.Unlock()
+				if err := d.reg.SetMount(id, target); err != nil {
+					d.log.WithError(err).WithField("id", id).Warn("mount target not saved")
+				}
+			}
 			info := d.info(ns)
 			return &info, nil
 		}
