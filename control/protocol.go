@@ -18,6 +18,10 @@ const (
 	// OpQuote asks for a container's vTPM attestation bundle (serve --vtpm):
 	//	{"op":"quote","id":ID,"nonce":HEX} → {"ok":true,"bundle":{...}}
 	OpQuote = "quote"
+	// OpUpgrade hands the daemon over to a new process running the
+	// daemon's executable (as found at its path now: an upgraded binary)
+	// with the same arguments; the answer's Pid is the new daemon's.
+	OpUpgrade = "upgrade"
 )
 
 // Request is one client request.
@@ -64,6 +68,8 @@ type Response struct {
 	Measured   bool            `json:"measured,omitempty"`
 	// Bundle is the attestation bundle (quote), vtpm's documented format.
 	Bundle *vtpm.Bundle `json:"bundle,omitempty"`
+	// Pid is the new daemon's pid (upgrade).
+	Pid int `json:"pid,omitempty"`
 }
 
 // NamespaceInfo describes one imafs namespace (imafs ps).

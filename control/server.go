@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -83,9 +84,10 @@ type Server struct {
 	handler Handler
 	log     *logrus.Logger
 
-	wg     sync.WaitGroup
-	ctx    context.Context
-	cancel context.CancelFunc
+	wg      sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+	stopped atomic.Bool // StopListening: the socket path may be another's now
 }
 
 // Listen creates the socket at path (mode 0600, its directory 0755 if it
@@ -121,7 +123,7 @@ func (s *Server) Serve() error {
 	for {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
-			if s.ctx.Err() != nil {
+			if s.ctx.Err() != nil || s.stopped.Load() {
 				return nil
 			}
 			return fmt.Errorf("control accept: %w", err)
@@ -207,11 +209,22 @@ func checkPeer(c *net.UnixConn) error {
 	return nil
 }
 
+// StopListening stops accepting connections and removes the socket, but
+// leaves the connections being served alone: a handover to a successor
+// daemon (imafs upgrade) that listens on the same path. Serve then returns
+// nil.
+func (s *Server) StopListening() error {
+	s.stopped.Store(true)
+	return s.ln.Close()
+}
+
 // Close stops accepting, ends streams, waits for handlers and removes the socket.
 func (s *Server) Close() error {
 	s.cancel()
 	err := s.ln.Close()
 	s.wg.Wait()
-	os.Remove(s.path)
+	if !s.stopped.Load() {
+		os.Remove(s.path)
+	}
 	return err
 }

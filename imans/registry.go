@@ -271,7 +271,9 @@ func (r *Registry) remove(ns *Namespace, archive bool) bool {
 	ns.Pinned.Close()
 	if r.state != nil && ns.journal != nil {
 		r.state.closeJournal(ns.journal)
-		if archive {
+		if archive && !r.state.isFrozen() {
+			// (Frozen: the successor daemon owns the directory and
+			// archives it itself when it finds the init gone.)
 			r.state.moveAside(ns.ID, archiveDirName, "detached")
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -253,3 +254,73 @@ func (r *Registry) JournalSyncs() int {
 }
 
 var _ = measurelog.SHA1
+
+// ErrFrozen is returned by Record while the registry is frozen for a
+// handover to another daemon process.
+var ErrFrozen = errors.New("registry frozen for a handover")
+
+// Freeze prepares a handover of the state directory to a successor daemon
+// (imafs upgrade): it waits for the Records in flight, then closes every
+// journal; later Records fail with ErrFrozen until Thaw. Lists, policies
+// and registrations stay as they are, readable. Without a state directory
+// it does nothing.
+func (r *Registry) Freeze() {
+	if r.state == nil {
+		return
+	}
+	s := r.state
+	s.mu.Lock()
+	for s.flushing {
+		s.cond.Wait()
+	}
+	s.frozen = true
+	files := []*jfile{s.host}
+	for _, ns := range r.Namespaces() {
+		if ns.journal != nil {
+			files = append(files, ns.journal)
+		}
+	}
+	for _, j := range files {
+		if !j.closed {
+			j.closed = true
+			if err := j.f.Close(); err != nil {
+				r.log.WithError(err).WithField("journal", j.path).Warn("freeze: close journal")
+			}
+		}
+	}
+	s.frozen = true
+	s.mu.Unlock()
+	r.log.WithField("journals", len(files)).Info("registry frozen: journals closed for a handover")
+}
+
+// Thaw undoes Freeze (the handover failed): the journals are opened again
+// for appending.
+func (r *Registry) Thaw() error {
+	if r.state == nil {
+		return nil
+	}
+	s := r.state
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	files := []*jfile{s.host}
+	for _, ns := range r.Namespaces() {
+		if ns.journal != nil {
+			files = append(files, ns.journal)
+		}
+	}
+	var errs []error
+	for _, j := range files {
+		if !j.closed {
+			continue
+		}
+		f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("thaw: %w", err))
+			continue
+		}
+		j.f, j.closed = f, false
+	}
+	s.frozen = false
+	r.log.Info("registry thawed")
+	return errors.Join(errs...)
+}

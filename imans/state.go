@@ -88,6 +88,7 @@ type state struct {
 	cond     *sync.Cond
 	queue    []*pending
 	flushing bool
+	frozen   bool // Freeze: a successor daemon owns the journals
 	syncs    int
 }
 
@@ -148,6 +149,9 @@ func (s *state) commit(ns, host *Namespace, e *measurelog.Entry) error {
 	p := &pending{ns: ns, e: e}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.frozen {
+		return ErrFrozen
+	}
 	s.queue = append(s.queue, p)
 	for !p.done {
 		if !s.flushing {
@@ -234,6 +238,12 @@ func (s *state) flush(host *Namespace) {
 	}
 	s.flushing = false
 	s.cond.Broadcast()
+}
+
+func (s *state) isFrozen() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.frozen
 }
 
 // closeJournal closes j once no flush is using it; later records fail.

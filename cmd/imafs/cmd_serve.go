@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -59,6 +61,7 @@ func runServe(args []string) int {
 	tpmPath := fl.String("tpm", "", "host TPM (/dev/tpmrm0 or a swtpm unixio socket) for boot_aggregate; none: zeros")
 	vtpmKind := fl.String("vtpm", "", "per-container virtual TPM: swtpm (one swtpm process per container) or none")
 	vtpmSockets := fl.String("vtpm-socket-dir", "/run/imafs/vtpm", "directory for the vTPMs' sockets (STATE/run if empty)")
+	takeoverFD := fl.Int("takeover-fd", 0, "internal (imafs upgrade): take over from the daemon that started this one and report readiness on this fd")
 	addServeExtensionFlags(fl)
 	if err := fl.Parse(args); err != nil {
 		return 2
@@ -86,6 +89,7 @@ func runServe(args []string) int {
 	d, err := newDaemon(daemonConfig{
 		StateDir: *stateDir, Socket: *socket, ContainerPolicy: *containerPolicy, HostMount: *hostMount, TPM: *tpmPath,
 		VTPM: *vtpmKind == "swtpm", VTPMSocketDir: *vtpmSockets,
+		Args: withoutFlag(args, "takeover-fd"), Takeover: *takeoverFD > 0,
 	}, log)
 	if err != nil {
 		log.WithError(err).Error("start")
@@ -93,25 +97,64 @@ func runServe(args []string) int {
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	errc := make(chan error, 1)
-	go func() { errc <- d.ctl.Serve() }()
+	d.startControl()
 	log.WithFields(logrus.Fields{"socket": *socket, "state_dir": *stateDir, "pid": os.Getpid()}).Info("imafs daemon ready")
-	code := 0
-	select {
-	case s := <-sigs:
-		log.WithField("signal", s.String()).Info("shutting down")
-	case err := <-errc:
-		log.WithError(err).Error("control socket failed")
-		code = 1
+	if *takeoverFD > 0 {
+		f := os.NewFile(uintptr(*takeoverFD), "takeover")
+		if _, err := fmt.Fprintf(f, "ready %d\n", os.Getpid()); err != nil {
+			log.WithError(err).Warn("upgrade: report readiness")
+		}
+		f.Close()
 	}
-	d.shutdown()
-	return code
+	for {
+		select {
+		case s := <-sigs:
+			log.WithField("signal", s.String()).Info("shutting down")
+			d.shutdown()
+			return 0
+		case err := <-d.ctlErr:
+			if err == nil && d.upgrading.Load() {
+				continue // the listener was handed over; the upgrade decides
+			}
+			log.WithError(err).Error("control socket failed")
+			d.shutdown()
+			return 1
+		case <-d.handedOver:
+			// The successor has swapped every mount for its own and
+			// owns the state: nothing to unmount or close here.
+			log.Info("handed over to the new daemon; exiting")
+			return 0
+		}
+	}
+}
+
+// withoutFlag returns args without the flag name (-name/--name, with its
+// value as =V or as the next argument).
+func withoutFlag(args []string, name string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := strings.TrimLeft(args[i], "-")
+		if a == name {
+			i++
+			continue
+		}
+		if strings.HasPrefix(a, name+"=") && strings.HasPrefix(args[i], "-") {
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
 }
 
 type daemonConfig struct {
 	StateDir, Socket, ContainerPolicy, HostMount, TPM string
 	VTPM                                              bool   // one swtpm per container
 	VTPMSocketDir                                     string // "" → StateDir/run
+	// Args are serve's arguments, for the successor (imafs upgrade).
+	Args []string
+	// Takeover: another daemon is handing over; its live mounts are
+	// replaced without a gap (swapFUSE) rather than unmounted first.
+	Takeover bool
 }
 
 // mount is one served FUSE connection.
@@ -127,7 +170,15 @@ type daemon struct {
 	reg *imans.Registry
 	ctl *control.Server
 
+	cfg  daemonConfig
 	vtpm *vtpm.Manager // nil without --vtpm
+
+	// swap: replace an existing imafs mount by mounting over it and then
+	// detaching it (start-up and upgrades), never unmount first.
+	swap       atomic.Bool
+	ctlErr     chan error    // the control server's Serve result
+	upgrading  atomic.Bool   // an upgrade is handing the daemon over
+	handedOver chan struct{} // closed once a successor took over
 
 	// restoring: the vTPMs of restored containers start after their
 	// mounts, so that swtpm start-ups don't lengthen the readers' gap.
@@ -177,7 +228,11 @@ func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{log: log, reg: reg, mounts: map[string]*mount{}}
+	d := &daemon{log: log, reg: reg, cfg: cfg, mounts: map[string]*mount{}, ctlErr: make(chan error, 1), handedOver: make(chan struct{})}
+	// Mounts left by a predecessor (dead after a crash, live during an
+	// upgrade) are replaced without a gap while starting.
+	d.swap.Store(true)
+	defer d.swap.Store(false)
 	if cfg.VTPM {
 		if d.vtpm, err = newVTPMManager(cfg, hostTPM, log); err != nil {
 			reg.Close()
@@ -230,6 +285,12 @@ func (d *daemon) serveAt(owner *imans.Namespace, pid int, target string) (*mount
 		// which MkdirAll would turn into "file exists".
 		mopts.MkdirAll = true
 		dev, err = mountns.MountFUSE(pid, target, mopts)
+	}
+	if errors.Is(err, mountns.ErrMounted) && d.swap.Load() {
+		// A predecessor's mount, live (upgrade) or dead (crash): mount
+		// over it, then detach it. Readers never see the target empty.
+		d.log.WithFields(logrus.Fields{"id": id, "pid": pid, "target": target}).Info("replacing a predecessor's imafs mount")
+		dev, err = swapFUSE(pid, target, d.log)
 	}
 	if errors.Is(err, mountns.ErrMounted) {
 		// An imafs mount is there already: the copy a nested container
@@ -377,6 +438,8 @@ func (d *daemon) serveControl(ctx context.Context, req *control.Request, rw *con
 		if measured, err = d.measure(req); err == nil {
 			err = rw.Reply(&control.Response{Measured: measured})
 		}
+	case control.OpUpgrade:
+		err = d.upgrade(rw)
 	case control.OpQuote:
 		var bundle *vtpm.Bundle
 		if bundle, err = d.quote(req); err == nil {
@@ -822,5 +885,237 @@ func (d *daemon) quoter() imafsfs.Quoter {
 			return nil, err
 		}
 		return b.Marshal()
+	}
+}
+
+// startControl serves the control socket; Serve's result goes to d.ctlErr.
+func (d *daemon) startControl() {
+	ctl := d.ctl
+	go func() { d.ctlErr <- ctl.Serve() }()
+}
+
+// moveMountBeneath is MOVE_MOUNT_BENEATH (Linux 6.5): mount beneath the
+// top mount at the target path.
+const moveMountBeneath = 0x200
+
+// swapFUSE replaces the imafs mount at target in pid's mount namespace (a
+// predecessor's: live during an upgrade, dead after a crash) with a fresh
+// FUSE connection, without a moment where target has no imafs mount: the
+// new mount is made with fsopen/fsmount, slid beneath the old one
+// (move_mount MOVE_MOUNT_BENEATH), and the old one is then detached
+// (MNT_DETACH: descriptors opened on it keep working while their server
+// lives). On a kernel without MOVE_MOUNT_BENEATH the old mount is detached
+// first (a window of two system calls).
+func swapFUSE(pid int, target string, log *logrus.Logger) (*os.File, error) {
+	fail := func(err error) (*os.File, error) {
+		return nil, fmt.Errorf("swap mount %s in mount ns of pid %d: %w", target, pid, err)
+	}
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fail(fmt.Errorf("open /dev/fuse: %w", err))
+	}
+	dev := os.NewFile(uintptr(fd), "/dev/fuse")
+	mfd, err := fuseMountFD(fd)
+	if err != nil {
+		dev.Close()
+		return fail(err)
+	}
+	defer unix.Close(mfd)
+	beneath := true
+	err = mountns.InNamespace(pid, func(int) error {
+		err := unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH|moveMountBeneath)
+		if err != nil {
+			beneath = false
+			if uerr := unix.Unmount(target, unix.MNT_DETACH); uerr != nil {
+				return fmt.Errorf("move_mount beneath: %w; unmount: %v", err, uerr)
+			}
+			if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+				return fmt.Errorf("move_mount: %w", err)
+			}
+			return nil
+		}
+		// The old mount is on top now: detach it (no request reaches its
+		// server, dead or alive).
+		if err := unix.Unmount(target, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("detach the replaced mount: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		dev.Close()
+		return fail(err)
+	}
+	if !beneath {
+		log.WithFields(logrus.Fields{"pid": pid, "target": target}).Warn("swap mount: no MOVE_MOUNT_BENEATH, replaced with a short gap")
+	}
+	return dev, nil
+}
+
+// fuseMountFD makes a detached imafs FUSE mount over /dev/fuse fd with the
+// options mountns.MountFUSE uses.
+func fuseMountFD(fd int) (int, error) {
+	fsfd, err := unix.Fsopen("fuse", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("fsopen fuse: %w", err)
+	}
+	defer unix.Close(fsfd)
+	for _, kv := range [][2]string{{"source", "imafs"}, {"subtype", "imafs"}, {"fd", strconv.Itoa(fd)}, {"rootmode", "40000"}, {"user_id", "0"}, {"group_id", "0"}} {
+		if err := unix.FsconfigSetString(fsfd, kv[0], kv[1]); err != nil {
+			return -1, fmt.Errorf("fsconfig %s=%s: %w", kv[0], kv[1], err)
+		}
+	}
+	if err := unix.FsconfigSetFlag(fsfd, "allow_other"); err != nil {
+		return -1, fmt.Errorf("fsconfig allow_other: %w", err)
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return -1, fmt.Errorf("fsconfig create: %w", err)
+	}
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("fsmount: %w", err)
+	}
+	return mfd, nil
+}
+
+// upgradeTimeout bounds how long a successor may take to be ready.
+const upgradeTimeout = 60 * time.Second
+
+// upgrade hands the daemon over to a new process running the executable
+// now at this daemon's path (imafs upgrade) with the same arguments. Reads
+// see no gap: this daemon keeps serving its mounts (frozen, read-only)
+// until the successor has mounted over each one (swapFUSE) and listens on
+// the control socket. Measurement pauses for the handover: the
+// measurement sources stop first (fanotify: pending permission events are
+// allowed as the groups close) and Records fail with imans.ErrFrozen until
+// the successor owns the journals. If the successor fails, this daemon
+// takes everything back and goes on.
+func (d *daemon) upgrade(rw *control.ReplyWriter) error {
+	if !d.upgrading.CompareAndSwap(false, true) {
+		return errors.New("upgrade: already in progress")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		d.upgrading.Store(false)
+		return fmt.Errorf("upgrade: own executable: %w", err)
+	}
+	begin := time.Now()
+	d.log.WithField("executable", exe).Info("upgrade: handing over")
+	stopServeExtensions(d.stops)
+	d.stops = nil
+	d.closeVTPM()
+	d.reg.Freeze()
+	if err := d.ctl.StopListening(); err != nil {
+		d.log.WithError(err).Warn("upgrade: stop listening")
+	}
+	pid, err := d.spawnSuccessor(exe)
+	if err != nil {
+		d.log.WithError(err).Error("upgrade failed; this daemon goes on")
+		d.resume()
+		d.upgrading.Store(false)
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	d.log.WithFields(logrus.Fields{"successor": pid, "took": time.Since(begin).String()}).Info("upgrade: the successor took over")
+	if err := rw.Reply(&control.Response{Pid: pid}); err == nil {
+		rw.Flush()
+	}
+	close(d.handedOver)
+	return nil
+}
+
+// spawnSuccessor starts exe as `serve ARGS --takeover-fd 3` in its own
+// session and waits until it reports that it is ready.
+func (d *daemon) spawnSuccessor(exe string) (int, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	args := append(append([]string{"serve"}, d.cfg.Args...), "--takeover-fd", "3")
+	cmd := exec.Command(exe, args...)
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return 0, fmt.Errorf("start %s: %w", exe, err)
+	}
+	w.Close()
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(r).ReadString('\n')
+		if strings.HasPrefix(line, "ready ") {
+			ready <- nil
+			return
+		}
+		ready <- fmt.Errorf("successor pid %d exited before it was ready (%v)", cmd.Process.Pid, err)
+	}()
+	select {
+	case err = <-ready:
+	case <-time.After(upgradeTimeout):
+		err = fmt.Errorf("successor pid %d not ready after %v", cmd.Process.Pid, upgradeTimeout)
+	}
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return 0, err
+	}
+	pid := cmd.Process.Pid
+	cmd.Process.Release() // it outlives this daemon
+	return pid, nil
+}
+
+// resume takes everything back after a failed upgrade: journals, control
+// socket, measurement sources, vTPMs, and fresh mounts over whatever the
+// failed successor left.
+func (d *daemon) resume() {
+	if err := d.reg.Thaw(); err != nil {
+		d.log.WithError(err).Error("upgrade rollback: journals")
+	}
+	ctl, err := control.Listen(d.cfg.Socket, control.HandlerFunc(d.serveControl), d.log)
+	if err != nil {
+		d.log.WithError(err).Error("upgrade rollback: control socket")
+	} else {
+		d.ctl = ctl
+		d.startControl()
+	}
+	d.swap.Store(true)
+	defer d.swap.Store(false)
+	for _, ns := range d.reg.Namespaces() {
+		d.mu.Lock()
+		old := d.mounts[ns.ID]
+		d.mu.Unlock()
+		if old == nil {
+			continue
+		}
+		m, err := d.serveAt(ns, ns.Init, restoreTarget(ns.Init, old.target))
+		if err != nil {
+			d.log.WithError(err).WithField("id", ns.ID).Error("upgrade rollback: mount")
+			continue
+		}
+		d.mu.Lock()
+		d.mounts[ns.ID] = m
+		d.mu.Unlock()
+	}
+	d.mu.Lock()
+	host := d.host
+	d.mu.Unlock()
+	if host != nil {
+		if m, err := d.serveAt(nil, os.Getpid(), host.target); err == nil {
+			d.mu.Lock()
+			d.host = m
+			d.mu.Unlock()
+		}
+	}
+	stops, err := startServeExtensions(serveEnv{Reg: d.reg, Log: d.log, StateDir: d.cfg.StateDir})
+	if err != nil {
+		d.log.WithError(err).Error("upgrade rollback: measurement sources")
+	}
+	d.stops = stops
+	if d.vtpm != nil {
+		for _, ns := range d.reg.Namespaces() {
+			if err := d.vtpm.Attach(ns.ID, ns.List); err != nil {
+				d.log.WithError(err).WithField("id", ns.ID).Error("upgrade rollback: vtpm")
+			}
+		}
 	}
 }
