@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -148,6 +149,24 @@ func TestVTPMQuotes(t *testing.T) {
 	n4 := randomNonce(t)
 	if out, ok := verify(t, inside("qa", n4), n4, "--id", "qa", "--ak", akA); !ok {
 		t.Errorf("qa's own quote from inside after the restart does not verify: %s", out)
+	}
+	// An upgrade hands the vTPMs over too: the successor's quote verifies
+	// with the same key.
+	res, err := d.imafs("upgrade")
+	if err != nil {
+		t.Fatalf("upgrade: %v", err)
+	}
+	var newPid int
+	if _, err := fmt.Sscanf(strings.TrimSpace(res), "upgraded: daemon pid %d", &newPid); err != nil {
+		t.Fatalf("upgrade output %q", res)
+	}
+	t.Cleanup(func() { stopPid(t, newPid) })
+	<-d.done
+	n5 := randomNonce(t)
+	fa3 := filepath.Join(dir, "qa-upgraded.json")
+	quoteTo(t, d, "qa", n5, fa3)
+	if out, ok := verify(t, fa3, n5, "--id", "qa", "--ak", akA); !ok {
+		t.Errorf("qa's quote after the upgrade does not verify with its pinned key: %s", out)
 	}
 	// Detach stops the container's vTPM: no more quotes.
 	if _, err := d.imafs("detach", "--id", "qb"); err != nil {
