@@ -62,15 +62,22 @@
 //     next daemon on the same state directory re-attaches them. Only an
 //     explicit detach or the container's exit ends a registration.
 //
+// Freeze and Thaw serve `imafs upgrade`: the running daemon waits for the
+// Records in flight, closes every journal (later Records fail with
+// ErrFrozen) and hands the state directory to its successor, which replays
+// it like after a restart; Thaw takes it back if the successor fails.
+//
 // # While the daemon is down
 //
 // The daemon's FUSE mounts answer ENOTCONN until the new daemon, on start,
-// lazily unmounts the dead mount in each restored container's mount
-// namespace and mounts a fresh one (cmd/imafs): new opens work again without
-// the container's help; a file descriptor opened before the crash stays
-// dead (ENOTCONN) and must be reopened. After a SIGTERM the mounts were
-// unmounted cleanly, so until the restart a reader sees no ima directory
-// (ENOENT) rather than ENOTCONN.
+// replaces the dead mount in each restored container's mount namespace with
+// a fresh one (cmd/imafs: mounted beneath the dead one, which is then
+// detached): new opens work again without the container's help; a file
+// descriptor opened before the crash stays dead (ENOTCONN) and must be
+// reopened. After a SIGTERM the mounts were unmounted cleanly, so until the
+// restart a reader sees no ima directory (ENOENT) rather than ENOTCONN. A
+// planned restart without any gap for readers is `imafs upgrade`: the old
+// daemon keeps serving (frozen) until the successor's mounts are in place.
 //
 // Appraisal and measurement on stock kernels come from the daemon's fanotify
 // groups. When the daemon dies its groups' file descriptors close, and the
