@@ -326,3 +326,42 @@ func TestCrashRestart(t *testing.T) {
 		t.Errorf("r1's journal not archived: %v", m)
 	}
 }
+
+// TestRuncRestart: a runc container attached by its OCI hook before
+// pivot_root (its tree mounted under the rootfs path) is re-attached at
+// /sys/kernel/security after a SIGKILL restart; its list and policy are
+// unchanged and its poststop hook still detaches it.
+func TestRuncRestart(t *testing.T) {
+	d := startDaemon(t)
+	c := harness.NewRuncContainer(t, harness.RuncOptions{Hooks: hooks(d), Capabilities: []string{"CAP_SYS_ADMIN"}})
+	if _, err := c.Exec(0, "sh", "-c", "echo 'measure func=BPRM_CHECK mask=MAY_EXEC' > "+ima+"/policy"); err != nil {
+		t.Fatal(err)
+	}
+	before := takeSnapshot(t, d, []string{c.ID})
+	kill9(t, d)
+	if _, err := c.Exec(0, "cat", ima+"/runtime_measurements_count"); err == nil || !strings.Contains(err.Error(), "not connected") {
+		t.Errorf("while the daemon is dead: %v, want ENOTCONN", err)
+	}
+	killedAt := time.Now()
+	d = restartDaemon(t, d)
+	for {
+		if _, err := c.Exec(0, "cat", ima+"/runtime_measurements_count"); err == nil {
+			break
+		} else if time.Since(killedAt) > 20*time.Second {
+			t.Fatalf("runc container can't read its list after the restart: %v\n%s", err, d.logText())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("runc container: restart gap %v", time.Since(killedAt))
+	sameSnapshot(t, "runc after restart", before, takeSnapshot(t, d, []string{c.ID}))
+	if p, err := c.Exec(0, "cat", ima+"/policy"); err != nil || p != "measure func=BPRM_CHECK mask=MAY_EXEC \n" {
+		t.Errorf("policy after restart %q, %v", p, err)
+	}
+	if mounts, _ := c.Exec(0, "cat", "/proc/self/mountinfo"); strings.Count(mounts, "fuse.imafs") != 1 {
+		t.Errorf("%d imafs mounts in the runc container:\n%s", strings.Count(mounts, "fuse.imafs"), mounts)
+	}
+	if err := c.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	d.waitDetached(t, c.ID)
+}
