@@ -105,9 +105,9 @@ func (n *Namespace) LoadPolicy(rules policy.Policy) error {
 	return nil
 }
 
-// Record returns a copy of the attach record kept in the state directory
+// StateRecord returns a copy of the attach record kept in the state directory
 // (nil without one, and for the host).
-func (n *Namespace) Record() *ContainerRecord {
+func (n *Namespace) StateRecord() *ContainerRecord {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	if n.record == nil {

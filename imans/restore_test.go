@@ -151,7 +151,7 @@ func TestRestore(t *testing.T) {
 	if c1.Policy().String() != mustParse(t, "measure func=FILE_CHECK\n").String() || !c1.DefaultPolicyActive() {
 		t.Errorf("c1 policy %q, want the default", c1.Policy().String())
 	}
-	if rec := c1.Record(); rec == nil || rec.Mount != "/sys/kernel/security" || rec.Pid != pidB {
+	if rec := c1.StateRecord(); rec == nil || rec.Mount != "/sys/kernel/security" || rec.Pid != pidB {
 		t.Errorf("c1 record %+v", rec)
 	}
 	logs := log2.String()
@@ -218,4 +218,47 @@ func BenchmarkRecordJournaled(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/float64(r.JournalSyncs()), "records/sync")
+}
+
+// TestHostJournalCorrupt: a corrupt record in the host's journal does not
+// stop the daemon: the host list goes on from the entries before it, the
+// damage is saved and logged, new records are journaled after the cut.
+func TestHostJournalCorrupt(t *testing.T) {
+	state := t.TempDir()
+	var log1 bytes.Buffer
+	r := openRegistry(t, state, &log1)
+	for i := 0; i < 10; i++ {
+		if err := r.Record(r.Host(), bufEntry(t, r.Host(), fmt.Sprintf("/h%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Close()
+	path := filepath.Join(state, "host.journal")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(data[len(data)/2:], bytes.Repeat([]byte{0xff}, 16))
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var log2 bytes.Buffer
+	r2 := openRegistry(t, state, &log2)
+	defer r2.Close()
+	n := r2.Host().List.Len()
+	if n == 0 || n >= 11 {
+		t.Fatalf("host list has %d entries after a corrupt record in the middle", n)
+	}
+	if !strings.Contains(log2.String(), "host journal corrupt") {
+		t.Errorf("not logged:\n%s", log2.String())
+	}
+	if m, _ := filepath.Glob(path + ".corrupt*"); len(m) != 1 {
+		t.Errorf("corrupt tail not saved: %v", m)
+	}
+	if err := r2.Record(r2.Host(), bufEntry(t, r2.Host(), "/after")); err != nil {
+		t.Fatal(err)
+	}
+	if names := journalNames(t, path); names[len(names)-1] != "/after" || len(names) != n+1 {
+		t.Errorf("journal after the cut: %q", names)
+	}
 }
