@@ -42,6 +42,23 @@ import (
 // from delaying another's, and a container's mount dies with its mount
 // namespace. Containers that share the host's pid namespace are refused at
 // attach: their callers can't be told apart from the host's by pid namespace.
+//
+// Restarts: everything is journaled under --state-dir (imans), so a new
+// daemon on the same state directory restores every container still
+// running and replaces each one's mount (dead after a crash) with a fresh
+// one, mounted beneath the old and the old detached (swapFUSE): the
+// container needs no restart and its readers only see the time the daemon
+// was away (ENOTCONN meanwhile). SIGTERM unmounts cleanly and keeps the
+// state. `imafs upgrade` leaves no gap at all: this daemon freezes its
+// journals, stops listening and starts its successor (the executable now at
+// its path, same arguments, --takeover-fd), which restores the state and
+// swaps every mount while this one still serves the old ones; this one
+// exits once the successor reports ready (and takes everything back if it
+// does not). Readers holding a descriptor open across the upgrade get
+// ENOTCONN on it once the old daemon exits; every new open is served.
+// Under systemd the successor is a new main process: the unit needs
+// NotifyAccess=all and the successor's MAINPID (not implemented), else
+// systemd stops the unit when the old daemon exits.
 
 // SecurityFSTarget is where a container's tree is mounted.
 const SecurityFSTarget = "/sys/kernel/security"
