@@ -127,3 +127,62 @@ func stopPid(t *testing.T, pid int) {
 	t.Errorf("daemon pid %d did not stop after SIGTERM", pid)
 	syscall.Kill(pid, syscall.SIGKILL)
 }
+
+// TestUpgradeRollback: when the successor fails to start, the daemon takes
+// everything back: it answers on its socket again, its container reads its
+// list on a working mount, and measurements are journaled again.
+func TestUpgradeRollback(t *testing.T) {
+	needDaemon(t)
+	// Run the daemon from a private copy of the binary, then break the copy:
+	// the upgrade starts what is at that path now.
+	private := filepath.Join(t.TempDir(), "imafs")
+	bin, err := os.ReadFile(imafsBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(private, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	real := imafsBin
+	imafsBin = private
+	d := startDaemon(t)
+	imafsBin = real
+	c := busyboxContainer(t, false)
+	attachUnshare(t, d, c, "rb")
+	pol := filepath.Join(t.TempDir(), "policy")
+	os.WriteFile(pol, []byte("measure func=FILE_CHECK mask=MAY_READ\n"), 0o644)
+	if _, err := d.imafs("policy", "rb", "--set", pol); err != nil {
+		t.Fatal(err)
+	}
+	before := takeSnapshot(t, d, []string{"rb"})
+	if err := os.Remove(private); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(private, []byte("#!/bin/sh\necho broken successor >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := d.imafs("upgrade"); err == nil || !strings.Contains(err.Error(), "exited before it was ready") {
+		t.Fatalf("upgrade to a broken binary: %q, %v", out, err)
+	}
+	select {
+	case err := <-d.done:
+		t.Fatalf("daemon exited after a failed upgrade: %v\n%s", err, d.logText())
+	default:
+	}
+	sameSnapshot(t, "after a failed upgrade", before, takeSnapshot(t, d, []string{"rb"}))
+	if _, err := c.Exec(0, "cat", ima+"/runtime_measurements_count"); err != nil {
+		t.Errorf("container read after a failed upgrade: %v", err)
+	}
+	if mounts, _ := c.Exec(0, "cat", "/proc/self/mountinfo"); strings.Count(mounts, "fuse.imafs") != 1 {
+		t.Errorf("%d imafs mounts after a failed upgrade:\n%s", strings.Count(mounts, "fuse.imafs"), mounts)
+	}
+	p := filepath.Join(t.TempDir(), "after")
+	os.WriteFile(p, []byte("after the failed upgrade"), 0o644)
+	if _, err := d.imafs("measure", "--id", "rb", p); err != nil {
+		t.Fatalf("measure after a failed upgrade: %v", err)
+	}
+	journal, _ := os.ReadFile(filepath.Join(d.state, "ns", "rb", "list.journal"))
+	if !bytes.Contains(journal, []byte(p)) {
+		t.Error("measurement after the failed upgrade is not journaled")
+	}
+}
