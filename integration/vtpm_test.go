@@ -5,11 +5,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imafs/imafs/integration/harness"
 )
@@ -47,7 +49,12 @@ func verify(t *testing.T, file, nonce string, args ...string) (string, bool) {
 func TestVTPMQuotes(t *testing.T) {
 	harness.RequireTools(t, "swtpm")
 	sockets := t.TempDir()
-	d := startDaemon(t, "--vtpm", "swtpm", "--vtpm-socket-dir", sockets)
+	// A host TPM too (a swtpm standing in): it binds every container's
+	// key, and a swtpm socket serves one client, which an upgrade must
+	// hand over.
+	hostTPM := startHostSWTPM(t)
+	flags := []string{"--vtpm", "swtpm", "--vtpm-socket-dir", sockets, "--tpm", hostTPM}
+	d := startDaemon(t, flags...)
 	pol := filepath.Join(t.TempDir(), "policy")
 	os.WriteFile(pol, []byte("measure func=FILE_CHECK mask=MAY_READ\n"), 0o644)
 	cs := map[string]*harness.Unshare{}
@@ -77,6 +84,9 @@ func TestVTPMQuotes(t *testing.T) {
 	}
 	if out, ok := verify(t, fb, nonce, "--id", "qb"); !ok {
 		t.Fatalf("qb's quote does not verify: %s", out)
+	}
+	if data, _ := os.ReadFile(fa); !strings.Contains(string(data), `"ak_binding"`) {
+		t.Error("bundle without the host TPM's binding of the key")
 	}
 	if out, ok := verify(t, fa, randomNonce(t)); ok {
 		t.Errorf("wrong nonce verified: %s", out)
@@ -131,7 +141,7 @@ func TestVTPMQuotes(t *testing.T) {
 
 	// After a crash the vTPM is resynced: same key, PCRs equal to the list's.
 	kill9(t, d)
-	d = restartDaemon(t, d, "--vtpm", "swtpm", "--vtpm-socket-dir", sockets)
+	d = restartDaemon(t, d, flags...)
 	n3 := randomNonce(t)
 	fa2 := filepath.Join(dir, "qa-after.json")
 	quoteTo(t, d, "qa", n3, fa2)
@@ -168,11 +178,39 @@ func TestVTPMQuotes(t *testing.T) {
 	if out, ok := verify(t, fa3, n5, "--id", "qa", "--ak", akA); !ok {
 		t.Errorf("qa's quote after the upgrade does not verify with its pinned key: %s", out)
 	}
+	if data, _ := os.ReadFile(fa3); !strings.Contains(string(data), `"ak_binding"`) {
+		t.Error("bundle after the upgrade without the host TPM's binding (host TPM not handed over)")
+	}
 	// Detach stops the container's vTPM: no more quotes.
 	if _, err := d.imafs("detach", "--id", "qb"); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := d.imafs("quote", "qb", "--nonce", n4); err == nil {
 		t.Errorf("quote of a detached container: %s", out)
+	}
+}
+
+// startHostSWTPM runs a swtpm with a raw server socket for --tpm (killed by
+// pid at cleanup) and waits until it accepts connections.
+func startHostSWTPM(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "tpm.sock")
+	os.Mkdir(filepath.Join(dir, "state"), 0o700)
+	cmd := exec.Command("swtpm", "socket", "--tpm2", "--server", "type=unixio,path="+sock,
+		"--tpmstate", "dir="+filepath.Join(dir, "state"), "--flags", "startup-clear,not-need-init")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		// The socket file appears at bind(2), before listen(2).
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return sock
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("host swtpm %s not accepting", sock)
+		}
 	}
 }

@@ -106,7 +106,7 @@ func runServe(args []string) int {
 	d, err := newDaemon(daemonConfig{
 		StateDir: *stateDir, Socket: *socket, ContainerPolicy: *containerPolicy, HostMount: *hostMount, TPM: *tpmPath,
 		VTPM: *vtpmKind == "swtpm", VTPMSocketDir: *vtpmSockets,
-		Args: withoutFlag(args, "takeover-fd"), Takeover: *takeoverFD > 0,
+		Args: withoutFlag(args, "takeover-fd"),
 	}, log)
 	if err != nil {
 		log.WithError(err).Error("start")
@@ -169,9 +169,6 @@ type daemonConfig struct {
 	VTPMSocketDir                                     string // "" → StateDir/run
 	// Args are serve's arguments, for the successor (imafs upgrade).
 	Args []string
-	// Takeover: another daemon is handing over; its live mounts are
-	// replaced without a gap (swapFUSE) rather than unmounted first.
-	Takeover bool
 }
 
 // mount is one served FUSE connection.
@@ -187,8 +184,9 @@ type daemon struct {
 	reg *imans.Registry
 	ctl *control.Server
 
-	cfg  daemonConfig
-	vtpm *vtpm.Manager // nil without --vtpm
+	cfg     daemonConfig
+	hostTPM *hostTPM                     // --tpm
+	vtpmMgr atomic.Pointer[vtpm.Manager] // nil without --vtpm; replaced after a failed upgrade
 
 	// swap: replace an existing imafs mount by mounting over it and then
 	// detaching it (start-up and upgrades), never unmount first.
@@ -229,16 +227,14 @@ func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
 		StateDir:               cfg.StateDir,
 		Log:                    log,
 	}
-	var hostTPM *vtpm.TPM
+	ht := &hostTPM{path: cfg.TPM}
 	if cfg.TPM != "" {
-		tpm, err := vtpm.OpenHost(cfg.TPM)
-		if err != nil {
-			return nil, fmt.Errorf("host tpm: %w", err)
+		if err := ht.open(); err != nil {
+			return nil, err
 		}
-		hostTPM = tpm
 		// boot_aggregate is computed at each attach from the PCRs as they
 		// are then (they don't change after boot on a real host).
-		opts.BootAggregate = func(algo measurelog.Algo) ([]byte, error) { return vtpm.BootAggregate(tpm, algo) }
+		opts.BootAggregate = ht.bootAggregate
 	}
 	start := time.Now()
 	reg, err := imans.NewRegistry(opts)
@@ -250,11 +246,14 @@ func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
 	// upgrade) are replaced without a gap while starting.
 	d.swap.Store(true)
 	defer d.swap.Store(false)
+	d.hostTPM = ht
 	if cfg.VTPM {
-		if d.vtpm, err = newVTPMManager(cfg, hostTPM, log); err != nil {
+		m, err := newVTPMManager(cfg, ht.get(), log)
+		if err != nil {
 			reg.Close()
 			return nil, err
 		}
+		d.vtpmMgr.Store(m)
 	}
 	reg.AddObserver(d)
 	if cfg.HostMount != "" {
@@ -365,10 +364,10 @@ func (d *daemon) unmount(m *mount) {
 // swtpm, which replays the list (a restored container's whole journal) and
 // then follows it.
 func (d *daemon) Attached(ns *imans.Namespace) {
-	if d.vtpm == nil || d.restoring.Load() {
+	if d.vtpmManager() == nil || d.restoring.Load() {
 		return
 	}
-	if err := d.vtpm.Attach(ns.ID, ns.List); err != nil {
+	if err := d.vtpmManager().Attach(ns.ID, ns.List); err != nil {
 		d.log.WithError(err).WithField("id", ns.ID).Error("vtpm attach: the container has no quotes")
 	}
 }
@@ -380,8 +379,8 @@ func (d *daemon) Detached(ns *imans.Namespace) {
 	d.mu.Lock()
 	delete(d.mounts, ns.ID)
 	d.mu.Unlock()
-	if d.vtpm != nil {
-		if err := d.vtpm.Detach(ns.ID); err != nil {
+	if d.vtpmManager() != nil {
+		if err := d.vtpmManager().Detach(ns.ID); err != nil {
 			d.log.WithError(err).WithField("id", ns.ID).Warn("vtpm detach")
 		}
 	}
@@ -764,12 +763,12 @@ func (d *daemon) restore(start time.Time) {
 	}
 	wg.Wait()
 	mounted := time.Since(start)
-	if d.vtpm != nil {
+	if d.vtpmManager() != nil {
 		for _, x := range restored {
 			if x.NS.IsDetached() {
 				continue
 			}
-			if err := d.vtpm.Attach(x.NS.ID, x.NS.List); err != nil {
+			if err := d.vtpmManager().Attach(x.NS.ID, x.NS.List); err != nil {
 				d.log.WithError(err).WithField("id", x.NS.ID).Error("vtpm attach after restart: the container has no quotes")
 			}
 		}
@@ -853,11 +852,57 @@ func newVTPMManager(cfg daemonConfig, hostTPM *vtpm.TPM, log *logrus.Logger) (*v
 	return m, nil
 }
 
+// vtpmManager returns the vTPM manager (nil without --vtpm).
+func (d *daemon) vtpmManager() *vtpm.Manager { return d.vtpmMgr.Load() }
+
+// hostTPM is the --tpm connection, closed for a handover (a swtpm socket
+// serves one client) and opened again if the handover fails.
+type hostTPM struct {
+	path string
+	mu   sync.Mutex
+	t    *vtpm.TPM
+}
+
+func (h *hostTPM) open() error {
+	t, err := vtpm.OpenHost(h.path)
+	if err != nil {
+		return fmt.Errorf("host tpm: %w", err)
+	}
+	h.mu.Lock()
+	h.t = t
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *hostTPM) get() *vtpm.TPM {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.t
+}
+
+func (h *hostTPM) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.t != nil {
+		h.t.Close()
+		h.t = nil
+	}
+}
+
+func (h *hostTPM) bootAggregate(algo measurelog.Algo) ([]byte, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.t == nil {
+		return nil, errors.New("host tpm closed (handed over)")
+	}
+	return vtpm.BootAggregate(h.t, algo)
+}
+
 func (d *daemon) closeVTPM() {
-	if d.vtpm == nil {
+	if d.vtpmManager() == nil {
 		return
 	}
-	if err := d.vtpm.Close(); err != nil {
+	if err := d.vtpmManager().Close(); err != nil {
 		d.log.WithError(err).Warn("vtpm close")
 	}
 }
@@ -868,7 +913,7 @@ func (d *daemon) quote(req *control.Request) (*vtpm.Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.vtpm == nil {
+	if d.vtpmManager() == nil {
 		return nil, errors.New("quote: the daemon runs without --vtpm")
 	}
 	if ns.IsHost() {
@@ -878,7 +923,7 @@ func (d *daemon) quote(req *control.Request) (*vtpm.Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("quote: %w", err)
 	}
-	b, err := d.vtpm.Quote(ns.ID, nonce)
+	b, err := d.vtpmManager().Quote(ns.ID, nonce)
 	if err != nil {
 		return nil, fmt.Errorf("quote %s: %w", ns.ID, err)
 	}
@@ -887,14 +932,14 @@ func (d *daemon) quote(req *control.Request) (*vtpm.Bundle, error) {
 
 // quoter serves integrity/ima/quote (nil without --vtpm: ENODEV).
 func (d *daemon) quoter() imafsfs.Quoter {
-	if d.vtpm == nil {
+	if d.vtpmManager() == nil {
 		return nil
 	}
 	return func(ns *imans.Namespace, nonce []byte) ([]byte, error) {
 		if ns.IsHost() {
 			return nil, imafsfs.ErrNoVTPM
 		}
-		b, err := d.vtpm.Quote(ns.ID, nonce)
+		b, err := d.vtpmManager().Quote(ns.ID, nonce)
 		if errors.Is(err, vtpm.ErrUnknownNamespace) {
 			return nil, fmt.Errorf("%w: %v", imafsfs.ErrNoVTPM, err)
 		}
@@ -1020,6 +1065,7 @@ func (d *daemon) upgrade(rw *control.ReplyWriter) error {
 	stopServeExtensions(d.stops)
 	d.stops = nil
 	d.closeVTPM()
+	d.hostTPM.close() // a swtpm socket serves one connection: the successor's
 	d.reg.Freeze()
 	if err := d.ctl.StopListening(); err != nil {
 		d.log.WithError(err).Warn("upgrade: stop listening")
@@ -1128,9 +1174,20 @@ func (d *daemon) resume() {
 		d.log.WithError(err).Error("upgrade rollback: measurement sources")
 	}
 	d.stops = stops
-	if d.vtpm != nil {
+	if d.cfg.TPM != "" {
+		if err := d.hostTPM.open(); err != nil {
+			d.log.WithError(err).Error("upgrade rollback: host TPM")
+		}
+	}
+	if d.vtpmManager() != nil {
+		// The old manager's host attester used the closed host TPM.
+		if m, err := newVTPMManager(d.cfg, d.hostTPM.get(), d.log); err != nil {
+			d.log.WithError(err).Error("upgrade rollback: vtpm")
+		} else {
+			d.vtpmMgr.Store(m)
+		}
 		for _, ns := range d.reg.Namespaces() {
-			if err := d.vtpm.Attach(ns.ID, ns.List); err != nil {
+			if err := d.vtpmManager().Attach(ns.ID, ns.List); err != nil {
 				d.log.WithError(err).WithField("id", ns.ID).Error("upgrade rollback: vtpm")
 			}
 		}
