@@ -14,7 +14,8 @@
 //     server): Denied for an access a source refused (appraisal FAN_DENY, a
 //     fail-closed timeout, ...), ObserveEventLatency for the time from an
 //     event's arrival to its answer, and SetQueueDepth for a source's
-//     backlog.
+//     backlog. A source that keeps its own totals instead registers a
+//     function with RegisterSource, read on every scrape.
 //
 // Metric names (all prefixed imafs_):
 //
@@ -25,6 +26,11 @@
 //	imafs_denials_total{namespace,source,reason} counter accesses denied by a source
 //	imafs_event_latency_seconds{source}      histogram event arrival → answer
 //	imafs_queue_depth{source}                gauge    events waiting for a worker
+//	imafs_source_events_total{source}        counter  \
+//	imafs_source_answers_total{source,answer} counter  |
+//	imafs_source_measured_total{source}      counter  | from RegisterSource
+//	imafs_source_failures_total{source,kind} counter  |
+//	imafs_source_wait_seconds_total{source}  counter  /
 //
 // A namespace's series disappear when it is detached: the registry-backed
 // ones because the collector no longer sees it, the denial counters because
