@@ -8,32 +8,16 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestHostTPMBootAggregate: with --tpm, boot_aggregate is computed from the
 // host TPM's PCRs 0-9 (sha256 bank), here a fresh swtpm whose PCRs are zero.
 func TestHostTPMBootAggregate(t *testing.T) {
 	needDaemon(t)
-	swtpm, err := exec.LookPath("swtpm")
-	if err != nil {
+	if _, err := exec.LookPath("swtpm"); err != nil {
 		t.Skip("needs swtpm")
 	}
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "tpm.sock")
-	os.Mkdir(filepath.Join(dir, "state"), 0o700)
-	cmd := exec.Command(swtpm, "socket", "--tpm2", "--server", "type=unixio,path="+sock,
-		"--ctrl", "type=unixio,path="+filepath.Join(dir, "ctrl.sock"),
-		"--tpmstate", "dir="+filepath.Join(dir, "state"), "--flags", "startup-clear,not-need-init")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-	}
+	sock := startHostSWTPM(t)
 	d := startDaemon(t, "--tpm", sock)
 	list, err := os.ReadFile(filepath.Join(d.hostMnt, "ima/ascii_runtime_measurements"))
 	if err != nil {
