@@ -48,6 +48,10 @@ func TestRealKernelList(t *testing.T) {
 		if got, want := Label(e), fields[len(fields)-1]; got != want {
 			t.Errorf("entry %d: Label = %q, kernel printed ns %q", i, got, want)
 		}
+		// The ns field as API.md fixes it: label + NUL, or empty for the host.
+		if raw, want := e.Fields[2], fields[len(fields)-1]; want == "" && len(raw) != 0 || want != "" && string(raw) != want+"\x00" {
+			t.Errorf("entry %d: ns field data %q for label %q", i, raw, want)
+		}
 		if i > 0 { // the boot_aggregate is left to the registry
 			wantByLabel[Label(e)] = append(wantByLabel[Label(e)], lines[i])
 		}
