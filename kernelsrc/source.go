@@ -43,7 +43,13 @@ type Options struct {
 	// the host list. By default it is left out: the registry starts the
 	// host list with a boot_aggregate of its own.
 	KeepBootAggregate bool
-	Log               logrus.FieldLogger
+	// CursorPath, when set, is a file in which the Source remembers how many
+	// entries of this boot's kernel list it has recorded, so that a
+	// restarted daemon resumes after them instead of recording them again.
+	CursorPath string
+	// BootIDPath names the current boot (DefaultBootIDPath).
+	BootIDPath string
+	Log        logrus.FieldLogger
 }
 
 // Available reports whether the running kernel has the imafs series: its
@@ -122,21 +128,55 @@ func (s *Source) Run(ctx context.Context) error {
 	return s.tail(ctx, f)
 }
 
+// resume opens the cursor (when configured) and returns how many entries to
+// skip: those a previous daemon already recorded in this boot.
+func (s *Source) resume() (*cursor, uint64, error) {
+	if s.opts.CursorPath == "" {
+		return nil, 0, nil
+	}
+	bootID := s.opts.BootIDPath
+	if bootID == "" {
+		bootID = DefaultBootIDPath
+	}
+	c, skip, err := openCursor(s.opts.CursorPath, bootID)
+	if err != nil {
+		return nil, 0, err
+	}
+	if skip > 0 {
+		s.log.WithField("entries", skip).Info("resuming after the entries a previous daemon recorded")
+	}
+	return c, skip, nil
+}
+
 func (s *Source) tail(ctx context.Context, r io.Reader) error {
+	cur, skip, err := s.resume()
+	if err != nil {
+		return err
+	}
+	if cur != nil {
+		defer cur.Close()
+	}
 	dec := measurelog.NewDecoder(r, measurelog.SHA1)
 	interval := s.opts.MinInterval
-	first := true
+	var consumed uint64
 	for {
 		e, err := dec.Next()
 		if err == nil {
-			if first && !s.opts.KeepBootAggregate && e.Name() == "boot_aggregate" {
-				first = false
+			consumed++
+			switch {
+			case consumed <= skip:
 				s.entries.Add(1)
-				continue
+			case consumed == 1 && !s.opts.KeepBootAggregate && e.Name() == "boot_aggregate":
+				s.entries.Add(1)
+			default:
+				if err := s.dispatch(e); err != nil {
+					return err
+				}
 			}
-			first = false
-			if err := s.dispatch(e); err != nil {
-				return err
+			if cur != nil && consumed > skip {
+				if err := cur.store(consumed); err != nil {
+					return err
+				}
 			}
 			interval = s.opts.MinInterval
 			continue
