@@ -30,7 +30,7 @@ fuzz-smoke:
 	done
 
 kernel-test: build
-	kernel-patches/test/run
+	kernel-patches/test/run --tpm --each-patch
 
 demo: build
 	scripts/demo
