@@ -6,6 +6,7 @@ import (
 
 	"github.com/imafs/imafs/fanotify"
 	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/metrics"
 )
 
 // The fanotify measurement source: `imafs serve --fanotify` measures and
@@ -33,7 +34,12 @@ func init() {
 			if err != nil {
 				return nil, fmt.Errorf("start fanotify engine: %w", err)
 			}
-			return func() { eng.Close() }, nil
+			unregister := metrics.RegisterSource("fanotify", func() metrics.SourceStats {
+				s := eng.Stats()
+				return metrics.SourceStats{Events: s.Events, Allowed: s.Allowed, Denied: s.Denied, Measured: s.Measured,
+					Errors: s.Errors, Timeouts: s.Timeouts, Overflows: s.Overflows, Wait: s.Latency}
+			})
+			return func() { unregister(); eng.Close() }, nil
 		},
 	})
 }
