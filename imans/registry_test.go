@@ -39,12 +39,17 @@ func container(t *testing.T) (int, func()) {
 		t.Fatalf("start unshare: %v", err)
 	}
 	var pid int
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "task", strconv.Itoa(cmd.Process.Pid), "children"))
+		// Wait until the child runs sleep: unshare's --kill-child
+		// (PR_SET_PDEATHSIG) is only set up by then, and a stop before it
+		// would leave the container's init running.
 		if f := strings.Fields(string(b)); len(f) > 0 {
-			pid, _ = strconv.Atoi(f[0])
-			break
+			if c, _ := os.ReadFile("/proc/" + f[0] + "/comm"); strings.TrimSpace(string(c)) == "sleep" {
+				pid, _ = strconv.Atoi(f[0])
+				break
+			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -246,14 +251,17 @@ func TestDetachAndAutoDetach(t *testing.T) {
 		if id != "two" {
 			t.Errorf("auto-detached %s, want two", id)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("container two not detached after its init exited")
 	}
 	if _, ok := r.Get("two"); ok || !ns2.IsDetached() {
 		t.Error("two still registered")
 	}
-	if len(obs.attached) != 2 {
-		t.Errorf("observer saw %d attaches, want 2", len(obs.attached))
+	obs.mu.Lock()
+	attaches := len(obs.attached)
+	obs.mu.Unlock()
+	if attaches != 2 {
+		t.Errorf("observer saw %d attaches, want 2", attaches)
 	}
 	// The pid namespace of a detached container can be registered again.
 	pid3, _ := container(t)
