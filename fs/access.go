@@ -83,23 +83,8 @@ const unknownSize = 4096
 // up to i_size, so a size of 0 would read as empty instead of failing over to
 // read(2) (see rawFS).
 func (r *Root) sizeFor(ctx context.Context, size func(*imans.Namespace) int64) uint64 {
-	fc, ok := fuse.FromContext(ctx)
-	if !ok || fc.Pid == 0 {
-		return unknownSize
-	}
-	c, err := r.reg.Resolver().Caller(int(fc.Pid))
-	if err != nil {
-		return unknownSize
-	}
-	ns, err := r.reg.ForCaller(c)
-	if err != nil || (ns.IsHost() && r.opts.Owner != nil && c.PidNS != r.reg.Resolver().HostPidNS()) {
-		return unknownSize
-	}
-	userNS := r.reg.Resolver().HostUserNS()
-	if !ns.IsHost() {
-		userNS = ns.Pinned.UserNS
-	}
-	if ok, err := r.reg.Resolver().Privileged(c, userNS); err != nil || !ok {
+	_, ns, errno := r.authorize(ctx, "getattr")
+	if errno != 0 {
 		return unknownSize
 	}
 	if n := size(ns); n > 0 {
