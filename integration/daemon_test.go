@@ -80,7 +80,11 @@ func TestClientCommands(t *testing.T) {
 	defer func() { cancel(); follow.Wait() }()
 	file := filepath.Join(t.TempDir(), "later")
 	os.WriteFile(file, []byte("later\n"), 0o644)
-	time.Sleep(200 * time.Millisecond)
+	// Measure once the follower prints the list so far: the entry then
+	// reaches it by following.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "boot_aggregate") && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if _, err := d.imafs("measure", "--id", "cli", "--name", "/later", file); err != nil {
 		t.Fatal(err)
 	}

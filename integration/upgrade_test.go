@@ -40,7 +40,7 @@ func TestUpgradeNoGap(t *testing.T) {
 	// A reader in the container: open+read+close as fast as it can until
 	// told to stop.
 	stop := filepath.Join(c.Opts.Root, "stop-reader")
-	script := `ok=0; fail=0; while [ ! -e /stop-reader ]; do if cat ` + ima + `/runtime_measurements_count >/dev/null 2>/err; then ok=$((ok+1)); else fail=$((fail+1)); cat /err; fi; done; echo "ok=$ok fail=$fail"`
+	script := `ok=0; fail=0; while [ ! -e /stop-reader ]; do if cat ` + ima + `/runtime_measurements_count >/dev/null 2>/err; then ok=$((ok+1)); : >/reading; else fail=$((fail+1)); cat /err; fi; done; echo "ok=$ok fail=$fail"`
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	reader := c.Command(ctx, 0, "sh", "-c", script)
@@ -50,7 +50,21 @@ func TestUpgradeNoGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.WriteFile(stop, nil, 0o644); reader.Process.Kill(); reader.Wait() })
-	time.Sleep(300 * time.Millisecond)
+	// The reader marks each successful read: the upgrade starts while it
+	// reads, and it goes on reading from the successor.
+	reading := filepath.Join(c.Opts.Root, "reading")
+	waitReading := func(when string) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if _, err := os.Stat(reading); err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the container's reader did not read %s", when)
+			}
+		}
+	}
+	waitReading("before the upgrade")
 
 	begin := time.Now()
 	res, err := d.imafs("upgrade")
@@ -72,7 +86,8 @@ func TestUpgradeNoGap(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("old daemon did not exit after the upgrade")
 	}
-	time.Sleep(300 * time.Millisecond) // the reader goes on against the successor
+	os.Remove(reading)
+	waitReading("from the successor")
 	os.WriteFile(stop, nil, 0o644)
 	if err := reader.Wait(); err != nil {
 		t.Fatalf("reader: %v: %s", err, out.String())
