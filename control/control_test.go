@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -134,5 +135,37 @@ func TestNoDaemon(t *testing.T) {
 	c := NewClient(filepath.Join(t.TempDir(), "none.sock"))
 	if _, err := c.Call(context.Background(), &Request{Op: OpPing}); err == nil || !strings.Contains(err.Error(), "connect to imafs daemon") {
 		t.Errorf("no daemon: %v", err)
+	}
+}
+
+// TestHalfCloseGetsReply: a client that shuts down its sending side after
+// the request (socat does at the end of its input; a request may then lack
+// its newline) still gets the reply.
+func TestHalfCloseGetsReply(t *testing.T) {
+	_, path := serve(t, func(ctx context.Context, req *Request, rw *ReplyWriter) {
+		time.Sleep(50 * time.Millisecond) // the half-close arrives first
+		if ctx.Err() != nil {
+			rw.Fail(ctx.Err())
+			return
+		}
+		rw.Reply(&Response{})
+	})
+	for _, req := range []string{`{"op":"ping"}` + "\n", `{"op":"ping"}`} {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.(*net.UnixConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if err != nil || !strings.Contains(line, `"ok":true`) {
+			t.Errorf("request %q, then half-close: reply %q, %v", req, line, err)
+		}
 	}
 }

@@ -35,9 +35,10 @@ func (f HandlerFunc) Serve(ctx context.Context, req *Request, rw *ReplyWriter) {
 
 // ReplyWriter answers one request.
 type ReplyWriter struct {
-	conn    net.Conn
-	w       *bufio.Writer
-	replied bool
+	conn     net.Conn
+	w        *bufio.Writer
+	replied  bool
+	onStream func() // called once a Reply starts a stream
 }
 
 // Reply sends resp (OK is set).
@@ -47,7 +48,11 @@ func (rw *ReplyWriter) Reply(resp *Response) error {
 	}
 	rw.replied = true
 	resp.OK = true
-	return rw.send(resp)
+	err := rw.send(resp)
+	if resp.Stream && rw.onStream != nil {
+		rw.onStream()
+	}
+	return err
 }
 
 // Fail sends an error response.
@@ -162,12 +167,24 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		rw.Fail(fmt.Errorf("decode request: %w", err))
 		return
 	}
+	// A client that hangs up ends a stream. Only a stream: the read also
+	// ends at a half-close right after the request (socat, or a request
+	// without its newline), and such a client still waits for its reply.
+	hup := make(chan struct{})
 	go func() {
-		// A client that hangs up ends a stream.
 		var b [1]byte
 		c.Read(b[:])
-		cancel()
+		close(hup)
 	}()
+	rw.onStream = func() {
+		go func() {
+			select {
+			case <-hup:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	log := s.log.WithFields(logrus.Fields{"op": req.Op, "id": req.ID})
 	log.Debug("control request")
 	func() {
