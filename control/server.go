@@ -89,6 +89,8 @@ type Server struct {
 	handler Handler
 	log     *logrus.Logger
 
+	mu      sync.Mutex // orders a handler's wg.Add before Close's wg.Wait
+	closing bool
 	wg      sync.WaitGroup
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -133,7 +135,14 @@ func (s *Server) Serve() error {
 			}
 			return fmt.Errorf("control accept: %w", err)
 		}
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			c.Close()
+			return nil
+		}
 		s.wg.Add(1)
+		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
 			s.serveConn(c)
@@ -237,6 +246,9 @@ func (s *Server) StopListening() error {
 
 // Close stops accepting, ends streams, waits for handlers and removes the socket.
 func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
 	s.cancel()
 	err := s.ln.Close()
 	s.wg.Wait()
