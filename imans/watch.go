@@ -17,9 +17,19 @@ type watcher struct {
 	onExit func(id string)
 	log    *logrus.Logger
 
-	mu   sync.Mutex
-	ids  map[int32]string // pidfd → container id
-	done chan struct{}
+	mu sync.Mutex
+	// Epoll reports a watch by its token, not its fd: an event still in
+	// a batch after its pidfd was removed and closed must not be taken
+	// for a new watch that reuses the fd number.
+	watches map[int32]watched // token → watch
+	tokens  map[int]int32     // pidfd → token
+	next    int32             // last token given out (0 is the wake eventfd)
+	done    chan struct{}
+}
+
+type watched struct {
+	pidfd int
+	id    string
 }
 
 func newWatcher(onExit func(id string), log *logrus.Logger) (*watcher, error) {
@@ -32,12 +42,13 @@ func newWatcher(onExit func(id string), log *logrus.Logger) (*watcher, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("init watcher: eventfd: %w", err)
 	}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}); err != nil {
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: 0}); err != nil {
 		unix.Close(epfd)
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("init watcher: epoll add eventfd: %w", err)
 	}
-	w := &watcher{epfd: epfd, wakefd: wakefd, onExit: onExit, log: log, ids: map[int32]string{}, done: make(chan struct{})}
+	w := &watcher{epfd: epfd, wakefd: wakefd, onExit: onExit, log: log,
+		watches: map[int32]watched{}, tokens: map[int]int32{}, done: make(chan struct{})}
 	go w.loop()
 	return w, nil
 }
@@ -47,11 +58,18 @@ func (w *watcher) add(pidfd int, id string) error {
 		return fmt.Errorf("no pidfd")
 	}
 	w.mu.Lock()
-	w.ids[int32(pidfd)] = id
+	w.next++
+	if w.next <= 0 {
+		w.next = 1
+	}
+	token := w.next
+	w.watches[token] = watched{pidfd: pidfd, id: id}
+	w.tokens[pidfd] = token
 	w.mu.Unlock()
-	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, pidfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(pidfd)}); err != nil {
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, pidfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: token}); err != nil {
 		w.mu.Lock()
-		delete(w.ids, int32(pidfd))
+		delete(w.watches, token)
+		delete(w.tokens, pidfd)
 		w.mu.Unlock()
 		return fmt.Errorf("epoll add pidfd %d: %w", pidfd, err)
 	}
@@ -64,7 +82,10 @@ func (w *watcher) remove(pidfd int) {
 		return
 	}
 	w.mu.Lock()
-	delete(w.ids, int32(pidfd))
+	if token, ok := w.tokens[pidfd]; ok {
+		delete(w.watches, token)
+		delete(w.tokens, pidfd)
+	}
 	w.mu.Unlock()
 	_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, pidfd, nil)
 }
@@ -82,21 +103,23 @@ func (w *watcher) loop() {
 			return
 		}
 		for _, ev := range events[:n] {
-			if int(ev.Fd) == w.wakefd {
-				return
+			if ev.Fd == 0 {
+				return // the wake eventfd
 			}
 			w.mu.Lock()
-			id, ok := w.ids[ev.Fd]
+			wd, ok := w.watches[ev.Fd]
 			if ok {
-				delete(w.ids, ev.Fd)
+				delete(w.watches, ev.Fd)
+				delete(w.tokens, wd.pidfd)
+				// Stop level-triggered repeats; Detach closes the pidfd
+				// later (and remove, finding no token, only repeats this).
+				_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, wd.pidfd, nil)
 			}
 			w.mu.Unlock()
 			if !ok {
 				continue
 			}
-			// Stop level-triggered repeats; Detach closes the pidfd later.
-			_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, int(ev.Fd), nil)
-			go w.onExit(id)
+			go w.onExit(wd.id)
 		}
 	}
 }
