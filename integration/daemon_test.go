@@ -99,6 +99,15 @@ func TestClientCommands(t *testing.T) {
 	if _, err := d.imafs("measure", "--id", "cli", "--func", "BPRM_CHECK", "--mask", "MAY_EXEC", file); err == nil || !strings.Contains(err.Error(), "exit status 3") {
 		t.Errorf("measure outside the policy: %v, want exit 3", err)
 	}
+	// A FIFO is refused at once (opening it for reading must not wait for
+	// a writer: the daemon's shutdown waits for its handlers).
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.imafs("measure", "--id", "cli", fifo); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("measure a FIFO: %v, want not a regular file", err)
+	}
 	if row := d.ps(t)["cli"]; row.Entries != 2 || row.Rules != 1 {
 		t.Errorf("ps row %+v", row)
 	}

@@ -665,7 +665,10 @@ func (d *daemon) measure(req *control.Request) (bool, error) {
 		}
 		mask = m
 	}
-	f, err := os.Open(req.Path)
+	// O_NONBLOCK: opening a FIFO must not block the handler (and with it
+	// the daemon's shutdown, which waits for handlers); it is refused
+	// below as not a regular file.
+	f, err := os.OpenFile(req.Path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if err != nil {
 		return false, fmt.Errorf("measure: %w", err)
 	}
