@@ -26,7 +26,7 @@ fuzz-smoke:
 	@set -e; for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs grep -ho '^func Fuzz[A-Za-z0-9_]*' | sort -u | sed 's/^func //'); do \
 		pkg=$$(dirname $$(grep -rl --include='*_test.go' "^func $$spec(" . | head -1)); \
 		echo "fuzz $$spec in $$pkg for $(FUZZTIME)"; \
-		$(GO) test -run='^$$' -fuzz="^$$spec$$" -fuzztime=$(FUZZTIME) $$pkg; \
+		$(GO) test -run='^$$' -fuzz="^$$spec$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s $$pkg; \
 	done
 
 kernel-test: build

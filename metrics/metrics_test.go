@@ -36,9 +36,15 @@ func container(t *testing.T) int {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	children := filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "task", strconv.Itoa(cmd.Process.Pid), "children")
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		b, _ := os.ReadFile(children)
-		if f := strings.Fields(string(b)); len(f) > 0 {
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			continue
+		}
+		// Only once the child runs sleep is unshare's --kill-child in
+		// effect: stopping the container earlier would orphan its init.
+		if c, _ := os.ReadFile("/proc/" + f[0] + "/comm"); strings.TrimSpace(string(c)) == "sleep" {
 			pid, _ := strconv.Atoi(f[0])
 			return pid
 		}
