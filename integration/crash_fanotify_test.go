@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,8 +20,14 @@ import (
 // crashExec is one exec of a container's workload as its log tells it.
 type crashExec struct {
 	index int
-	done  time.Time // taken after the exec returned ($EPOCHREALTIME, µs)
+	// at is the time logged after the exec returned ($EPOCHREALTIME,
+	// truncated to µs): the exec returned before at+1µs, and the next exec
+	// of the loop started after at.
+	at time.Time
 }
+
+// returnedBefore: the exec certainly returned before t.
+func (e crashExec) returnedBefore(t time.Time) bool { return !e.at.Add(time.Microsecond).After(t) }
 
 // crashContainer is a runc container of TestCrashFanotify with its
 // workload: scripts /x/cK-I of distinct contents, run one after the other.
@@ -34,6 +41,11 @@ type crashContainer struct {
 }
 
 func (cc *crashContainer) name(i int) string { return fmt.Sprintf("/x/c%d-%d", cc.k, i) }
+
+// crashWindow is one kill: from the SIGKILL to the restarted daemon's
+// control socket answering (its containers are restored and watched before
+// that: cmd/imafs restore runs before the socket listens).
+type crashWindow struct{ kill, ready time.Time }
 
 // readCrashLog parses the workload log: "I SEC.USEC" per exec that
 // returned 0, "E I SEC.USEC" per exec that failed.
@@ -55,8 +67,7 @@ func readCrashLog(path string) (ok []crashExec, failed []string, err error) {
 		if err1 != nil || err2 != nil || err3 != nil || !found || len(usec) != 6 {
 			return nil, nil, fmt.Errorf("%s: bad line %q", path, l)
 		}
-		// The log has µs: the exec returned before the next µs started.
-		ok = append(ok, crashExec{index: i, done: time.Unix(s, (us+1)*1000)})
+		ok = append(ok, crashExec{index: i, at: time.Unix(s, us*1000)})
 	}
 	return ok, failed, nil
 }
@@ -67,31 +78,64 @@ func countLines(path string) int {
 	return bytes.Count(b, []byte{'\n'})
 }
 
+// evmctlMatches checks with evmctl that the binary list in file replays to
+// the PCR 10 values ps reports for row (both banks).
+func evmctlMatches(t *testing.T, file string, row nsInfo) {
+	t.Helper()
+	dir := t.TempDir()
+	args := []string{"ima_measurement"}
+	for bank, v := range map[string]string{"sha1": row.PCR10SHA1, "sha256": row.PCR10SHA256} {
+		var b strings.Builder
+		for i := 0; i < 24; i++ {
+			if i == 10 {
+				fmt.Fprintf(&b, "PCR-%02d: %s\n", i, v)
+			} else {
+				fmt.Fprintf(&b, "PCR-%02d: %s\n", i, strings.Repeat("0", len(v)))
+			}
+		}
+		p := filepath.Join(dir, "pcrs-"+bank)
+		if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--pcrs", bank+","+p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "evmctl", append(args, file)...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Matched per TPM bank") {
+		t.Errorf("%s: evmctl %v: %v\n%s", row.ID, args, err, out)
+	}
+}
+
 // TestCrashFanotify: issue 5's promise with real exec events. Three runc
 // containers (attached by the OCI hook, rootfs a tmpfs this test mounts)
-// each exec thousands of distinct scripts under `imafs serve --fanotify`
-// with `measure func=BPRM_CHECK mask=MAY_EXEC`; the daemon is killed with
-// SIGKILL in the middle and restarted on the same state directory while
-// the workloads go on. Then, in each container's list read from inside the
-// container (the tree revived without restarting it):
+// each exec thousands of distinct scripts, one after the other, under
+// `imafs serve --fanotify` with `measure func=BPRM_CHECK mask=MAY_EXEC`
+// written by their root. The daemon is killed with SIGKILL several times in
+// the middle and restarted on the same state directory each time while the
+// workloads go on. At the end, in each container's list read from inside
+// the container (the tree revived without restarting it):
 //
-//   - every exec that returned before the kill has its entry, with the
-//     sha256 of its script, in the order the execs ran;
+//   - every exec outside the windows from a kill to the restarted daemon's
+//     readiness (in particular every exec that returned before a kill: it
+//     was allowed by a live daemon) has its entry, with the sha256 of its
+//     script, in the order the execs ran;
 //   - no entry belongs to another container, none is duplicated;
-//   - ps's PCR 10 (sha1 and sha256) is the replay of the binary list, and
-//     the host list holds every container entry in order;
+//   - ps's PCR 10 (sha1 and sha256) is the replay of the binary list
+//     (measurelog, `imafs log replay`, evmctl), and the host list holds
+//     every container entry in order;
 //   - the execs missing are those of the documented gap (imans/doc.go: a
-//     dead daemon's groups are closed, the kernel allows execs unmeasured
-//     until the new daemon has marked the containers again): each returned
-//     after the kill and started before the restarted daemon was ready;
-//     every exec started after that is measured.
+//     dead daemon's groups are closed and the kernel allows execs
+//     unmeasured until the new daemon has marked the containers again):
+//     each overlaps a window; their number and the gap are logged.
 func TestCrashFanotify(t *testing.T) {
 	needFanotifyDaemon(t)
+	harness.RequireTools(t, "evmctl")
 	const (
 		nContainers  = 3
-		perContainer = 1500
-		killAfter    = 1200 // execs logged in all containers
+		perContainer = 2000
 	)
+	killAt := []int{900, 2300, 3700} // execs logged in all containers
 	d := startDaemon(t, "--fanotify")
 	var cs []*crashContainer
 	for k := 0; k < nContainers; k++ {
@@ -114,9 +158,11 @@ func TestCrashFanotify(t *testing.T) {
 		cs = append(cs, cc)
 	}
 
-	// The workloads: exec, then log its index and the time it returned.
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	// The workloads: exec, then log its index and the time it returned
+	// (busybox ash's $EPOCHREALTIME: CLOCK_REALTIME, µs; its date has no %N).
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
+	start := time.Now()
 	for _, cc := range cs {
 		loop := fmt.Sprintf(`i=0
 while [ $i -lt %d ]; do
@@ -137,24 +183,32 @@ done`, perContainer, cc.k)
 			cc.done <- err
 		}(cc)
 	}
-	start := time.Now()
-	for {
-		n := 0
-		for _, cc := range cs {
-			n += countLines(cc.log)
+	var windows []crashWindow
+	for _, threshold := range killAt {
+		for {
+			n := 0
+			for _, cc := range cs {
+				n += countLines(cc.log)
+			}
+			if n >= threshold {
+				break
+			}
+			if time.Since(start) > 60*time.Second {
+				t.Fatalf("only %d execs logged after %v", n, time.Since(start))
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		if n >= killAfter {
-			break
+		w := crashWindow{kill: time.Now()}
+		kill9(t, d)
+		d = restartDaemon(t, d, "--fanotify")
+		w.ready = time.Now()
+		windows = append(windows, w)
+		if n := strings.Count(d.logText(), "fanotify: watching container"); n != nContainers {
+			t.Errorf("restarted daemon watches %d containers, want %d:\n%s", n, nContainers, d.logText())
 		}
-		if time.Since(start) > 45*time.Second {
-			t.Fatalf("only %d execs logged after %v", n, time.Since(start))
-		}
-		time.Sleep(5 * time.Millisecond)
+		t.Logf("kill %d at %v after the workloads started (%d execs logged); restarted daemon ready %v after the kill",
+			len(windows), w.kill.Sub(start), threshold, w.ready.Sub(w.kill))
 	}
-	killedAt := time.Now()
-	kill9(t, d)
-	d = restartDaemon(t, d, "--fanotify")
-	readyAt := time.Now()
 	for _, cc := range cs {
 		select {
 		case err := <-cc.done:
@@ -165,16 +219,13 @@ done`, perContainer, cc.k)
 			t.Fatalf("%s: workload did not finish: %v", cc.c.ID, ctx.Err())
 		}
 	}
-	t.Logf("killed %v after the workloads started; restarted daemon ready %v after the kill", killedAt.Sub(start), readyAt.Sub(killedAt))
+	t.Logf("workloads done after %v", time.Since(start))
 
 	ps := d.ps(t)
 	for _, cc := range cs {
 		if ps[cc.c.ID].Pid != cc.c.Pid {
 			t.Errorf("%s not restored: %+v", cc.c.ID, ps[cc.c.ID])
 		}
-	}
-	if n := strings.Count(d.logText(), "fanotify: watching container"); n != nContainers {
-		t.Errorf("restarted daemon watches %d containers, want %d:\n%s", n, nContainers, d.logText())
 	}
 	hostEntries := checkReplay(t, d, ps["host"], binaryLog(t, d, "host"))
 	hostPos := map[string]int{}
@@ -183,7 +234,8 @@ done`, perContainer, cc.k)
 			hostPos[e.Name()+" "+hex.EncodeToString(digest)] = i
 		}
 	}
-	var totalBefore, totalGap, totalMeasuredAfter, totalInFlight int
+	var totalRequired, totalBeforeFirstKill int
+	gapTotal := make([]int, len(windows))
 	for _, cc := range cs {
 		id := cc.c.ID
 		execs, failed, err := readCrashLog(cc.log)
@@ -193,32 +245,26 @@ done`, perContainer, cc.k)
 		if len(failed) > 0 {
 			t.Errorf("%s: %d execs failed (measure-only policy, fail-open: none should), first %q", id, len(failed), failed[0])
 		}
+		if len(execs) != perContainer {
+			t.Errorf("%s: %d execs logged, want %d", id, len(execs), perContainer)
+		}
 		for j, e := range execs {
 			if e.index != j {
 				t.Fatalf("%s: log line %d is exec %d", id, j, e.index)
 			}
 		}
 
-		// The list as root in the container reads it (the tree was revived
-		// by the restart without the container's help).
-		var list string
-		for {
-			list, err = cc.c.Exec(0, "cat", ima+"/ascii_runtime_measurements")
-			if err == nil {
-				break
-			}
-			if time.Since(readyAt) > 20*time.Second {
-				t.Fatalf("%s: list unreadable after the restart: %v", id, err)
-			}
-			time.Sleep(10 * time.Millisecond)
+		// The lists as root in the container reads them (the tree was
+		// revived by each restart without the container's help).
+		list, err := cc.c.Exec(0, "cat", ima+"/ascii_runtime_measurements")
+		if err != nil {
+			t.Fatalf("%s: list unreadable after the restarts: %v", id, err)
 		}
-		entries := checkReplay(t, d, ps[id], binaryLog(t, d, id))
-		// The binary list as root in the container reads it, replayed by
-		// `imafs log replay`: the sha256 PCR 10 ps reports.
 		bin, err := cc.c.Exec(0, "cat", ima+"/binary_runtime_measurements")
 		if err != nil {
 			t.Fatalf("%s: binary list: %v", id, err)
 		}
+		entries := checkReplay(t, d, ps[id], binaryLog(t, d, id))
 		binFile := filepath.Join(t.TempDir(), "binary_runtime_measurements")
 		if err := os.WriteFile(binFile, []byte(bin), 0o644); err != nil {
 			t.Fatal(err)
@@ -228,6 +274,7 @@ done`, perContainer, cc.k)
 		} else if want := "PCR-10: " + ps[id].PCR10SHA256; !strings.Contains(out, want+"\n") {
 			t.Errorf("%s: imafs log replay of the container's binary list: %q, want %q", id, out, want)
 		}
+		evmctlMatches(t, binFile, ps[id])
 		ascii := lines(list)
 		if len(ascii) != len(entries) {
 			t.Errorf("%s: ascii list read in the container has %d entries, the binary list %d", id, len(ascii), len(entries))
@@ -271,62 +318,80 @@ done`, perContainer, cc.k)
 			}
 		}
 
-		// The strict promise: an exec that returned before the kill was
-		// allowed by the live daemon after its entry was journaled.
-		var before, gap, measuredAfter, inFlight, runs int // runs: separate runs of unmeasured execs
-		var gapFirst, gapLast time.Time
-		var marksAfter, marksBefore time.Duration // bounds of when the new marks took effect, from the kill
+		// The strict promise: an exec that does not overlap a window (from
+		// a kill to the restarted daemon's readiness) was allowed by a live
+		// daemon watching the container, so after its entry was journaled.
+		required, beforeFirstKill, unmeasured := 0, 0, 0
+		var lost []string                         // executed outside every window, not listed
+		gaps := make([]int, len(windows))         // unmeasured execs per window
+		gapEnd := make([]time.Time, len(windows)) // last unmeasured exec's return per window
+		measuredIn := make([]int, len(windows))   // measured execs overlapping the window
 		for j, e := range execs {
+			started := start // the exec started after this
+			if j > 0 {
+				started = execs[j-1].at
+			}
 			_, listed := pos[e.index]
-			switch {
-			case e.done.Before(killedAt):
-				before++
-				if !listed {
-					t.Errorf("%s: exec %d returned %v before the kill but %s is not in the list", id, e.index, killedAt.Sub(e.done), cc.name(e.index))
-				}
-			case listed:
-				measuredAfter++
-				if gap > 0 && marksBefore == 0 {
-					marksBefore = e.done.Sub(killedAt)
-				}
-				if j > 0 && execs[j-1].done.Before(killedAt) {
-					inFlight++ // answered (or journaled) just before the kill
-				}
-			default:
-				// Unmeasured: the documented gap. It must have started
-				// (after the previous exec returned) before the restarted
-				// daemon was ready: its marks are in place by then.
-				gap++
-				if _, prevListed := pos[e.index-1]; e.index == 0 || prevListed {
-					runs++
-				}
-				if gapFirst.IsZero() {
-					gapFirst = e.done
-				}
-				gapLast = e.done
-				if j > 0 {
-					marksAfter = execs[j-1].done.Sub(killedAt)
-				}
-				if j > 0 && execs[j-1].done.After(readyAt) {
-					t.Errorf("%s: exec %d started %v after the restarted daemon was ready but is not measured", id, e.index, execs[j-1].done.Sub(readyAt))
+			if e.returnedBefore(windows[0].kill) {
+				beforeFirstKill++
+			}
+			in := -1
+			for w, win := range windows {
+				if !e.returnedBefore(win.kill) && !started.After(win.ready) {
+					in = w
+					break
 				}
 			}
+			switch {
+			case in < 0:
+				required++
+				if !listed {
+					lost = append(lost, cc.name(e.index))
+				}
+			case listed:
+				measuredIn[in]++
+			default:
+				unmeasured++
+				gaps[in]++
+				gapEnd[in] = e.at
+			}
 		}
-		if n := len(execs); n > 0 && !execs[n-1].done.After(readyAt) {
-			t.Logf("%s: the workload ended before the restarted daemon was ready: nothing measured after the restart", id)
-		} else if measuredAfter == 0 {
-			t.Errorf("%s: no exec measured after the restart", id)
+		if len(lost) > 0 {
+			t.Errorf("%s: %d execs ran outside every kill-to-restart window (allowed by a live daemon) but are not in the list: %s",
+				id, len(lost), strings.Join(lost[:min(len(lost), 20)], " "))
 		}
-		t.Logf("%s: %d execs: %d returned before the kill (all listed), %d in the gap unmeasured (returned %v..%v after the kill; marks back between %v and %v after the kill; %d run(s) of consecutive execs), %d measured after the kill (%d of them in flight at the kill); list %d entries, %d violations",
-			id, len(execs), before, gap, gapFirst.Sub(killedAt), gapLast.Sub(killedAt), marksAfter, marksBefore, runs, measuredAfter, inFlight, len(entries), ps[id].Violations)
-		totalBefore += before
-		totalGap += gap
-		totalMeasuredAfter += measuredAfter
-		totalInFlight += inFlight
+		if required+unmeasured+crashSum(measuredIn) != len(execs) || len(pos) != required+crashSum(measuredIn) {
+			t.Errorf("%s: %d listed, %d required, %d measured in windows, %d unmeasured, %d execs", id, len(pos), required, crashSum(measuredIn), unmeasured, len(execs))
+		}
+		var per []string
+		for w := range windows {
+			gapTotal[w] += gaps[w]
+			s := fmt.Sprintf("kill %d: %d unmeasured", w+1, gaps[w])
+			if gaps[w] > 0 {
+				s += fmt.Sprintf(" (last returned %v after the kill)", gapEnd[w].Sub(windows[w].kill).Round(time.Millisecond))
+			}
+			per = append(per, s+fmt.Sprintf(", %d measured", measuredIn[w]))
+		}
+		t.Logf("%s: %d execs: %d returned before the first kill, %d outside the windows (all listed); %s; list %d entries, %d violations",
+			id, len(execs), beforeFirstKill, required, strings.Join(per, "; "), len(entries), ps[id].Violations)
+		totalRequired += required
+		totalBeforeFirstKill += beforeFirstKill
 	}
-	t.Logf("total: %d execs before the kill, all listed; %d unmeasured in the gap (kill → restarted daemon ready: %v); %d measured after the kill",
-		totalBefore, totalGap, readyAt.Sub(killedAt), totalMeasuredAfter)
-	if totalBefore < killAfter/2 {
-		t.Errorf("only %d execs returned before the kill: the crash was not mid-workload", totalBefore)
+	var per []string
+	for w, win := range windows {
+		per = append(per, fmt.Sprintf("kill %d: %d unmeasured, kill to ready %v", w+1, gapTotal[w], win.ready.Sub(win.kill).Round(time.Millisecond)))
 	}
+	t.Logf("total: %d execs, %d before the first kill, %d outside the windows, all listed; %s",
+		nContainers*perContainer, totalBeforeFirstKill, totalRequired, strings.Join(per, "; "))
+	if totalBeforeFirstKill < killAt[0]/2 || totalRequired < nContainers*perContainer/2 {
+		t.Errorf("%d execs before the first kill, %d outside the windows: the kills did not hit a running workload", totalBeforeFirstKill, totalRequired)
+	}
+}
+
+func crashSum(xs []int) int {
+	n := 0
+	for _, x := range xs {
+		n += x
+	}
+	return n
 }
