@@ -23,6 +23,23 @@ func errnoOf(err error) syscall.Errno {
 	return syscall.EACCES
 }
 
+// truncateOnly checks a SETATTR on a write-only control file (policy,
+// quote): only the truncation to 0 that a shell's `>` redirection (O_TRUNC)
+// sends is accepted, and only from a caller allowed to open the file; it
+// changes nothing.
+func (r *Root) truncateOnly(ctx context.Context, in *fuse.SetAttrIn, op string) syscall.Errno {
+	const harmless = fuse.FATTR_SIZE | fuse.FATTR_FH | fuse.FATTR_LOCKOWNER |
+		fuse.FATTR_ATIME | fuse.FATTR_MTIME | fuse.FATTR_ATIME_NOW | fuse.FATTR_MTIME_NOW | fuse.FATTR_CTIME
+	if in.Valid&^uint32(harmless) != 0 {
+		return syscall.EPERM
+	}
+	if sz, ok := in.GetSize(); ok && sz != 0 {
+		return syscall.EINVAL
+	}
+	_, _, errno := r.authorize(ctx, op)
+	return errno
+}
+
 // resolve returns the caller of the request in ctx and the imafs namespace
 // that answers for it.
 func (r *Root) resolve(ctx context.Context) (*nsresolve.Caller, *imans.Namespace, syscall.Errno) {

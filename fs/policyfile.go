@@ -41,15 +41,7 @@ func (n *policyNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.
 // that is the SETATTR a shell's `> policy` (O_TRUNC) sends, and the file is
 // always empty for a writer anyway.
 func (n *policyNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	const harmless = fuse.FATTR_SIZE | fuse.FATTR_FH | fuse.FATTR_LOCKOWNER |
-		fuse.FATTR_ATIME | fuse.FATTR_MTIME | fuse.FATTR_ATIME_NOW | fuse.FATTR_MTIME_NOW | fuse.FATTR_CTIME
-	if in.Valid&^uint32(harmless) != 0 {
-		return syscall.EPERM
-	}
-	if sz, ok := in.GetSize(); ok && sz != 0 {
-		return syscall.EINVAL
-	}
-	if _, _, errno := n.root.authorize(ctx, "truncate policy"); errno != 0 {
+	if errno := n.root.truncateOnly(ctx, in, "truncate policy"); errno != 0 {
 		return errno
 	}
 	n.root.setAttr(&out.Attr, syscall.S_IFREG|modePolicy)

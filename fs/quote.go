@@ -79,15 +79,7 @@ func (n *quoteNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.A
 // Setattr implements fs.NodeSetattrer: only the truncation to 0 of a
 // shell's `>` redirection, which changes nothing.
 func (n *quoteNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	const harmless = fuse.FATTR_SIZE | fuse.FATTR_FH | fuse.FATTR_LOCKOWNER |
-		fuse.FATTR_ATIME | fuse.FATTR_MTIME | fuse.FATTR_ATIME_NOW | fuse.FATTR_MTIME_NOW | fuse.FATTR_CTIME
-	if in.Valid&^uint32(harmless) != 0 {
-		return syscall.EPERM
-	}
-	if sz, ok := in.GetSize(); ok && sz != 0 {
-		return syscall.EINVAL
-	}
-	if _, _, errno := n.root.authorize(ctx, "truncate quote"); errno != 0 {
+	if errno := n.root.truncateOnly(ctx, in, "truncate quote"); errno != 0 {
 		return errno
 	}
 	n.root.setAttr(&out.Attr, syscall.S_IFREG|modeQuote)
