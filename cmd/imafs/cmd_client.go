@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -95,7 +94,7 @@ func runLogClient(args []string) int {
 	format := fl.String("format", "ascii", "ascii or binary")
 	bank := fl.String("bank", "sha1", "PCR bank of the template digests (sha1, sha256)")
 	follow := fl.Bool("f", false, "follow: keep printing new entries")
-	pos, err := parsePositional(fl, args)
+	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return 2
 	}
@@ -133,7 +132,7 @@ func runLogClient(args []string) int {
 func runPolicyClient(args []string) int {
 	fl, socket := clientFlags("policy")
 	set := fl.String("set", "", "load the rules of FILE (- for stdin) into the namespace")
-	pos, err := parsePositional(fl, args)
+	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return 2
 	}
@@ -171,22 +170,6 @@ func runPolicyClient(args []string) int {
 	}
 	fmt.Print(resp.Policy)
 	return 0
-}
-
-// parsePositional parses flags that may come before, between or after the
-// positional arguments, and returns the positionals.
-func parsePositional(fl *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fl.Parse(args); err != nil {
-			return nil, err
-		}
-		if fl.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fl.Arg(0))
-		args = fl.Args()[1:]
-	}
 }
 
 func readAllStdin() ([]byte, error) { return io.ReadAll(os.Stdin) }

@@ -62,8 +62,9 @@ func runLog(args []string, stdout, stderr io.Writer) int {
 	return logClient(args)
 }
 
-// parseInterspersed parses flags that may come before or after the
-// positional arguments (imafs log decode FILE --bank sha256).
+// parseInterspersed parses flags that may come before, between or after
+// the positional arguments (imafs log decode FILE --bank sha256) and returns
+// the positionals.
 func parseInterspersed(fl *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
