@@ -389,18 +389,31 @@ func TestNoThreadLeftInNamespace(t *testing.T) {
 			t.Fatalf("InNamespace: ns %d (want %d), %v", got, theirs, err)
 		}
 	}
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		t.Fatal(err)
+	// A thread whose goroutine ended while locked exits shortly after, not
+	// at once: wait for that, but a thread kept in the namespace (say, the
+	// main thread, which the runtime never terminates) stays there.
+	var stuck []string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		stuck = stuck[:0]
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range tasks {
+			var st unix.Stat_t
+			if err := unix.Stat("/proc/self/task/"+task.Name()+"/ns/mnt", &st); err != nil {
+				continue // thread exited meanwhile
+			}
+			if st.Ino != own {
+				stuck = append(stuck, task.Name())
+			}
+		}
+		if len(stuck) == 0 || time.Now().After(deadline) {
+			break
+		}
 	}
-	for _, task := range tasks {
-		var st unix.Stat_t
-		if err := unix.Stat("/proc/self/task/"+task.Name()+"/ns/mnt", &st); err != nil {
-			continue // thread exited meanwhile
-		}
-		if st.Ino != own {
-			t.Errorf("thread %s is still in mount ns %d", task.Name(), st.Ino)
-		}
+	for _, tid := range stuck {
+		t.Errorf("thread %s is still in mount ns %d", tid, theirs)
 	}
 }
 
