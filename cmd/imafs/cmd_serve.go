@@ -264,7 +264,8 @@ func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
 		}
 		d.host = m
 	}
-	stops, err := startServeExtensions(serveEnv{Reg: reg, Log: log, StateDir: cfg.StateDir})
+	restored := make(chan struct{})
+	stops, err := startServeExtensions(serveEnv{Reg: reg, Log: log, StateDir: cfg.StateDir, Restored: restored})
 	if err != nil {
 		d.shutdownMounts()
 		d.closeVTPM()
@@ -275,6 +276,7 @@ func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
 	// Containers attached before a restart come back before the socket
 	// accepts requests (the measurement sources watch them already).
 	d.restore(start)
+	close(restored)
 	ctl, err := control.Listen(cfg.Socket, control.HandlerFunc(d.serveControl), log)
 	if err != nil {
 		stopServeExtensions(d.stops)

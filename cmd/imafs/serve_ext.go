@@ -29,6 +29,11 @@ type serveEnv struct {
 	Reg      *imans.Registry
 	Log      *logrus.Logger
 	StateDir string
+	// Restored is closed once the containers of a previous daemon are back
+	// in the registry (extensions start before, so that they watch those
+	// containers as they come back): a source that attributes a backlog to
+	// containers waits for it.
+	Restored <-chan struct{}
 }
 
 var serveExtensions []serveExtension

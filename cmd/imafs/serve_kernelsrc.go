@@ -44,6 +44,15 @@ func init() {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
+				// The kernel's backlog since the cursor belongs partly to
+				// containers a previous daemon attached: read it only once
+				// they are restored, or their entries would land in the
+				// host list alone.
+				select {
+				case <-env.Restored:
+				case <-ctx.Done():
+					return
+				}
 				if err := src.Run(ctx); err != nil {
 					env.Log.WithError(err).Error("kernel source stopped")
 				}
