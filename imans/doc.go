@@ -21,7 +21,9 @@
 //
 //   - Record writes the entry to the container's journal and to the host's
 //     (binary-list records, sha1 bank, as measurelog.OpenJournal reads them),
-//     fsyncs both, and only then appends it to the in-memory lists and
+//     fsyncs both — the host's first, so that a crash in between leaves the
+//     host list a superset of every container's, never short of one of their
+//     entries — and only then appends it to the in-memory lists and
 //     returns. Concurrent Records share the writes and fsyncs (group commit:
 //     one flush at a time takes everything queued meanwhile), and a flush
 //     applies its batch to the lists in queue order, so the lists' order is

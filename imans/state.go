@@ -191,22 +191,39 @@ func (s *state) flush(host *Namespace) {
 		}
 		touch(s.host, rec)
 	}
+	write := func(j *jfile) {
+		if j.err != nil {
+			return
+		}
+		_, err := j.f.Write(j.buf)
+		if err == nil {
+			err = j.f.Sync()
+		}
+		if err != nil {
+			j.err = fmt.Errorf("journal %s: %w", j.path, err)
+			s.log.WithError(err).WithField("journal", j.path).Error("journal write failed; later records of its namespace fail too")
+		}
+	}
+	// The host journal is durable before any container's: a crash between
+	// the two leaves the host list holding every container entry (and maybe
+	// one of an unacknowledged batch that the container lacks), never a
+	// container entry the host list lacks. The containers' journals are
+	// then written in parallel.
+	if len(s.host.buf) > 0 {
+		write(s.host)
+	}
 	var wg sync.WaitGroup
 	for _, j := range files {
+		if j == s.host {
+			continue
+		}
 		wg.Add(1)
 		go func(j *jfile) {
 			defer wg.Done()
-			if j.err != nil {
-				return
+			if s.host.err != nil {
+				return // the batch fails: keep the containers' journals unchanged too
 			}
-			_, err := j.f.Write(j.buf)
-			if err == nil {
-				err = j.f.Sync()
-			}
-			if err != nil {
-				j.err = fmt.Errorf("journal %s: %w", j.path, err)
-				s.log.WithError(err).WithField("journal", j.path).Error("journal write failed; later records of its namespace fail too")
-			}
+			write(j)
 		}(j)
 	}
 	wg.Wait()
