@@ -383,8 +383,12 @@ done`, perContainer, cc.k)
 	}
 	t.Logf("total: %d execs, %d before the first kill, %d outside the windows, all listed; %s",
 		nContainers*perContainer, totalBeforeFirstKill, totalRequired, strings.Join(per, "; "))
-	if totalBeforeFirstKill < killAt[0]/2 || totalRequired < nContainers*perContainer/2 {
-		t.Errorf("%d execs before the first kill, %d outside the windows: the kills did not hit a running workload", totalBeforeFirstKill, totalRequired)
+	// The kills must have hit a running workload, and a restarted daemon
+	// must have measured again: some execs after the first kill lie outside
+	// every window. (How many depends on the machine's load: a slow restart
+	// lets the unmeasured loop run ahead.)
+	if totalBeforeFirstKill < killAt[0]/2 || totalRequired <= totalBeforeFirstKill {
+		t.Errorf("%d execs before the first kill, %d outside the windows: the kills did not hit a running workload, or no restarted daemon measured", totalBeforeFirstKill, totalRequired)
 	}
 }
 
