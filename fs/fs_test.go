@@ -36,9 +36,10 @@ func needRoot(t *testing.T) {
 }
 
 type fixture struct {
-	reg *imans.Registry
-	dir string // mount point
-	ima string // dir/ima
+	reg  *imans.Registry
+	root *Root
+	dir  string // mount point
+	ima  string // dir/ima
 }
 
 func mount(t *testing.T, opts imans.Options) *fixture {
@@ -74,7 +75,7 @@ func mountFor(t *testing.T, opts imans.Options, owner func(*imans.Registry) *ima
 			syscall.Unmount(dir, syscall.MNT_DETACH)
 		}
 	})
-	return &fixture{reg: reg, dir: dir, ima: filepath.Join(dir, "ima")}
+	return &fixture{reg: reg, root: root, dir: dir, ima: filepath.Join(dir, "ima")}
 }
 
 // container starts `sleep` as pid 1 of a new pid namespace (same mount
@@ -555,4 +556,33 @@ func TestContainerMountRefusesStrayCallers(t *testing.T) {
 	if _, err := run(t, pid, "cat", ascii); err == nil || !strings.Contains(err.Error(), "Permission denied") {
 		t.Errorf("detached container's caller: %v, want Permission denied", err)
 	}
+}
+
+// TestOpenHandles: the tree counts what is open, so a daemon handing over
+// can wait for its readers.
+func TestOpenHandles(t *testing.T) {
+	f := mount(t, imans.Options{})
+	waitHandles := func(want int64) {
+		t.Helper()
+		// RELEASE is asynchronous in FUSE: close(2) returns before it.
+		for deadline := time.Now().Add(10 * time.Second); f.root.OpenHandles() != want; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("OpenHandles = %d, want %d", f.root.OpenHandles(), want)
+			}
+		}
+	}
+	waitHandles(0)
+	list, err := os.Open(filepath.Join(f.ima, "ascii_runtime_measurements"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.Open(f.ima)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitHandles(2)
+	list.Close()
+	waitHandles(1)
+	dir.Close()
+	waitHandles(0)
 }

@@ -18,8 +18,42 @@ import (
 // they fail with EIO: sendfile then fails and its callers fall back to
 // read(2), which is answered for the caller. No caller's content ever enters
 // the page cache.
+//
+// It also counts the open file and directory handles of its tree (see
+// Root.OpenHandles).
 type rawFS struct {
 	fuse.RawFileSystem
+	root *Root
+}
+
+// Open implements fuse.RawFileSystem.
+func (r rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	st := r.RawFileSystem.Open(cancel, in, out)
+	if st == fuse.OK {
+		r.root.handles.Add(1)
+	}
+	return st
+}
+
+// Release implements fuse.RawFileSystem.
+func (r rawFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	r.RawFileSystem.Release(cancel, in)
+	r.root.handles.Add(-1)
+}
+
+// OpenDir implements fuse.RawFileSystem.
+func (r rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	st := r.RawFileSystem.OpenDir(cancel, in, out)
+	if st == fuse.OK {
+		r.root.handles.Add(1)
+	}
+	return st
+}
+
+// ReleaseDir implements fuse.RawFileSystem.
+func (r rawFS) ReleaseDir(in *fuse.ReleaseIn) {
+	r.RawFileSystem.ReleaseDir(in)
+	r.root.handles.Add(-1)
 }
 
 // Read implements fuse.RawFileSystem.
@@ -32,8 +66,13 @@ func (r rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.R
 
 // RawFileSystem returns the FUSE protocol handler of the tree rooted at r.
 func (r *Root) RawFileSystem() fuse.RawFileSystem {
-	return rawFS{gofs.NewNodeFS(r, r.MountOptions())}
+	return rawFS{RawFileSystem: gofs.NewNodeFS(r, r.MountOptions()), root: r}
 }
+
+// OpenHandles returns how many files and directories of the tree are open
+// (opened and not yet released). A daemon handing its mounts over waits for
+// this to reach 0 before it exits, so that no reader's open file dies with it.
+func (r *Root) OpenHandles() int64 { return r.handles.Load() }
 
 // Serve serves r on dev, a /dev/fuse file already mounted (see
 // mountns.MountFUSE), through go-fuse's "/dev/fd/N" convention; it takes

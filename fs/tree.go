@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -51,6 +52,8 @@ type Root struct {
 	log   *logrus.Logger
 	reg   *imans.Registry
 	mtime time.Time
+
+	handles atomic.Int64 // open file and directory handles (rawFS counts them)
 }
 
 var (

@@ -138,10 +138,47 @@ func runServe(args []string) int {
 			return 1
 		case <-d.handedOver:
 			// The successor has swapped every mount for its own and
-			// owns the state: nothing to unmount or close here.
+			// owns the state: nothing to unmount or close here. Files
+			// opened on the old mounts just before the swap are still
+			// served: let their readers finish first.
+			d.drainOpenFiles(handoverDrainTimeout)
 			log.Info("handed over to the new daemon; exiting")
 			return 0
 		}
+	}
+}
+
+// handoverDrainTimeout bounds how long a daemon that handed over waits for
+// the files still open on its old mounts.
+const handoverDrainTimeout = 5 * time.Second
+
+// drainOpenFiles waits until no file or directory of this daemon's mounts is
+// open, or timeout: a reader that opened a file on a mount just before the
+// successor slid its own beneath gets its reads answered instead of
+// ECONNABORTED when this process exits.
+func (d *daemon) drainOpenFiles(timeout time.Duration) {
+	d.mu.Lock()
+	roots := make([]*imafsfs.Root, 0, len(d.mounts)+1)
+	for _, m := range d.mounts {
+		roots = append(roots, m.root)
+	}
+	if d.host != nil {
+		roots = append(roots, d.host.root)
+	}
+	d.mu.Unlock()
+	open := func() (n int64) {
+		for _, r := range roots {
+			n += r.OpenHandles()
+		}
+		return n
+	}
+	deadline := time.Now().Add(timeout)
+	for n := open(); n > 0; n = open() {
+		if time.Now().After(deadline) {
+			d.log.WithField("open", n).Warn("handover: files still open on the old mounts; their readers get ECONNABORTED")
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -177,6 +214,7 @@ type mount struct {
 	pid    int    // process whose namespace holds the mount
 	target string // mount point as resolved at mount time
 	srv    *fuse.Server
+	root   *imafsfs.Root
 }
 
 type daemon struct {
@@ -331,7 +369,7 @@ func (d *daemon) serveAt(owner *imans.Namespace, pid int, target string) (*mount
 		}
 		return nil, err
 	}
-	m := &mount{id: id, pid: pid, target: target, srv: srv}
+	m := &mount{id: id, pid: pid, target: target, srv: srv, root: root}
 	go func() {
 		srv.Wait()
 		d.log.WithFields(logrus.Fields{"id": id, "pid": pid, "target": target}).Info("fuse connection ended")
