@@ -53,9 +53,10 @@ import (
 // journals, stops listening and starts its successor (the executable now at
 // its path, same arguments, --takeover-fd), which restores the state and
 // swaps every mount while this one still serves the old ones; this one
-// exits once the successor reports ready (and takes everything back if it
-// does not). Readers holding a descriptor open across the upgrade get
-// ENOTCONN on it once the old daemon exits; every new open is served.
+// exits once the successor reports ready and the files still open on its old
+// mounts are closed (5 s at most), and takes everything back if the
+// successor fails. A reader holding a descriptor longer gets ECONNABORTED on
+// it once the old daemon exits; every new open is served.
 // Under systemd the successor is a new main process: the unit needs
 // NotifyAccess=all and the successor's MAINPID (not implemented), else
 // systemd stops the unit when the old daemon exits.
