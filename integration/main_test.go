@@ -97,6 +97,15 @@ func startDaemon(t *testing.T, extra ...string) *daemon {
 	if err := os.Mkdir(d.hostMnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	d.launch(10*time.Second, extra...)
+	return d
+}
+
+// launch starts `imafs serve` on d's socket, state directory and host mount,
+// logging to d.log; it returns once the daemon answers, and Cleanup stops it.
+func (d *daemon) launch(readyTimeout time.Duration, extra ...string) {
+	t := d.t
+	t.Helper()
 	logf, err := os.Create(d.log)
 	if err != nil {
 		t.Fatal(err)
@@ -110,24 +119,21 @@ func startDaemon(t *testing.T, extra ...string) *daemon {
 	}
 	go func() { d.done <- d.cmd.Wait() }()
 	t.Cleanup(d.stop)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	for deadline := time.Now().Add(readyTimeout); ; time.Sleep(20 * time.Millisecond) {
 		if _, err := d.imafs("ps"); err == nil {
-			break
+			return
 		}
 		select {
 		case err := <-d.done:
 			b, _ := os.ReadFile(d.log)
-			t.Fatalf("imafs serve exited: %v\n%s", err, b)
+			t.Fatalf("imafs serve %v exited: %v\n%s", extra, err, b)
 		default:
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(d.log)
-			t.Fatalf("imafs serve not ready\n%s", b)
+			t.Fatalf("imafs serve %v not ready after %v\n%s", extra, readyTimeout, b)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	return d
 }
 
 func (d *daemon) stop() {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -34,36 +33,8 @@ func restartDaemon(t *testing.T, old *daemon, extra ...string) *daemon {
 		log:     filepath.Join(dir, fmt.Sprintf("daemon.%d.log", time.Now().UnixNano())),
 		done:    make(chan error, 1),
 	}
-	logf, err := os.Create(d.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	args := append([]string{"serve", "--socket", d.socket, "--state-dir", d.state, "--mount", d.hostMnt, "--log-level", "debug"}, extra...)
-	d.cmd = exec.Command(imafsBin, args...)
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.done <- d.cmd.Wait() }()
-	t.Cleanup(d.stop)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := d.imafs("ps"); err == nil {
-			return d
-		}
-		select {
-		case err := <-d.done:
-			b, _ := os.ReadFile(d.log)
-			t.Fatalf("imafs serve (restart) exited: %v\n%s", err, b)
-		default:
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(d.log)
-			t.Fatalf("imafs serve (restart) not ready\n%s", b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	d.launch(20*time.Second, extra...)
+	return d
 }
 
 // kill9 kills d with SIGKILL (no shutdown at all) and waits for it.
