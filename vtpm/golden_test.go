@@ -1,10 +1,12 @@
 package vtpm
 
 import (
-	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"testing"
+
+	"github.com/imafs/imafs/measurelog"
 )
 
 func readBundle(t testing.TB, path string) *Bundle {
@@ -53,27 +55,63 @@ func TestGoldenBundles(t *testing.T) {
 
 // fuzzFields are the binary fields of a bundle FuzzVerify replaces: the
 // verifier's real inputs, reached without the base64 and JSON around them.
-// mustFail: a bundle with this field altered never verifies (the field is
-// signed, or replayed against what is); not so for the signature (ECDSA
-// signatures are malleable) and the key encoding.
+// attested maps a field's bytes to what a quote vouches for in them; a
+// bundle whose field was altered so that this changes never verifies. nil:
+// nothing is vouched for in the field's bytes as such (ECDSA signatures are
+// malleable, a key has several encodings).
 var fuzzFields = []struct {
 	name     string
 	get      func(b *Bundle) []byte
 	set      func(b *Bundle, v []byte)
-	mustFail bool
+	attested func(v []byte) string
 }{
-	{"ak_public", func(b *Bundle) []byte { return b.AKPublic }, func(b *Bundle, v []byte) { b.AKPublic = v }, false},
-	{"sha1 quote", func(b *Bundle) []byte { return b.Quotes[0].Quote }, func(b *Bundle, v []byte) { b.Quotes[0].Quote = v }, true},
-	{"sha1 signature", func(b *Bundle) []byte { return b.Quotes[0].Signature }, func(b *Bundle, v []byte) { b.Quotes[0].Signature = v }, false},
-	{"sha256 quote", func(b *Bundle) []byte { return b.Quotes[1].Quote }, func(b *Bundle, v []byte) { b.Quotes[1].Quote = v }, true},
-	{"sha256 signature", func(b *Bundle) []byte { return b.Quotes[1].Signature }, func(b *Bundle, v []byte) { b.Quotes[1].Signature = v }, false},
-	{"list", func(b *Bundle) []byte { return b.List }, func(b *Bundle, v []byte) { b.List = v }, true},
-	{"sha256 PCR 10", func(b *Bundle) []byte { return b.PCRs["sha256"][10] }, func(b *Bundle, v []byte) { b.PCRs["sha256"][10] = v }, true},
+	{"ak_public", func(b *Bundle) []byte { return b.AKPublic }, func(b *Bundle, v []byte) { b.AKPublic = v }, nil},
+	{"sha1 quote", func(b *Bundle) []byte { return b.Quotes[0].Quote }, func(b *Bundle, v []byte) { b.Quotes[0].Quote = v }, rawBytes},
+	{"sha1 signature", func(b *Bundle) []byte { return b.Quotes[0].Signature }, func(b *Bundle, v []byte) { b.Quotes[0].Signature = v }, nil},
+	{"sha256 quote", func(b *Bundle) []byte { return b.Quotes[1].Quote }, func(b *Bundle, v []byte) { b.Quotes[1].Quote = v }, rawBytes},
+	{"sha256 signature", func(b *Bundle) []byte { return b.Quotes[1].Signature }, func(b *Bundle, v []byte) { b.Quotes[1].Signature = v }, nil},
+	{"list", func(b *Bundle) []byte { return b.List }, func(b *Bundle, v []byte) { b.List = v }, attestedList},
+	{"sha256 PCR 10", func(b *Bundle) []byte { return b.PCRs["sha256"][10] }, func(b *Bundle, v []byte) { b.PCRs["sha256"][10] = v }, rawBytes},
+}
+
+func rawBytes(v []byte) string { return string(v) }
+
+// attestedList is what PCR replay vouches for in a binary sha1 list, as in
+// the kernel's IMA: every entry's PCR and whether it is a violation, and the
+// template data of every other entry (with whether the template is "ima",
+// whose digest is computed differently). Not vouched for: the template name
+// otherwise (it is not hashed), and the template data of a violation, whose
+// digest is zero and which extends its PCR with 0xff.. whatever it says.
+// A list that does not decode maps to "" (Verify rejects it).
+func attestedList(v []byte) string {
+	entries, err := measurelog.DecodeBinary(v, measurelog.SHA1)
+	if err != nil {
+		return ""
+	}
+	var s []byte
+	for _, e := range entries {
+		s = binary.LittleEndian.AppendUint32(s, e.PCR)
+		switch {
+		case e.Violation:
+			s = append(s, 'v')
+		case e.Template == measurelog.TemplateIMA:
+			s = append(s, 'i')
+		default:
+			s = append(s, 'd')
+		}
+		if !e.Violation {
+			data := e.TemplateData()
+			s = binary.LittleEndian.AppendUint32(s, uint32(len(data)))
+			s = append(s, data...)
+		}
+	}
+	return "entries:" + string(s)
 }
 
 // FuzzVerify: no bundle, however malformed, panics the verifier; every
-// failure is a *VerifyError; a bundle whose quotes, PCR values or list were
-// altered never verifies (run:
+// failure is a *VerifyError; a bundle whose quotes or PCR values were
+// altered, or whose list was altered in what PCR replay vouches for
+// (attestedList), never verifies (run:
 // go test -run XXX -fuzz FuzzVerify -fuzztime 60s ./vtpm).
 //
 // field 0 fuzzes the bundle's JSON; field i > 0 replaces fuzzFields[i-1] of
@@ -120,7 +158,7 @@ func FuzzVerify(f *testing.F) {
 				t.Fatal(err)
 			}
 			fld := fuzzFields[k-1]
-			mustFail = fld.mustFail && !bytes.Equal(fld.get(b), data)
+			mustFail = fld.attested != nil && fld.attested(fld.get(b)) != fld.attested(data)
 			fld.set(b, data)
 		}
 		for _, opts := range [][]VerifyOption{nil, {WithTrustedAK(akA)}} {

@@ -116,6 +116,11 @@ func ParseAKPEM(data []byte) (crypto.PublicKey, error) {
 //  5. the list decodes and its replay gives exactly the quoted values of
 //     every quoted PCR in both banks, and it extends no PCR the quote does
 //     not cover (ErrListMismatch).
+//
+// As with the kernel's list, replay vouches for each entry's PCR, whether
+// it is a violation, and the template data of every entry but a violation:
+// a violation's digest is zero and it extends its PCR with 0xff.. whatever
+// its name field says, and a template's name is not hashed.
 func Verify(b *Bundle, nonce []byte, opts ...VerifyOption) error {
 	var cfg verifyConfig
 	for _, o := range opts {
