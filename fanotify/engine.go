@@ -60,7 +60,33 @@ type Options struct {
 	// Manual: do not register with the Registry as an observer nor watch
 	// the containers already attached; the caller calls Watch/Unwatch.
 	Manual bool
+	// OnAnswer, when set, is called once for every permission event the
+	// engine answers, from the answering goroutine just before the task is
+	// released (keep it quick): the daemon feeds its denial counters and
+	// latency histogram from it.
+	OnAnswer func(Answer)
 }
+
+// Answer describes one answered permission event (Options.OnAnswer).
+type Answer struct {
+	Namespace string // id of the container whose watch received the event
+	Allow     bool
+	// Reason says why an access was denied, empty when it was allowed: an
+	// appraisal failure's cause as the kernel's integrity audit names it
+	// (appraise.Cause: "invalid-signature", "missing-key", ...), or the
+	// failure mode's: ReasonCollectData, ReasonTimeout, ReasonOverflow,
+	// ReasonError.
+	Reason  string
+	Latency time.Duration // from reading the event to answering it
+}
+
+// Reasons for a denial by the failure mode (see Options.FailClosed).
+const (
+	ReasonCollectData = "collect_data" // the file could not be hashed
+	ReasonTimeout     = "timeout"      // not decided within Options.Timeout
+	ReasonOverflow    = "overflow"     // the container's queue was full
+	ReasonError       = "error"        // anything else failed (resolve, stat, record)
+)
 
 // Stats are the engine's counters.
 type Stats struct {
@@ -77,6 +103,9 @@ type Stats struct {
 	// Latency is the total time from reading events to answering them
 	// (Latency / (Allowed+Denied) is the mean time a task waited on us).
 	Latency time.Duration
+	// Pending is the number of events received and not yet answered (in
+	// the containers' queues or being decided).
+	Pending uint64
 }
 
 type counters struct {
@@ -164,9 +193,13 @@ func New(opts Options) (*Engine, error) {
 // Stats returns a snapshot of the counters.
 func (e *Engine) Stats() Stats {
 	c := &e.stats
-	return Stats{c.events.Load(), c.allowed.Load(), c.denied.Load(), c.measured.Load(), c.cached.Load(),
+	// Answers are loaded before events: an event is counted before it is
+	// answered, so pending never goes below zero.
+	allowed, denied := c.allowed.Load(), c.denied.Load()
+	events := c.events.Load()
+	return Stats{events, allowed, denied, c.measured.Load(), c.cached.Load(),
 		c.violations.Load(), c.errors.Load(), c.timeouts.Load(), c.overflows.Load(), c.ignored.Load(),
-		time.Duration(c.latency.Load())}
+		time.Duration(c.latency.Load()), events - allowed - denied}
 }
 
 // Attached starts watching ns (imans.Observer). Errors are logged: the
@@ -311,20 +344,38 @@ type event struct {
 	done  atomic.Bool
 }
 
-// answer responds once; later calls do nothing.
-func (ev *event) answer(allow bool) {
+// answer responds once; later calls do nothing. reason says why a denial
+// (see Answer.Reason).
+func (ev *event) answer(allow bool, reason string) {
 	ev.once.Do(func() {
 		ev.done.Store(true)
+		// Counted before the task is released: whoever the task tells
+		// about the outcome finds it in Stats and OnAnswer's figures.
+		e := ev.w.e
+		latency := time.Since(ev.start)
+		e.stats.latency.Add(int64(latency))
+		if allow {
+			reason = ""
+			e.stats.allowed.Add(1)
+		} else {
+			e.stats.denied.Add(1)
+		}
+		if e.opts.OnAnswer != nil {
+			e.opts.OnAnswer(Answer{Namespace: ev.w.ns.ID, Allow: allow, Reason: reason, Latency: latency})
+		}
 		if err := ev.w.g.respond(int32(ev.fd), allow); err != nil && !errors.Is(err, os.ErrClosed) {
 			ev.w.log.WithError(err).Warn("fanotify: respond")
 		}
-		ev.w.e.stats.latency.Add(int64(time.Since(ev.start)))
-		if allow {
-			ev.w.e.stats.allowed.Add(1)
-		} else {
-			ev.w.e.stats.denied.Add(1)
-		}
 	})
+}
+
+// failureMode is the answer to an event that could not be decided: allow
+// when the container fails open, deny for reason when it fails closed.
+func (w *watch) failureMode(reason string) (allow bool, why string) {
+	if w.failClosed() {
+		return false, reason
+	}
+	return true, ""
 }
 
 // work decides the container's events until its group is closed and its
@@ -341,9 +392,9 @@ func (w *watch) work() {
 		e.sem <- struct{}{}
 		// Even when the timeout answered already, handle runs: what could
 		// not be measured in time is recorded as a violation.
-		allow := w.handle(ev)
+		allow, reason := w.handle(ev)
 		<-e.sem
-		ev.answer(allow)
+		ev.answer(allow, reason)
 		ev.timer.Stop()
 		unix.Close(ev.fd)
 	}

@@ -2,10 +2,12 @@ package fanotify_test
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/imafs/imafs/fanotify"
@@ -123,7 +125,20 @@ func TestAppraise(t *testing.T) {
 			t.Skipf("needs %s", tool)
 		}
 	}
-	e := newEnv(t, fanotify.Options{})
+	var mu sync.Mutex
+	denials := map[string]bool{} // "namespace reason"
+	e := newEnv(t, fanotify.Options{OnAnswer: func(a fanotify.Answer) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case a.Allow && a.Reason != "":
+			t.Errorf("allowed with reason %q", a.Reason)
+		case a.Latency <= 0:
+			t.Errorf("answer with latency %v", a.Latency)
+		case !a.Allow:
+			denials[a.Namespace+" "+a.Reason] = true
+		}
+	}})
 	ch := e.container("hashed", "busybox-good", "busybox-tampered", "busybox-bare")
 	cs := e.container("signed", "busybox-mine", "busybox-theirs", "busybox-hashonly")
 	keydir := filepath.Join(e.keys, "signed")
@@ -169,6 +184,21 @@ func TestAppraise(t *testing.T) {
 				t.Errorf("%s %s: failed but not with EPERM: %v\n%s", tc.c.id, tc.bin, err, out)
 			}
 		}
+	}
+	// Every denial reached OnAnswer with the kernel's audit cause.
+	mu.Lock()
+	want := map[string]bool{
+		ch.ns.ID + " invalid-hash":           true,
+		ch.ns.ID + " missing-hash":           true,
+		cs.ns.ID + " missing-key":            true,
+		cs.ns.ID + " IMA-signature-required": true,
+	}
+	if !maps.Equal(denials, want) {
+		t.Errorf("denials seen by OnAnswer: %v, want %v", denials, want)
+	}
+	mu.Unlock()
+	if s := e.eng.Stats(); s.Pending != 0 || s.Denied < uint64(len(want)) {
+		t.Errorf("stats after every exec returned: %+v, want nothing pending and at least %d denials", s, len(want))
 	}
 	// The signed binary is in the list with its signature (ima-sig).
 	got := named(cs.ns.List, "/bin/busybox-mine")

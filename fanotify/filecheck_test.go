@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,7 +59,15 @@ func TestFileCheck(t *testing.T) {
 // violation entry in a measure-only container and denied in a container
 // that appraises; every event is answered.
 func TestFailureModes(t *testing.T) {
-	e := newEnv(t, fanotify.Options{Timeout: 2 * time.Millisecond})
+	var mu sync.Mutex
+	denials := map[string][]string{} // namespace → reasons
+	e := newEnv(t, fanotify.Options{Timeout: 2 * time.Millisecond, OnAnswer: func(a fanotify.Answer) {
+		if !a.Allow {
+			mu.Lock()
+			denials[a.Namespace] = append(denials[a.Namespace], a.Reason)
+			mu.Unlock()
+		}
+	}})
 	cm := e.container("measureonly")
 	ca := e.container("appraising")
 	big := strings.Repeat("imafs\n", 8<<20) // 48 MiB: not hashed in 2ms
@@ -90,6 +99,21 @@ func TestFailureModes(t *testing.T) {
 	}
 	if s := e.eng.Stats(); s.Errors+s.Timeouts == 0 {
 		t.Fatalf("stats show no failure: %+v", s)
+	}
+	// The denial is the failure mode's, and only the appraising container
+	// fails closed.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(denials[cm.ns.ID]) != 0 {
+		t.Errorf("measure-only container denied: %v", denials[cm.ns.ID])
+	}
+	if len(denials[ca.ns.ID]) == 0 {
+		t.Error("appraising container: no denial reached OnAnswer")
+	}
+	for _, r := range denials[ca.ns.ID] {
+		if r != fanotify.ReasonTimeout && r != fanotify.ReasonCollectData {
+			t.Errorf("appraising container denied for %q, want %q or %q", r, fanotify.ReasonTimeout, fanotify.ReasonCollectData)
+		}
 	}
 }
 

@@ -21,36 +21,37 @@ const maxCache = 1 << 17
 // errTimeout: hashing did not finish before the event's deadline.
 var errTimeout = errors.New("hash timed out")
 
-// handle decides one permission event; it returns whether to allow it.
-// Everything recorded is recorded before the answer.
-func (w *watch) handle(ev *event) bool {
+// handle decides one permission event; it returns whether to allow it and,
+// when not, why (see Answer.Reason). Everything recorded is recorded before
+// the answer.
+func (w *watch) handle(ev *event) (allow bool, reason string) {
 	e := w.e
 	caller, err := e.res.Caller(ev.tid)
 	if err != nil {
 		// The opener is gone (killed while waiting): the answer no longer matters.
 		w.log.WithError(err).WithField("tid", ev.tid).Debug("fanotify: resolve caller")
-		return !w.failClosed()
+		return w.failureMode(ReasonError)
 	}
 	ns, err := e.reg.ForCaller(caller)
 	if err != nil {
 		e.stats.errors.Add(1)
 		w.log.WithError(err).WithField("tid", ev.tid).Warn("fanotify: namespace of caller")
-		return !w.failClosed()
+		return w.failureMode(ReasonError)
 	}
 	if ns != w.ns {
 		// The host (IMA on stock kernels is not emulated for it) or another
 		// registered container, which its own group answers for.
-		return true
+		return true, ""
 	}
 	w.refreshPolicy()
 	var st unix.Stat_t
 	if err := unix.Fstat(ev.fd, &st); err != nil {
 		e.stats.errors.Add(1)
 		w.log.WithError(err).Warn("fanotify: stat event file")
-		return !w.failClosed()
+		return w.failureMode(ReasonError)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return true // IMA measures regular files only
+		return true, "" // IMA measures regular files only
 	}
 	k := inoKey{st.Dev, st.Ino}
 
@@ -100,7 +101,7 @@ func (w *watch) handle(ev *event) bool {
 		if independent {
 			w.ignore(ev, gen)
 		}
-		return true
+		return true, ""
 	}
 	pcr := uint32(imans.DefaultPCR)
 	if d.PCR >= 0 {
@@ -125,13 +126,14 @@ func (w *watch) handle(ev *event) bool {
 	needAppraise := d.Actions&policy.Appraise != 0 && (!fs.appraised || (req.Signature && !fs.appraisedSig && fs.appraiseErr == nil))
 	needAudit := d.Actions&policy.Audit != 0 && !fs.audited
 	cachedDeny := d.Actions&policy.Appraise != 0 && !needAppraise && fs.appraiseErr != nil
+	cachedCause := string(appraise.CauseOf(fs.appraiseErr))
 	writers := w.writers[k]
 	w.mu.Unlock()
 	if twin {
 		if !needMeasure && !needAppraise && !needAudit && !cachedDeny && independent {
 			w.ignore(ev, gen)
 		}
-		return true
+		return true, ""
 	}
 	template := w.ns.Template()
 	if d.Template != "" {
@@ -156,12 +158,12 @@ func (w *watch) handle(ev *event) bool {
 	if !needMeasure && !needAppraise && !needAudit {
 		e.stats.cached.Add(1)
 		if cachedDeny {
-			return false
+			return false, cachedCause
 		}
 		if independent {
 			w.ignore(ev, gen)
 		}
-		return true
+		return true, ""
 	}
 
 	log = log.WithField("file", fileNameOnce())
@@ -188,15 +190,15 @@ func (w *watch) handle(ev *event) bool {
 			w.violation(template, pcr, fileNameOnce(), algo, "collect_data", log)
 		}
 		if d.Actions&policy.Appraise != 0 {
-			return false
+			return false, ReasonCollectData
 		}
-		return !w.failClosed()
+		return w.failureMode(ReasonCollectData)
 	}
 	if changed {
 		w.violation(template, pcr, fileNameOnce(), algo, "ToMToU", log)
 	}
 
-	allow := true
+	allow = true
 	if needMeasure {
 		m := measurelog.Measurement{
 			FileDigest: digest,
@@ -218,7 +220,7 @@ func (w *watch) handle(ev *event) bool {
 			e.stats.errors.Add(1)
 			log.WithError(err).Error("fanotify: record measurement")
 			if w.failClosed() {
-				allow = false
+				allow, reason = false, ReasonError
 			}
 		} else {
 			e.stats.measured.Add(1)
@@ -245,7 +247,7 @@ func (w *watch) handle(ev *event) bool {
 		}
 		w.mu.Unlock()
 		if aerr != nil {
-			allow = false
+			allow, reason = false, string(appraise.CauseOf(aerr))
 			log.WithFields(logrus.Fields{"cause": string(appraise.CauseOf(aerr)), "hash": fmt.Sprintf("%s:%x", algo, digest)}).
 				WithError(aerr).Warn("fanotify: appraisal failed, access denied")
 		}
@@ -261,7 +263,7 @@ func (w *watch) handle(ev *event) bool {
 	if allow && !changed && independent {
 		w.ignore(ev, gen)
 	}
-	return allow
+	return allow, reason
 }
 
 // violation records a violation entry (all-zero digest, PCR extended with

@@ -155,16 +155,16 @@ func (w *watch) dispatch(re rawEvent) {
 	e.stats.events.Add(1)
 	ev := &event{w: w, fd: fd, tid: tid, mask: re.Mask, start: time.Now()}
 	if isSelf(e.opts.Proc, tid) {
-		ev.answer(true)
+		ev.answer(true, "")
 		unix.Close(fd)
 		return
 	}
 	ev.timer = time.AfterFunc(e.opts.Timeout, func() {
 		if !ev.done.Load() {
 			e.stats.timeouts.Add(1)
-			allow := !w.failClosed()
+			allow, reason := w.failureMode(ReasonTimeout)
 			w.log.WithFields(logrus.Fields{"tid": tid, "allow": allow, "timeout": e.opts.Timeout}).Warn("fanotify: event not decided in time")
-			ev.answer(allow)
+			ev.answer(allow, reason)
 		}
 	})
 	select {
@@ -172,10 +172,10 @@ func (w *watch) dispatch(re rawEvent) {
 	default:
 		e.stats.overflows.Add(1)
 		ev.timer.Stop()
-		allow := !w.failClosed()
+		allow, reason := w.failureMode(ReasonOverflow)
 		log := w.log.WithFields(logrus.Fields{"tid": tid, "allow": allow})
 		log.Warn("fanotify: worker queue full")
-		ev.answer(allow)
+		ev.answer(allow, reason)
 		if allow && re.Mask&maskExec != 0 {
 			// An exec let through unmeasured: the list says so. (An
 			// overflowed open may not even match a FILE_CHECK rule, and

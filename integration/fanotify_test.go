@@ -2,11 +2,17 @@ package integration
 
 import (
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -182,7 +188,8 @@ func TestFanotifyAppraise(t *testing.T) {
 	needFanotifyDaemon(t)
 	harness.RequireTools(t, "evmctl", "openssl")
 	keys := filepath.Join(harness.TempDir(t), "keys")
-	d := startDaemon(t, "--fanotify", "--fanotify-keys", keys)
+	metricsAddr := freeLocalAddr(t)
+	d := startDaemon(t, "--fanotify", "--fanotify-keys", keys, "--metrics-addr", metricsAddr)
 	root := tmpfsRootfs(t, "mine", "theirs")
 	dir := harness.TempDir(t)
 	if out, err := harness.Run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", filepath.Join(dir, "mine.key"),
@@ -212,4 +219,82 @@ func TestFanotifyAppraise(t *testing.T) {
 		t.Fatalf("binary signed by another key: %v\n%s; want EPERM", err, out)
 	}
 	runIn(t, c, "/bin/busybox-mine", "true") // still allowed (cached)
+
+	// The daemon's metrics count the denial with the kernel's audit cause
+	// (the signature's key is not the container's), and the events'
+	// latencies; nothing is left waiting.
+	text := scrapeMetrics(t, metricsAddr)
+	for _, want := range []string{
+		`imafs_denials_total{namespace="` + c.ID + `",reason="missing-key",source="fanotify"} 1`,
+		`imafs_queue_depth{source="fanotify"} 0`,
+	} {
+		if !hasMetricLine(text, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if n := metricValue(t, text, `imafs_event_latency_seconds_count{source="fanotify"}`); n < 3 {
+		t.Errorf("event latency histogram counts %v events, want at least the 3 execs", n)
+	}
+	// Every answer is in the histogram (scraped again if an event came in
+	// between the two series).
+	for try := 0; ; try++ {
+		allowed := metricValue(t, text, `imafs_source_answers_total{answer="allow",source="fanotify"}`)
+		denied := metricValue(t, text, `imafs_source_answers_total{answer="deny",source="fanotify"}`)
+		observed := metricValue(t, text, `imafs_event_latency_seconds_count{source="fanotify"}`)
+		if allowed+denied == observed && denied == 1 {
+			break
+		}
+		if try == 3 {
+			t.Fatalf("%v allowed and %v denied answers, %v latencies observed", allowed, denied, observed)
+		}
+		time.Sleep(100 * time.Millisecond)
+		text = scrapeMetrics(t, metricsAddr)
+	}
+}
+
+// freeLocalAddr returns a 127.0.0.1 address with a port free a moment ago.
+func freeLocalAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// scrapeMetrics reads the daemon's Prometheus metrics.
+func scrapeMetrics(t *testing.T, addr string) string {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape metrics: %s %v", resp.Status, err)
+	}
+	return string(body)
+}
+
+func hasMetricLine(text, line string) bool {
+	return slices.Contains(strings.Split(text, "\n"), line)
+}
+
+// metricValue is the value of the series named exactly by series.
+func metricValue(t *testing.T, text, series string) float64 {
+	t.Helper()
+	for _, l := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", series, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("metrics lack %s", series)
+	return 0
 }

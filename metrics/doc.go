@@ -13,9 +13,10 @@
 //     package (safe for concurrent use, cheap, usable without a running
 //     server): Denied for an access a source refused (appraisal FAN_DENY, a
 //     fail-closed timeout, ...), ObserveEventLatency for the time from an
-//     event's arrival to its answer, and SetQueueDepth for a source's
-//     backlog. A source that keeps its own totals instead registers a
-//     function with RegisterSource, read on every scrape.
+//     event's arrival to its answer. A source that keeps its own totals
+//     (events, answers, backlog) registers a function with RegisterSource,
+//     read on every scrape. `imafs serve --fanotify` feeds all of them from
+//     the fanotify engine (fanotify.Options.OnAnswer and Engine.Stats).
 //
 // Metric names (all prefixed imafs_):
 //
@@ -25,8 +26,8 @@
 //	imafs_namespace_policy_rules{namespace}  gauge    rules of the namespace's active policy
 //	imafs_denials_total{namespace,source,reason} counter accesses denied by a source
 //	imafs_event_latency_seconds{source}      histogram event arrival → answer
-//	imafs_queue_depth{source}                gauge    events waiting for a worker
-//	imafs_source_events_total{source}        counter  \
+//	imafs_queue_depth{source}                gauge    \ events received, not yet answered
+//	imafs_source_events_total{source}        counter  |
 //	imafs_source_answers_total{source,answer} counter  |
 //	imafs_source_measured_total{source}      counter  | from RegisterSource
 //	imafs_source_failures_total{source,kind} counter  |

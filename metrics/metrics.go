@@ -23,11 +23,6 @@ var (
 		// measurement of a large file seconds.
 		Buckets: prometheus.ExponentialBuckets(10e-6, 4, 10),
 	}, []string{"source"})
-
-	queueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "imafs_queue_depth",
-		Help: "Events a measurement source has received and not yet answered.",
-	}, []string{"source"})
 )
 
 // Denied counts one access that source (e.g. "fanotify") refused in the
@@ -40,11 +35,6 @@ func Denied(nsID, source, reason string) {
 // ObserveEventLatency records the time from an event's arrival to its answer.
 func ObserveEventLatency(source string, d time.Duration) {
 	eventLatency.WithLabelValues(source).Observe(d.Seconds())
-}
-
-// SetQueueDepth sets the number of events source has waiting.
-func SetQueueDepth(source string, n int) {
-	queueDepth.WithLabelValues(source).Set(float64(n))
 }
 
 // forget drops the per-namespace series that sources updated.

@@ -136,7 +136,6 @@ func TestServeScrape(t *testing.T) {
 	Denied("metrics-a", "fanotify", "invalid-signature")
 	ObserveEventLatency("fanotify", 30*time.Microsecond)
 	ObserveEventLatency("fanotify", 2*time.Millisecond)
-	SetQueueDepth("fanotify", 7)
 
 	url := server(t, reg, log)
 	text := scrape(t, url)
@@ -156,7 +155,6 @@ func TestServeScrape(t *testing.T) {
 		`imafs_event_latency_seconds_count{source="fanotify"} 2`,
 		`imafs_event_latency_seconds_bucket{source="fanotify",le="4e-05"} 1`,
 		`imafs_event_latency_seconds_bucket{source="fanotify",le="+Inf"} 2`,
-		`imafs_queue_depth{source="fanotify"} 7`,
 		"# TYPE imafs_namespace_violations_total counter",
 		"# TYPE imafs_event_latency_seconds histogram",
 	} {

@@ -26,7 +26,7 @@ func NewGatherer(reg *imans.Registry) (*prometheus.Registry, error) {
 	pr := prometheus.NewRegistry()
 	for _, c := range []prometheus.Collector{
 		NewRegistryCollector(reg),
-		denials, eventLatency, queueDepth, sourcesCollector{},
+		denials, eventLatency, sourcesCollector{},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

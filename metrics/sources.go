@@ -21,6 +21,7 @@ type SourceStats struct {
 	Timeouts  uint64        // events answered by a timeout
 	Overflows uint64        // events answered because a queue was full
 	Wait      time.Duration // total time tasks waited for an answer
+	Pending   uint64        // events received and not yet answered (imafs_queue_depth)
 }
 
 type sourceEntry struct{ stats func() SourceStats }
@@ -59,6 +60,8 @@ var (
 		"Events a measurement source answered by its failure mode, by kind (error, timeout, overflow).", []string{"source", "kind"}, nil)
 	sourceWaitDesc = prometheus.NewDesc("imafs_source_wait_seconds_total",
 		"Total time tasks waited for a measurement source's answer.", []string{"source"}, nil)
+	queueDepthDesc = prometheus.NewDesc("imafs_queue_depth",
+		"Events a measurement source has received and not yet answered.", []string{"source"}, nil)
 )
 
 // sourcesCollector reads every registered source on scrape.
@@ -68,7 +71,7 @@ var _ prometheus.Collector = sourcesCollector{}
 
 // Describe implements prometheus.Collector.
 func (sourcesCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{sourceEventsDesc, sourceAnswersDesc, sourceMeasuredDesc, sourceFailuresDesc, sourceWaitDesc} {
+	for _, d := range []*prometheus.Desc{sourceEventsDesc, sourceAnswersDesc, sourceMeasuredDesc, sourceFailuresDesc, sourceWaitDesc, queueDepthDesc} {
 		ch <- d
 	}
 }
@@ -97,5 +100,6 @@ func (sourcesCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(sourceFailuresDesc, s.Timeouts, name, "timeout")
 		counter(sourceFailuresDesc, s.Overflows, name, "overflow")
 		ch <- prometheus.MustNewConstMetric(sourceWaitDesc, prometheus.CounterValue, s.Wait.Seconds(), name)
+		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(s.Pending), name)
 	}
 }

@@ -20,7 +20,7 @@ func TestRegisterSource(t *testing.T) {
 	defer reg.Close()
 	url := server(t, reg, log)
 
-	stats := SourceStats{Events: 10, Allowed: 8, Denied: 2, Measured: 5, Errors: 1, Timeouts: 3, Overflows: 4, Wait: 1500 * time.Millisecond}
+	stats := SourceStats{Events: 10, Allowed: 8, Denied: 2, Measured: 5, Errors: 1, Timeouts: 3, Overflows: 4, Wait: 1500 * time.Millisecond, Pending: 7}
 	unregister := RegisterSource("test-src", func() SourceStats { return stats })
 	text := scrape(t, url)
 	for _, line := range []string{
@@ -32,6 +32,7 @@ func TestRegisterSource(t *testing.T) {
 		`imafs_source_failures_total{kind="timeout",source="test-src"} 3`,
 		`imafs_source_failures_total{kind="overflow",source="test-src"} 4`,
 		`imafs_source_wait_seconds_total{source="test-src"} 1.5`,
+		`imafs_queue_depth{source="test-src"} 7`,
 	} {
 		if !hasLine(text, line) {
 			t.Errorf("scrape lacks %q", line)

@@ -26,7 +26,12 @@ func init() {
 			if !enabled {
 				return nil, nil
 			}
-			opts := fanotify.Options{Registry: env.Reg, Log: env.Log, KeyDir: keyDir}
+			opts := fanotify.Options{Registry: env.Reg, Log: env.Log, KeyDir: keyDir, OnAnswer: func(a fanotify.Answer) {
+				metrics.ObserveEventLatency("fanotify", a.Latency)
+				if !a.Allow {
+					metrics.Denied(a.Namespace, "fanotify", a.Reason)
+				}
+			}}
 			if failClosed {
 				opts.FailClosed = func(*imans.Namespace) bool { return true }
 			}
@@ -37,7 +42,7 @@ func init() {
 			unregister := metrics.RegisterSource("fanotify", func() metrics.SourceStats {
 				s := eng.Stats()
 				return metrics.SourceStats{Events: s.Events, Allowed: s.Allowed, Denied: s.Denied, Measured: s.Measured,
-					Errors: s.Errors, Timeouts: s.Timeouts, Overflows: s.Overflows, Wait: s.Latency}
+					Errors: s.Errors, Timeouts: s.Timeouts, Overflows: s.Overflows, Wait: s.Latency, Pending: s.Pending}
 			})
 			return func() { unregister(); eng.Close() }, nil
 		},
