@@ -112,9 +112,13 @@
 // FAN_OPEN_PERM, closes through FAN_CLOSE_WRITE; only while the policy has
 // FILE_CHECK rules; a write open of a file whose FILE_CHECK result is held
 // by an ignore mark is not seen, the first write clears the mark).
-// ToMToU: the file changed while it was hashed. The
-// kernel's other ToMToU case (a write open of a file that is open for read
-// and measured) would need every close to be watched and is not reported.
+// ToMToU, both of the kernel's cases: a write open (FAN_OPEN_PERM) of a
+// file the container measured while some task holds it open read-only (the
+// kernel's i_readcount, found by walking /proc/PID/fd on such a write open
+// only), and a file that changed while it was hashed. A write open that an
+// ignore mark hides (a FILE_CHECK rule whose decision does not depend on
+// the open's mask or the caller, e.g. without mask=) is not seen, so it
+// gives no ToMToU; tcb-style rules (mask=MAY_READ) set no ignore marks.
 //
 // # Gaps against the kernel
 //

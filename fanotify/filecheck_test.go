@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/imafs/imafs/fanotify"
+	"github.com/imafs/imafs/measurelog"
 	"github.com/imafs/imafs/policy"
 )
 
@@ -53,6 +54,33 @@ func TestFileCheck(t *testing.T) {
 	if v := c.ns.List.Violations(); v != v0+1 {
 		t.Fatalf("violations %d after the writer closed, want %d", v, v0+1)
 	}
+
+	// ToMToU: a write open of the measured /tmp/data while a task (here the
+	// writer itself, through fd 3) holds it open for read.
+	c.mustExec("/bin/sh", "-c", "exec 3</tmp/data; echo more >> /tmp/data")
+	if v := c.ns.List.Violations(); v != v0+2 {
+		t.Fatalf("violations %d after a write open of a file open for read, want %d (ToMToU)", v, v0+2)
+	}
+	if n := len(violations(c.ns.List, "/tmp/data")); n != 1 {
+		t.Fatalf("%d violation entries named /tmp/data, want 1", n)
+	}
+	// Measured again (it changed), then written with no reader: no ToMToU.
+	c.mustExec("/bin/sh", "-c", "head -n1 /tmp/data")
+	c.mustExec("/bin/sh", "-c", "echo again >> /tmp/data")
+	if v := c.ns.List.Violations(); v != v0+2 {
+		t.Fatalf("violations %d after a write open with no reader, want %d", v, v0+2)
+	}
+}
+
+// violations returns l's violation entries named name.
+func violations(l *measurelog.List, name string) []*measurelog.Entry {
+	var out []*measurelog.Entry
+	for _, en := range entries(l) {
+		if en.Violation && en.Name() == name {
+			out = append(out, en)
+		}
+	}
+	return out
 }
 
 // TestFailureModes: a file that cannot be hashed in time is allowed with a

@@ -95,7 +95,18 @@ func (w *watch) handle(ev *event) (allow bool, reason string) {
 			w.writers = map[inoKey]int{} // closes were missed (overflow)
 		}
 		w.writers[k]++
+		fs := w.cache[k]
+		measured := fs != nil && fs.same(&st) && len(fs.measured) > 0
 		w.mu.Unlock()
+		// ToMToU, as ima_rdwr_violation_check: a write open of a file this
+		// container measured while a task holds it open for read.
+		if measured && openForRead(e.opts.Proc, st.Dev, st.Ino) {
+			name, err := fileName(e.opts.Proc, ev.fd, ev.tid, caller.PID, w.ns.Init)
+			if err != nil {
+				name = fmt.Sprintf("<fd %d>", ev.fd)
+			}
+			w.violation(w.ns.Template(), imans.DefaultPCR, name, w.ns.Algo(), "ToMToU", log.WithField("file", name))
+		}
 	}
 	if d.Actions&(policy.Measure|policy.Appraise|policy.Audit) == 0 {
 		if independent {
