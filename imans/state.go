@@ -13,6 +13,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/imafs/imafs/internal/fsync"
 	"github.com/imafs/imafs/measurelog"
 )
 
@@ -300,7 +301,7 @@ func (s *state) createNamespaceState(ns *Namespace, rec *ContainerRecord) error 
 	if err != nil {
 		return fmt.Errorf("state of %s: %w", ns.ID, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := fsync.Dir(dir); err != nil {
 		f.Close()
 		return fmt.Errorf("state of %s: %w", ns.ID, err)
 	}
@@ -318,7 +319,7 @@ func (s *state) moveAside(id, where, why string) string {
 		s.log.WithError(err).WithFields(fields).Error("move container state aside")
 		return ""
 	}
-	if err := syncDir(filepath.Join(s.dir, nsDirName)); err != nil {
+	if err := fsync.Dir(filepath.Join(s.dir, nsDirName)); err != nil {
 		s.log.WithError(err).Warn("sync state dir")
 	}
 	if where == quarantineName {
@@ -417,19 +418,7 @@ func writeFileSync(path string, data []byte) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
+	return fsync.Dir(filepath.Dir(path))
 }
 
 // procStartTime returns field 22 (starttime) of /proc/PID/stat.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/imafs/imafs/internal/fsync"
 )
 
 // Journal is an append-only file of binary-list records (the sha1 bank's
@@ -53,7 +55,7 @@ func OpenJournalLogger(path string, log logrus.FieldLogger) (*Journal, []*Entry,
 	if err != nil {
 		return nil, nil, fmt.Errorf("open journal: %w", err)
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := fsync.Dir(filepath.Dir(path)); err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
@@ -99,18 +101,6 @@ func OpenJournalLogger(path string, log logrus.FieldLogger) (*Journal, []*Entry,
 	j := &Journal{path: path, f: f, log: log}
 	j.cond = sync.NewCond(&j.mu)
 	return j, entries, retErr
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }
 
 // Append writes e's record and returns once it is durable (written and
