@@ -44,9 +44,7 @@ func (n *policyNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.S
 	if errno := n.root.truncateOnly(ctx, in, "truncate policy"); errno != 0 {
 		return errno
 	}
-	n.root.setAttr(&out.Attr, syscall.S_IFREG|modePolicy)
-	out.Size = n.root.sizeFor(ctx, func(ns *imans.Namespace) int64 { return int64(len(ns.Policy().String())) })
-	return 0
+	return n.Getattr(ctx, fh, out)
 }
 
 // Open implements fs.NodeOpener with ima_open_policy's rules: O_RDWR is

@@ -82,9 +82,7 @@ func (n *quoteNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Se
 	if errno := n.root.truncateOnly(ctx, in, "truncate quote"); errno != 0 {
 		return errno
 	}
-	n.root.setAttr(&out.Attr, syscall.S_IFREG|modeQuote)
-	out.Size = unknownSize
-	return 0
+	return n.Getattr(ctx, fh, out)
 }
 
 // Open implements fs.NodeOpener.
