@@ -514,25 +514,9 @@ func (p *ruleParser) token(tok string) string {
 		r.FSName = val
 		p.toks.set(flagFSName, tok)
 	case "keyrings":
-		if r.Keyrings != nil {
-			return "keyrings= given twice"
-		}
-		l, why := optList(val)
-		if why != "" {
-			return why
-		}
-		r.Keyrings = l
-		p.toks.set(flagKeyrings, tok)
+		return p.list(&r.Keyrings, key, val, flagKeyrings, tok)
 	case "label":
-		if r.Label != nil {
-			return "label= given twice"
-		}
-		l, why := optList(val)
-		if why != "" {
-			return why
-		}
-		r.Label = l
-		p.toks.set(flagLabel, tok)
+		return p.list(&r.Label, key, val, flagLabel, tok)
 	case "fsuuid":
 		if r.FSUUID != ([16]byte{}) { // the kernel tests for the nil uuid
 			return "fsuuid= given twice"
@@ -690,6 +674,21 @@ func (p *ruleParser) id(key string, op byte, val string) string {
 		c.Op = OpLess
 	}
 	p.toks.set(flag, key+string(op)+val)
+	return ""
+}
+
+// list sets *dst, once, to the items of val, a |-separated list option
+// (keyrings=, label=) that tok sets with flag.
+func (p *ruleParser) list(dst *[]string, key, val string, flag uint32, tok string) string {
+	if *dst != nil {
+		return key + "= given twice"
+	}
+	l, why := optList(val)
+	if why != "" {
+		return why
+	}
+	*dst = l
+	p.toks.set(flag, tok)
 	return ""
 }
 
