@@ -198,16 +198,7 @@ func (r *Resolver) load(c *Caller) (*entry, error) {
 // cacheFromDir makes sure the ancestry of the pid namespace id of the task
 // behind dir is cached. Errors are ignored (Owner will retry).
 func (r *Resolver) cacheFromDir(dir int, id NSID) {
-	if r.max < 0 || r.hostErr != nil || id == r.hostPid {
-		return
-	}
-	r.mu.Lock()
-	e, ok := r.entries[id]
-	if ok {
-		r.lru.MoveToFront(e.elem)
-	}
-	r.mu.Unlock()
-	if ok {
+	if !r.needsCache(id) {
 		return
 	}
 	if e, err := r.build(dir, id); err == nil {
@@ -228,9 +219,21 @@ func (r *Resolver) build(dir int, id NSID) (*entry, error) {
 // is id) is cached. It takes ownership of fd. Errors are ignored (Owner
 // will retry through /proc).
 func (r *Resolver) cacheFD(fd int, id NSID) {
-	if r.max < 0 || r.hostErr != nil || id == r.hostPid {
+	if !r.needsCache(id) {
 		unix.Close(fd)
 		return
+	}
+	if e, err := r.buildFD(fd, id); err == nil {
+		r.insert(e)
+	}
+}
+
+// needsCache reports whether the ancestry of the pid namespace id is to be
+// built and cached: caching is on, id is not the host's and its entry is not
+// cached yet (a cached one is marked as recently used).
+func (r *Resolver) needsCache(id NSID) bool {
+	if r.max < 0 || r.hostErr != nil || id == r.hostPid {
+		return false
 	}
 	r.mu.Lock()
 	e, ok := r.entries[id]
@@ -238,13 +241,7 @@ func (r *Resolver) cacheFD(fd int, id NSID) {
 		r.lru.MoveToFront(e.elem)
 	}
 	r.mu.Unlock()
-	if ok {
-		unix.Close(fd)
-		return
-	}
-	if e, err := r.buildFD(fd, id); err == nil {
-		r.insert(e)
-	}
+	return !ok
 }
 
 // buildFD makes the entry of the pid namespace open as fd (taking
