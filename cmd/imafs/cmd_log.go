@@ -46,20 +46,10 @@ list with a damaged tail the entries before it are still printed.
 `
 
 func runLog(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
-		switch args[0] {
-		case "decode", "replay":
-			return runLogFile(args[0], args[1:], stdout, stderr)
-		case "-h", "--help", "help":
-			fmt.Fprint(stdout, logUsage)
-			return 0
-		}
+	if len(args) > 0 && (args[0] == "decode" || args[0] == "replay") {
+		return runLogFile(args[0], args[1:], stdout, stderr)
 	}
-	if logClient == nil {
-		fmt.Fprint(stderr, logUsage)
-		return 2
-	}
-	return logClient(args)
+	return runClientOrUsage(args, logClient, logUsage, stdout, stderr)
 }
 
 // parseInterspersed parses flags that may come before, between or after

@@ -31,20 +31,10 @@ const policyUsage = `Usage:
 `
 
 func runPolicy(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
-		switch args[0] {
-		case "fmt":
-			return runPolicyFmt(args[1:], stdin, stdout, stderr)
-		case "-h", "--help", "help":
-			fmt.Fprint(stdout, policyUsage)
-			return 0
-		}
+	if len(args) > 0 && args[0] == "fmt" {
+		return runPolicyFmt(args[1:], stdin, stdout, stderr)
 	}
-	if policyClient == nil {
-		fmt.Fprint(stderr, policyUsage)
-		return 2
-	}
-	return policyClient(args)
+	return runClientOrUsage(args, policyClient, policyUsage, stdout, stderr)
 }
 
 func runPolicyFmt(args []string, stdin io.Reader, stdout, stderr io.Writer) int {

@@ -8,6 +8,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -34,6 +35,25 @@ func register(c command) {
 		panic("imafs: command registered twice: " + c.name)
 	}
 	commands[c.name] = c
+}
+
+// runClientOrUsage runs the arguments of a two-word command (log, policy)
+// that are not one of its offline subcommands: a help word prints usage to
+// stdout (exit 0); anything else goes to client, the daemon's client for the
+// command, or prints usage to stderr (exit 2) in a build without it.
+func runClientOrUsage(args []string, client func([]string) int, usageText string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "-h", "--help", "help":
+			fmt.Fprint(stdout, usageText)
+			return 0
+		}
+	}
+	if client == nil {
+		fmt.Fprint(stderr, usageText)
+		return 2
+	}
+	return client(args)
 }
 
 func usage() string {
