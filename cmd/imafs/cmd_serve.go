@@ -28,6 +28,7 @@ import (
 	"github.com/imafs/imafs/measurelog"
 	"github.com/imafs/imafs/mountns"
 	"github.com/imafs/imafs/policy"
+	"github.com/imafs/imafs/sdnotify"
 	"github.com/imafs/imafs/vtpm"
 )
 
@@ -57,9 +58,12 @@ import (
 // mounts are closed (5 s at most), and takes everything back if the
 // successor fails. A reader holding a descriptor longer gets ECONNABORTED on
 // it once the old daemon exits; every new open is served.
-// Under systemd the successor is a new main process: the unit needs
-// NotifyAccess=all and the successor's MAINPID (not implemented), else
-// systemd stops the unit when the old daemon exits.
+// Under systemd (Type=notify, NotifyAccess=all: $NOTIFY_SOCKET) the daemon
+// reports READY=1 once it serves and STOPPING=1 on SIGTERM; the successor
+// of an upgrade, which inherits $NOTIFY_SOCKET, is a new main process: it
+// sends MAINPID=<its pid> with READY=1 and waits on a BARRIER=1 until
+// systemd has read it before it tells this daemon it is ready, so systemd
+// follows the successor and this daemon's exit is no longer the service's.
 
 // SecurityFSTarget is where a container's tree is mounted.
 const SecurityFSTarget = "/sys/kernel/security"
@@ -117,17 +121,28 @@ func runServe(args []string) int {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	d.startControl()
 	log.WithFields(logrus.Fields{"socket": *socket, "state_dir": *stateDir, "pid": os.Getpid()}).Info("imafs daemon ready")
+	containers := len(d.reg.Namespaces())
 	if *takeoverFD > 0 {
+		// Under systemd this process becomes the service's main process
+		// before its predecessor, the one systemd knows, may exit.
+		d.sdNotify(sdnotify.MainPID(os.Getpid()), sdnotify.Ready,
+			sdnotify.Status(fmt.Sprintf("serving (upgraded: took over %d containers)", containers)))
+		if err := d.notifier.Barrier(notifyBarrierTimeout); err != nil {
+			log.WithError(err).Warn("upgrade: systemd may not have read MAINPID= yet")
+		}
 		f := os.NewFile(uintptr(*takeoverFD), "takeover")
 		if _, err := fmt.Fprintf(f, "ready %d\n", os.Getpid()); err != nil {
 			log.WithError(err).Warn("upgrade: report readiness")
 		}
 		f.Close()
+	} else {
+		d.sdNotify(sdnotify.Ready, sdnotify.Status(fmt.Sprintf("serving (%d containers restored at start)", containers)))
 	}
 	for {
 		select {
 		case s := <-sigs:
 			log.WithField("signal", s.String()).Info("shutting down")
+			d.sdNotify(sdnotify.Stopping, sdnotify.Status("stopping ("+s.String()+")"))
 			d.shutdown()
 			return 0
 		case err := <-d.ctlErr:
@@ -135,6 +150,7 @@ func runServe(args []string) int {
 				continue // the listener was handed over; the upgrade decides
 			}
 			log.WithError(err).Error("control socket failed")
+			d.sdNotify(sdnotify.Stopping, sdnotify.Status(fmt.Sprintf("stopping: control socket failed: %v", err)))
 			d.shutdown()
 			return 1
 		case <-d.handedOver:
@@ -146,6 +162,18 @@ func runServe(args []string) int {
 			log.Info("handed over to the new daemon; exiting")
 			return 0
 		}
+	}
+}
+
+// notifyBarrierTimeout bounds how long an upgrade's successor waits for
+// systemd to acknowledge its MAINPID= (BARRIER=1).
+const notifyBarrierTimeout = 5 * time.Second
+
+// sdNotify tells the service manager (systemd, $NOTIFY_SOCKET) states; a
+// no-op when the daemon was not started by one.
+func (d *daemon) sdNotify(states ...string) {
+	if err := d.notifier.Notify(states...); err != nil {
+		d.log.WithError(err).WithField("states", states).Warn("sd_notify")
 	}
 }
 
@@ -243,6 +271,8 @@ type daemon struct {
 	host   *mount
 
 	stops []func() // of the started serve extensions
+
+	notifier sdnotify.Notifier // $NOTIFY_SOCKET (systemd Type=notify); no-op without it
 }
 
 func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
@@ -280,7 +310,7 @@ func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{log: log, reg: reg, cfg: cfg, mounts: map[string]*mount{}, ctlErr: make(chan error, 1), handedOver: make(chan struct{})}
+	d := &daemon{log: log, reg: reg, cfg: cfg, mounts: map[string]*mount{}, ctlErr: make(chan error, 1), handedOver: make(chan struct{}), notifier: sdnotify.FromEnv()}
 	// Mounts left by a predecessor (dead after a crash, live during an
 	// upgrade) are replaced without a gap while starting.
 	d.swap.Store(true)
@@ -1106,6 +1136,7 @@ func (d *daemon) upgrade(rw *control.ReplyWriter) error {
 	}
 	begin := time.Now()
 	d.log.WithField("executable", exe).Info("upgrade: handing over")
+	d.sdNotify(sdnotify.Status("upgrading: handing over to a successor"))
 	stopServeExtensions(d.stops)
 	d.stops = nil
 	d.closeVTPM()
@@ -1119,6 +1150,7 @@ func (d *daemon) upgrade(rw *control.ReplyWriter) error {
 		d.log.WithError(err).Error("upgrade failed; this daemon goes on")
 		d.resume()
 		d.upgrading.Store(false)
+		d.sdNotify(sdnotify.MainPID(os.Getpid()), sdnotify.Ready, sdnotify.Status(fmt.Sprintf("serving (upgrade failed: %v)", err)))
 		return fmt.Errorf("upgrade: %w", err)
 	}
 	d.log.WithFields(logrus.Fields{"successor": pid, "took": time.Since(begin).String()}).Info("upgrade: the successor took over")
@@ -1139,6 +1171,9 @@ func (d *daemon) spawnSuccessor(exe string) (int, error) {
 	defer r.Close()
 	args := append(append([]string{"serve"}, d.cfg.Args...), "--takeover-fd", "3")
 	cmd := exec.Command(exe, args...)
+	// The successor inherits this environment, $NOTIFY_SOCKET included:
+	// it notifies the same service manager (MAINPID=, READY=1).
+	cmd.Env = os.Environ()
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -1162,6 +1197,9 @@ func (d *daemon) spawnSuccessor(exe string) (int, error) {
 		err = fmt.Errorf("successor pid %d not ready after %v", cmd.Process.Pid, upgradeTimeout)
 	}
 	if err != nil {
+		// A successor that failed after its MAINPID= would take the
+		// service down with it: this daemon is the main process again.
+		d.sdNotify(sdnotify.MainPID(os.Getpid()))
 		cmd.Process.Kill()
 		cmd.Wait()
 		return 0, err
