@@ -60,6 +60,11 @@ type Options struct {
 	// Manual: do not register with the Registry as an observer nor watch
 	// the containers already attached; the caller calls Watch/Unwatch.
 	Manual bool
+	// Keeper, when set, holds a duplicate of every container's group in a
+	// process of its own (see RunKeeper): when this engine's daemon dies or
+	// hands over (Suspend), the containers' accesses wait for the next
+	// engine on the same keeper instead of being allowed unmeasured.
+	Keeper *KeeperClient
 	// OnAnswer, when set, is called once for every permission event the
 	// engine answers, from the answering goroutine just before the task is
 	// released (keep it quick): the daemon feeds its denial counters and
@@ -243,24 +248,30 @@ func (e *Engine) Watch(ns *imans.Namespace) error {
 	if err := w.sync(); err != nil {
 		e.log.WithError(err).WithField("id", ns.ID).Warn("fanotify: initial marks incomplete")
 	}
+	if w.takenOver {
+		w.answerStale()
+	}
 	e.wg.Add(1 + e.opts.ContainerWorkers)
+	w.running.Add(1 + e.opts.ContainerWorkers)
 	go func() {
 		defer e.wg.Done()
+		defer w.running.Done()
 		w.read()
 		close(w.queue) // the reader is the only sender
 	}()
 	for i := 0; i < e.opts.ContainerWorkers; i++ {
 		go func() {
 			defer e.wg.Done()
+			defer w.running.Done()
 			w.work()
 		}()
 	}
-	e.log.WithFields(logrus.Fields{"id": ns.ID, "pid": ns.Init}).Info("fanotify: watching container")
+	e.log.WithFields(logrus.Fields{"id": ns.ID, "pid": ns.Init, "taken_over": w.takenOver}).Info("fanotify: watching container")
 	return nil
 }
 
-// Unwatch stops watching container id. Closing its group lets the kernel
-// allow every event still pending in it.
+// Unwatch stops watching container id. Closing its group (and the
+// keeper's duplicate) lets the kernel allow every event still pending in it.
 func (e *Engine) Unwatch(id string) {
 	e.mu.Lock()
 	w, ok := e.watches[id]
@@ -268,7 +279,80 @@ func (e *Engine) Unwatch(id string) {
 	e.mu.Unlock()
 	if ok {
 		w.close()
+		if k := e.opts.Keeper; k != nil {
+			if err := k.Del(id); err != nil {
+				e.log.WithError(err).WithField("id", id).Warn("fanotify: keeper: release group")
+			}
+		}
 	}
+}
+
+// groupFor returns the group for ns: the keeper's, when it holds one (a
+// previous daemon's: takenOver, with the highest event descriptor that
+// daemon reported), else a new one, of which the keeper gets a duplicate.
+func (e *Engine) groupFor(ns *imans.Namespace) (g *group, takenOver bool, highWater int, err error) {
+	k := e.opts.Keeper
+	if k != nil {
+		fd, hw, err := k.Get(ns.ID)
+		switch {
+		case err != nil:
+			e.log.WithError(err).WithField("id", ns.ID).Warn("fanotify: keeper: take over group; making a new one")
+		case fd >= 0:
+			unix.CloseOnExec(fd)
+			return &group{f: os.NewFile(uintptr(fd), "fanotify")}, true, hw, nil
+		}
+	}
+	g, err = newGroup()
+	if err != nil {
+		return nil, false, 0, err
+	}
+	if k != nil {
+		if err := k.Put(ns.ID, g.fd()); err != nil {
+			e.log.WithError(err).WithField("id", ns.ID).Warn("fanotify: keeper: deposit group (should this daemon die, the container's accesses are allowed unmeasured)")
+		}
+	}
+	return g, false, 0, nil
+}
+
+// staleMargin: descriptor numbers answered beyond a previous daemon's
+// high-water mark (it reports a new mark after reading, so a crash right
+// after a read can leave a few events above it).
+const staleMargin = 1024
+
+// staleName is the name of the violation entry recorded for an event a
+// previous daemon read and never answered, which the successor allows
+// unmeasured (the file is unknown: its descriptor died with that daemon).
+const staleName = "<unanswered-by-previous-daemon>"
+
+// answerStale answers the events of a taken-over group that the previous
+// daemon read and did not answer, by the failure mode. It runs before this
+// engine reads the group: every event then waiting for an answer is one of
+// those. The kernel matches an answer by descriptor number only.
+func (w *watch) answerStale() {
+	allow, _ := w.failureMode(ReasonError)
+	n := answerStale(w.g, w.highWater, allow)
+	if n == 0 {
+		return
+	}
+	w.log.WithFields(logrus.Fields{"events": n, "allow": allow}).Warn("fanotify: answered events the previous daemon read and never answered")
+	if allow {
+		for range n {
+			w.violation(w.ns.Template(), imans.DefaultPCR, staleName, w.ns.Algo(), "daemon_restart", w.log)
+		}
+	}
+}
+
+// answerStale answers, with allow, every event of g awaiting an answer
+// under a descriptor number up to highWater+staleMargin, and returns how
+// many there were.
+func answerStale(g *group, highWater int, allow bool) int {
+	n := 0
+	for fd := 0; fd <= highWater+staleMargin; fd++ {
+		if g.respond(int32(fd), allow) == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // Sync re-reads ns's policy and mounts now and updates its marks (the
@@ -284,7 +368,8 @@ func (e *Engine) Sync(ns *imans.Namespace) error {
 }
 
 // Close stops every watch and its workers; pending events are allowed by
-// the kernel as their groups close.
+// the kernel as their groups close (with a keeper: it releases them too,
+// and exits).
 func (e *Engine) Close() error {
 	e.mu.Lock()
 	e.closed = true
@@ -296,7 +381,59 @@ func (e *Engine) Close() error {
 	}
 	e.cancel()
 	e.wg.Wait()
+	if k := e.opts.Keeper; k != nil {
+		err := k.Release()
+		k.Close()
+		if err != nil {
+			return fmt.Errorf("fanotify: keeper: release: %w", err)
+		}
+	}
 	return nil
+}
+
+// Suspend stops the engine for a successor on the same keeper (a daemon's
+// upgrade): it stops reading events, decides and answers those it has
+// read, and closes its descriptors; the groups stay open in the keeper,
+// with their marks, and the events that arrive meanwhile wait in them for
+// the successor. Without a keeper it is Close.
+func (e *Engine) Suspend() error {
+	k := e.opts.Keeper
+	if k == nil {
+		return e.Close()
+	}
+	e.mu.Lock()
+	e.closed = true
+	ws := e.watches
+	e.watches = map[string]*watch{}
+	e.mu.Unlock()
+	for _, w := range ws {
+		w.g.f.SetReadDeadline(time.Now()) // the reader returns; workers drain its queue
+	}
+	for _, w := range ws {
+		w.running.Wait()
+		w.close()
+	}
+	e.cancel()
+	e.wg.Wait()
+	return k.Close()
+}
+
+// ReleaseUnwatched makes the keeper release the groups of containers this
+// engine does not watch: those of a previous daemon's containers that
+// exited while no daemon ran. Call it once the previous daemon's containers
+// are restored.
+func (e *Engine) ReleaseUnwatched() error {
+	k := e.opts.Keeper
+	if k == nil {
+		return nil
+	}
+	e.mu.Lock()
+	ids := make([]string, 0, len(e.watches))
+	for id := range e.watches {
+		ids = append(ids, id)
+	}
+	e.mu.Unlock()
+	return k.Keep(ids)
 }
 
 func (e *Engine) rescanLoop() {

@@ -46,6 +46,9 @@ type watch struct {
 	g     *group
 	log   *logrus.Entry
 	queue chan *event // events waiting for this container's workers
+	// running counts the reader and the workers (Engine.Suspend waits for
+	// them to answer what was read).
+	running sync.WaitGroup
 
 	syncMu sync.Mutex // one sync at a time
 
@@ -62,6 +65,8 @@ type watch struct {
 	ignoreMarks int  // ignore marks added since the last flush
 	remark      bool // the mask widened: marks to be re-added now
 	writers     map[inoKey]int
+	takenOver   bool // the group came from the keeper: a previous daemon's
+	highWater   int  // ... which read events up to this descriptor number
 	uidMap      idMap
 	gidMap      idMap
 	keys        *appraise.Keyring
@@ -70,12 +75,12 @@ type watch struct {
 }
 
 func newWatch(e *Engine, ns *imans.Namespace) (*watch, error) {
-	g, err := newGroup()
+	g, takenOver, highWater, err := e.groupFor(ns)
 	if err != nil {
 		return nil, err
 	}
 	w := &watch{
-		e: e, ns: ns, g: g,
+		e: e, ns: ns, g: g, takenOver: takenOver, highWater: highWater,
 		queue:       make(chan *event, e.opts.QueueLen),
 		log:         e.log.WithFields(logrus.Fields{"id": ns.ID, "source": "fanotify"}),
 		fsMarked:    map[uint64]bool{},
@@ -119,8 +124,8 @@ func (w *watch) read() {
 	for {
 		n, err := w.g.f.Read(buf)
 		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
-				return
+			if errors.Is(err, os.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+				return // closed, or stopped reading (Engine.Suspend)
 			}
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 				continue
@@ -131,6 +136,17 @@ func (w *watch) read() {
 		evs, err = parseEvents(buf[:n], evs[:0])
 		if err != nil {
 			w.log.WithError(err).Error("fanotify: parse events")
+		}
+		if k := w.e.opts.Keeper; k != nil {
+			// Before any of these is decided: should this daemon die now,
+			// its successor answers every descriptor number up to the mark.
+			maxFD := -1
+			for _, re := range evs {
+				maxFD = max(maxFD, int(re.Fd))
+			}
+			if err := k.HighWater(maxFD); err != nil {
+				w.log.WithError(err).Warn("fanotify: keeper: report event descriptors")
+			}
 		}
 		for _, re := range evs {
 			w.dispatch(re)

@@ -25,6 +25,8 @@ type command struct {
 	// run executes the command with the arguments after its name and
 	// returns the process exit code.
 	run func(args []string) int
+	// hidden: an internal command that "imafs --help" does not list.
+	hidden bool
 }
 
 var commands = map[string]command{}
@@ -60,8 +62,10 @@ func usage() string {
 	var b strings.Builder
 	b.WriteString("imafs: a per-container /sys/kernel/security/ima\n\nUsage: imafs COMMAND [ARGS]\n\nCommands:\n")
 	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
+	for n, c := range commands {
+		if !c.hidden {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	for _, n := range names {

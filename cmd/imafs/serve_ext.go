@@ -34,6 +34,11 @@ type serveEnv struct {
 	// containers as they come back): a source that attributes a backlog to
 	// containers waits for it.
 	Restored <-chan struct{}
+	// HandingOver reports, when an extension is stopped, whether the daemon
+	// hands over to a successor (imafs upgrade) rather than shuts down: a
+	// source may then leave what its successor takes over in place. Nil:
+	// always a shutdown.
+	HandingOver func() bool
 }
 
 var serveExtensions []serveExtension

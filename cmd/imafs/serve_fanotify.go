@@ -1,8 +1,18 @@
 package main
 
 import (
+	"bufio"
+	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/imafs/imafs/fanotify"
 	"github.com/imafs/imafs/imans"
@@ -11,16 +21,21 @@ import (
 
 // The fanotify measurement source: `imafs serve --fanotify` measures and
 // appraises on fanotify permission events in every attached container
-// (stock kernels, no IMA namespaces); see package fanotify.
+// (stock kernels, no IMA namespaces); see package fanotify. Its groups are
+// held by a keeper process (`imafs fanotify-keeper`, started here) so that
+// a crash or an upgrade of the daemon leaves the containers' accesses
+// waiting for the next daemon rather than unmeasured.
 func init() {
 	var enabled, failClosed bool
 	var keyDir string
+	var hold time.Duration
 	registerServeExtension(serveExtension{
 		name: "fanotify",
 		flags: func(fl *flag.FlagSet) {
 			fl.BoolVar(&enabled, "fanotify", false, "measure and appraise on fanotify permission events in attached containers (stock kernels)")
 			fl.StringVar(&keyDir, "fanotify-keys", "/etc/imafs/keys", "appraisal keys of each container: DIR/<container id>/*.{pem,der,crt,cer,x509,pub}")
 			fl.BoolVar(&failClosed, "fanotify-fail-closed", false, "deny accesses that cannot be measured in every container (default: only in containers whose policy appraises)")
+			fl.DurationVar(&hold, "fanotify-hold", 30*time.Second, "after a crash, containers' execs and opens wait this long for a restarted daemon before they are allowed unmeasured (a keeper process holds the fanotify groups); 0: no keeper, allowed at once")
 		},
 		start: func(env serveEnv) (func(), error) {
 			if !enabled {
@@ -35,8 +50,18 @@ func init() {
 			if failClosed {
 				opts.FailClosed = func(*imans.Namespace) bool { return true }
 			}
+			if hold > 0 && env.StateDir != "" {
+				k, err := connectKeeper(filepath.Join(env.StateDir, fanotify.KeeperSocket), hold, env.Log)
+				if err != nil {
+					return nil, fmt.Errorf("fanotify keeper: %w", err)
+				}
+				opts.Keeper = k
+			}
 			eng, err := fanotify.New(opts)
 			if err != nil {
+				if opts.Keeper != nil {
+					opts.Keeper.Close()
+				}
 				return nil, fmt.Errorf("start fanotify engine: %w", err)
 			}
 			unregister := metrics.RegisterSource("fanotify", func() metrics.SourceStats {
@@ -44,7 +69,85 @@ func init() {
 				return metrics.SourceStats{Events: s.Events, Allowed: s.Allowed, Denied: s.Denied, Measured: s.Measured,
 					Errors: s.Errors, Timeouts: s.Timeouts, Overflows: s.Overflows, Wait: s.Latency, Pending: s.Pending}
 			})
-			return func() { unregister(); eng.Close() }, nil
+			go func() {
+				if env.Restored == nil {
+					return
+				}
+				<-env.Restored
+				// Groups of containers that exited while no daemon ran.
+				if err := eng.ReleaseUnwatched(); err != nil {
+					env.Log.WithError(err).Warn("fanotify: keeper: release the groups of exited containers")
+				}
+			}()
+			return func() {
+				unregister()
+				if env.HandingOver != nil && env.HandingOver() {
+					if err := eng.Suspend(); err != nil {
+						env.Log.WithError(err).Warn("fanotify: suspend for the successor")
+					}
+					return
+				}
+				if err := eng.Close(); err != nil {
+					env.Log.WithError(err).Warn("fanotify: close")
+				}
+			}, nil
 		},
 	})
+}
+
+// connectKeeper connects to the keeper on socket, starting one (this
+// executable, `fanotify-keeper`, in a session of its own so that it outlives
+// the daemon) when none answers there.
+func connectKeeper(socket string, grace time.Duration, log *logrus.Logger) (*fanotify.KeeperClient, error) {
+	if k, err := fanotify.DialKeeper(socket); err == nil {
+		log.WithField("socket", socket).Info("fanotify: keeper of a previous daemon found: its groups are taken over")
+		return k, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	cmd := exec.Command(exe, "fanotify-keeper", "--socket", socket, "--grace", grace.String(), "--ready-fd", "3")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.Stderr = os.Stderr // the daemon's log stream
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("start %s fanotify-keeper: %w", exe, err)
+	}
+	w.Close()
+	go cmd.Wait() // reaped if it exits while this daemon runs
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(r).ReadString('\n')
+		if strings.TrimSpace(line) != "ready" {
+			if err == nil {
+				err = errors.New("no ready line")
+			}
+			ready <- fmt.Errorf("keeper pid %d exited before it was ready (%v)", cmd.Process.Pid, err)
+			return
+		}
+		ready <- nil
+	}()
+	select {
+	case err = <-ready:
+	case <-time.After(10 * time.Second):
+		err = fmt.Errorf("keeper pid %d not ready after 10s", cmd.Process.Pid)
+	}
+	if err != nil {
+		cmd.Process.Kill()
+		return nil, err
+	}
+	k, err := fanotify.DialKeeper(socket)
+	if err != nil {
+		cmd.Process.Kill()
+		return nil, err
+	}
+	log.WithFields(logrus.Fields{"pid": cmd.Process.Pid, "socket": socket, "grace": grace}).Info("fanotify: keeper started")
+	return k, nil
 }

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/imafs/imafs/fanotify"
+)
+
+// `imafs fanotify-keeper` holds the fanotify groups of `imafs serve
+// --fanotify` across a daemon's crash or upgrade (see fanotify.RunKeeper).
+// The daemon starts it; nobody else needs to.
+func init() {
+	register(command{
+		name:    "fanotify-keeper",
+		summary: "internal: holds the fanotify groups across a daemon crash or upgrade (started by imafs serve --fanotify)",
+		hidden:  true,
+		run:     runKeeper,
+	})
+}
+
+func runKeeper(args []string) int {
+	fl := flag.NewFlagSet("imafs fanotify-keeper", flag.ContinueOnError)
+	socket := fl.String("socket", "", "the keeper's socket (in the daemon's state directory)")
+	grace := fl.Duration("grace", 30*time.Second, "release the groups when no daemon has been connected for this long")
+	readyFD := fl.Int("ready-fd", 0, "write \"ready\\n\" to this descriptor once the socket accepts connections")
+	logFormat := fl.String("log-format", "text", "log format (text or json)")
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	if *socket == "" || fl.NArg() != 0 {
+		fmt.Fprintln(os.Stderr, "usage: imafs fanotify-keeper --socket PATH [--grace DURATION] [--ready-fd N]")
+		return 2
+	}
+	log := logrus.New()
+	if *logFormat == "json" {
+		log.SetFormatter(&logrus.JSONFormatter{})
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	ready := func() {
+		if *readyFD > 0 {
+			f := os.NewFile(uintptr(*readyFD), "ready")
+			fmt.Fprintln(f, "ready")
+			f.Close()
+		}
+	}
+	if err := fanotify.RunKeeper(ctx, *socket, *grace, log, ready); err != nil {
+		log.WithError(err).Error("fanotify keeper")
+		return 1
+	}
+	return 0
+}
