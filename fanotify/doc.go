@@ -91,8 +91,21 @@
 //
 // The daemon's own accesses are answered at once by the reader (never
 // queued), and the daemon reads files only through the events' own
-// descriptors, which generate no events. Closing a group (detach, daemon
-// exit) makes the kernel allow the events still pending in it.
+// descriptors, which generate no events. Closing a group's last descriptor
+// makes the kernel allow the events still pending in it.
+//
+// # Surviving the daemon: the keeper
+//
+// With Options.Keeper, a keeper process (RunKeeper) holds a duplicate of
+// every group, so a daemon that crashes (or Suspends for its successor)
+// leaves the marks in place and the containers' accesses wait in the
+// groups. The next engine on the same keeper takes each group over,
+// answers by the failure mode the events its predecessor read and never
+// answered (the kernel matches an answer by descriptor number only, and
+// the predecessor reported its highest one), records a violation entry for
+// each one it allows, and then reads the events that waited. Detach (and
+// Close, a clean shutdown) release the groups in the keeper too; a keeper
+// with no daemon connected for its grace period releases everything.
 //
 // Policy changes are noticed on the container's next event and by a poll
 // (every Options.PolicyPoll, 50ms): FAN_OPEN_EXEC_PERM is always marked, so

@@ -82,17 +82,17 @@
 // daemon keeps serving (frozen) until the successor's mounts are in place.
 //
 // Appraisal and measurement on stock kernels come from the daemon's fanotify
-// groups. When the daemon dies its groups' file descriptors close, and the
-// kernel then answers every permission event still pending in a group with
-// FAN_ALLOW (fanotify_release); until the new daemon has marked the
-// containers again, there is no group and execs and opens are neither
-// measured nor appraised. fanotify offers no way to make events wait for a
-// new listener unless the group's fd outlives the process: handing it to a
-// keeper (systemd's FD store, FDSTORE=1, or a small fd-holding process)
-// would keep events pending for the successor — a possible next step, not
-// done. imafs therefore documents the gap instead of hiding it: it is the
-// time from the crash to the restored log line "re-attached after restart"
-// (tens of milliseconds with a supervisor restarting at once). With the
+// groups. The kernel answers the events pending in a group with FAN_ALLOW
+// only when the group's last descriptor closes (fanotify_release), so the
+// daemon keeps a duplicate of every group in a keeper process of its own
+// (fanotify.RunKeeper, `imafs fanotify-keeper`): when the daemon dies, the
+// marks stay and the containers' execs and opens wait in the groups; the
+// restarted daemon takes the groups over, answers by the failure mode the
+// few events its predecessor had read and not answered (allowed ones get a
+// violation entry), and measures and appraises the ones that waited. A
+// daemon that does not come back within --fanotify-hold (30s) lets the
+// keeper release the groups: then, until a daemon marks the containers
+// again, execs and opens are neither measured nor appraised. With the
 // kernel patch, measurement and appraisal happen in the kernel and are
 // unaffected by the daemon's state: the kernel keeps tagged entries in its
 // own list, which the restarted daemon reads again.
