@@ -1,13 +1,11 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -71,7 +69,7 @@ func TestClientCommands(t *testing.T) {
 	// imafs log ID -f follows new entries.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out := &syncWriter{}
+	out := &harness.SyncBuffer{}
 	follow := exec.CommandContext(ctx, imafsBin, "log", "cli", "--socket", d.socket, "-f")
 	follow.Stdout = out
 	if err := follow.Start(); err != nil {
@@ -131,24 +129,6 @@ func TestClientCommands(t *testing.T) {
 	if out, err := hook.CombinedOutput(); err != nil {
 		t.Errorf("second poststop: %v: %s", err, out)
 	}
-	_ = harness.NonRootUID
-}
-
-type syncWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
 }
 
 // TestContainerPolicyDefault: --container-policy is every container's

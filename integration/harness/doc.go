@@ -5,6 +5,7 @@
 // hooks. Every helper needs root and real tools (unshare, nsenter, runc,
 // busybox-static), skips the test cleanly when they are missing, bounds
 // every command with a timeout and registers cleanup (by pid) with t.Cleanup.
+// The unit tests of other packages use it too; only _test.go files import it.
 //
 //	root := harness.TempDir(t)            // 0755: reachable by host uid 100000
 //	harness.BusyboxRootfs(t, root)        // busybox-static, /etc/passwd with uid 1000
@@ -12,6 +13,8 @@
 //	out, err := u.Exec(0, "cat", "/sys/kernel/security/ima/policy")  // nsenter -t PID -a -r -w -S 0 -G 0
 //	pid := u.Spawn(t, 1000, "sleep", "600")                          // host pid of a process inside
 //	n := u.Nested(t, harness.UnshareOptions{})                        // child pid ns of u's
+//	s := harness.StartSleeper(t)          // bare: sleep as pid 1 of a new pid ns, the test's mounts; s.Pid, s.Stop()
+//	var logs harness.SyncBuffer           // a command's Stdout that the test may read while it runs
 //	c := harness.NewRuncContainer(t, harness.RuncOptions{User: true,
 //		Capabilities: []string{"CAP_SYS_ADMIN"},
 //		Hooks: map[string][]harness.Hook{"createRuntime": {{Path: bin, Args: []string{"imafs", "oci-hook"}}}}})
