@@ -3,7 +3,6 @@ package mountns
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/imafs/imafs/integration/harness"
 )
@@ -13,23 +12,7 @@ import (
 func checkContainerMount(t *testing.T, pid int, exec func(uid int, args ...string) (string, error)) {
 	t.Helper()
 	const target = "/sys/kernel/security"
-	dev, err := MountFUSE(pid, target, Options{AllowOther: true, Subtype: "imafs-test"})
-	if err != nil {
-		t.Fatalf("MountFUSE: %v", err)
-	}
-	srv, err := Serve(dev, &helloRoot{}, nil)
-	if err != nil {
-		Unmount(pid, target, true)
-		t.Fatalf("Serve: %v", err)
-	}
-	served := make(chan struct{})
-	go func() { srv.Wait(); close(served) }()
-	mounted := true
-	defer func() {
-		if mounted {
-			Unmount(pid, target, true)
-		}
-	}()
+	m := mountHello(t, pid, target, Options{AllowOther: true, Subtype: "imafs-test"})
 
 	for _, uid := range []int{0, 1000} { // allow_other: every uid in the container
 		out, err := exec(uid, "cat", target+"/hello")
@@ -53,15 +36,7 @@ func checkContainerMount(t *testing.T, pid int, exec func(uid int, args ...strin
 	if hostHasMount(t, target) {
 		t.Fatal("host mount table has the container's mount")
 	}
-	if err := Unmount(pid, target, true); err != nil {
-		t.Fatalf("Unmount: %v", err)
-	}
-	mounted = false
-	select {
-	case <-served:
-	case <-time.After(10 * time.Second):
-		t.Fatal("server did not end after lazy unmount")
-	}
+	m.unmount(t)
 	if out, err := exec(0, "ls", target); err != nil || strings.Contains(out, "hello") {
 		t.Fatalf("after Unmount: ls %s: %q, %v", target, out, err)
 	}

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,18 +16,14 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/imafs/imafs/integration/harness"
 )
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	for _, tool := range []string{"unshare", "nsenter"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s: %v", tool, err)
-		}
-	}
+	harness.RequireRoot(t)
+	harness.RequireTools(t, "unshare", "nsenter")
 }
 
 // sleeper starts `unshare <args> sh -c "<setup>; exec sleep 600"` and waits
@@ -40,7 +35,7 @@ func sleeper(t *testing.T, setup string, args ...string) int {
 		script = setup + " && echo ready > /dev/stderr && exec sleep 600"
 	}
 	cmd := exec.Command("unshare", append(args, "sh", "-c", script)...)
-	stderr := new(syncBuffer)
+	stderr := new(harness.SyncBuffer)
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start unshare: %v", err)
@@ -61,24 +56,6 @@ func sleeper(t *testing.T, setup string, args ...string) int {
 	}
 	t.Fatalf("unshare %v did not get ready: %s", args, stderr.String())
 	return 0
-}
-
-// syncBuffer is a bytes.Buffer safe to read while exec copies into it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func readNS(pid int) (uint64, error) {
@@ -132,13 +109,19 @@ func hostHasMount(t *testing.T, target string) bool {
 	return false
 }
 
-// mountAndRead mounts helloRoot at target in pid's namespace, reads it
-// back through nsenter, checks the host can't see it, unmounts lazily and
-// waits for the server to end.
-func mountAndRead(t *testing.T, pid int, target string, opts Options) {
+// helloMount is helloRoot mounted at target in pid's namespace and served.
+type helloMount struct {
+	pid     int
+	target  string
+	served  chan struct{} // closed when the server ends
+	mounted bool
+}
+
+// mountHello mounts helloRoot at target in pid's namespace with opts and
+// serves it. Unless unmount was called, the mount is lazily unmounted at
+// cleanup.
+func mountHello(t *testing.T, pid int, target string, opts Options) *helloMount {
 	t.Helper()
-	opts.Subtype = "imafs-test"
-	opts.AllowOther = true
 	dev, err := MountFUSE(pid, target, opts)
 	if err != nil {
 		t.Fatalf("MountFUSE: %v", err)
@@ -148,14 +131,38 @@ func mountAndRead(t *testing.T, pid int, target string, opts Options) {
 		Unmount(pid, target, true)
 		t.Fatalf("Serve: %v", err)
 	}
-	served := make(chan struct{})
-	go func() { srv.Wait(); close(served) }()
-	unmounted := false
-	defer func() {
-		if !unmounted {
+	m := &helloMount{pid: pid, target: target, served: make(chan struct{}), mounted: true}
+	go func() { srv.Wait(); close(m.served) }()
+	t.Cleanup(func() {
+		if m.mounted {
 			Unmount(pid, target, true)
 		}
-	}()
+	})
+	return m
+}
+
+// unmount lazily unmounts m and waits for its server to end.
+func (m *helloMount) unmount(t *testing.T) {
+	t.Helper()
+	if err := Unmount(m.pid, m.target, true); err != nil {
+		t.Fatalf("Unmount: %v", err)
+	}
+	m.mounted = false
+	select {
+	case <-m.served:
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not end after lazy unmount")
+	}
+}
+
+// mountAndRead mounts helloRoot at target in pid's namespace, reads it
+// back through nsenter, checks the host can't see it, unmounts lazily and
+// waits for the server to end.
+func mountAndRead(t *testing.T, pid int, target string, opts Options) {
+	t.Helper()
+	opts.Subtype = "imafs-test"
+	opts.AllowOther = true
+	m := mountHello(t, pid, target, opts)
 
 	out, err := nsenter(t, pid, "cat", filepath.Join(target, "hello"))
 	if err != nil || out != "hello from imafs\n" {
@@ -169,15 +176,7 @@ func mountAndRead(t *testing.T, pid int, target string, opts Options) {
 		t.Fatalf("host mount table has %s", target)
 	}
 
-	if err := Unmount(pid, target, true); err != nil {
-		t.Fatalf("Unmount: %v", err)
-	}
-	unmounted = true
-	select {
-	case <-served:
-	case <-time.After(10 * time.Second):
-		t.Fatal("server did not end after lazy unmount")
-	}
+	m.unmount(t)
 	info, _ = nsenter(t, pid, "cat", "/proc/self/mountinfo")
 	if strings.Contains(info, "fuse.imafs-test") {
 		t.Fatalf("still mounted after Unmount:\n%s", info)
