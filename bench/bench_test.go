@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 
 	imafsfs "github.com/imafs/imafs/fs"
 	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/integration/harness"
 	"github.com/imafs/imafs/measurelog"
 )
 
@@ -221,27 +221,6 @@ func TestLoopHelper(t *testing.T) {
 	fmt.Printf("LOOP %d\n", time.Since(start).Nanoseconds()/int64(n))
 }
 
-// container starts `sleep` as pid 1 of a new pid namespace.
-func container(b *testing.B) int {
-	b.Helper()
-	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", "sleep", "3600")
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
-		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
-		if f := strings.Fields(string(kids)); len(f) > 0 {
-			if comm, _ := os.ReadFile("/proc/" + f[0] + "/comm"); bytes.Equal(bytes.TrimSpace(comm), []byte("sleep")) {
-				pid, _ := strconv.Atoi(f[0])
-				return pid
-			}
-		}
-	}
-	b.Fatal("container did not start")
-	return 0
-}
-
 // BenchmarkContainers: open+read+close of runtime_measurements_count from
 // inside a container with 1 and 1,000 containers attached; reports the
 // registry's heap per attached container.
@@ -251,7 +230,7 @@ func BenchmarkContainers(b *testing.B) {
 	var pids []int
 	attach := func(n int) {
 		for len(pids) < n {
-			pid := container(b)
+			pid := harness.StartSleeper(b).Pid
 			if _, err := s.reg.Attach("c"+strconv.Itoa(len(pids)), pid, []byte(`{"ociVersion":"1.0.2"}`)); err != nil {
 				b.Fatal(err)
 			}

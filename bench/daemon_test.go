@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/imafs/imafs/control"
+	"github.com/imafs/imafs/integration/harness"
 )
 
 // rssKiB returns VmRSS of pid.
@@ -29,27 +30,6 @@ func rssKiB(b *testing.B, pid int) int64 {
 		}
 	}
 	b.Fatal("no VmRSS")
-	return 0
-}
-
-// mountContainer starts `sleep` as pid 1 of new pid and mount namespaces.
-func mountContainer(b *testing.B) int {
-	b.Helper()
-	cmd := exec.Command("unshare", "--pid", "--mount", "--fork", "--kill-child", "sleep", "3600")
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
-		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
-		if f := strings.Fields(string(kids)); len(f) > 0 {
-			if comm, _ := os.ReadFile("/proc/" + f[0] + "/comm"); strings.TrimSpace(string(comm)) == "sleep" {
-				pid, _ := strconv.Atoi(f[0])
-				return pid
-			}
-		}
-	}
-	b.Fatal("container did not start")
 	return 0
 }
 
@@ -90,7 +70,7 @@ func BenchmarkDaemonAttached(b *testing.B) {
 	var pids []int
 	attach := func(upto int) {
 		for len(pids) < upto {
-			pid := mountContainer(b)
+			pid := harness.StartSleeper(b, "--mount").Pid
 			id := "c" + strconv.Itoa(len(pids))
 			if _, err := client.Call(context.Background(), &control.Request{Op: control.OpAttach, ID: id, Pid: pid}); err != nil {
 				b.Fatalf("attach %s: %v", id, err)

@@ -16,20 +16,15 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/integration/harness"
 	"github.com/imafs/imafs/measurelog"
 	"github.com/imafs/imafs/policy"
 )
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (FUSE mounts, namespaces)")
-	}
-	for _, tool := range []string{"unshare", "nsenter", "setpriv", "sh", "cat"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s", tool)
-		}
-	}
+	harness.RequireRoot(t)
+	harness.RequireTools(t, "unshare", "nsenter", "setpriv", "sh", "cat")
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skip("needs /dev/fuse")
 	}
@@ -76,35 +71,6 @@ func mountFor(t *testing.T, opts imans.Options, owner func(*imans.Registry) *ima
 		}
 	})
 	return &fixture{reg: reg, root: root, dir: dir, ima: filepath.Join(dir, "ima")}
-}
-
-// container starts `sleep` as pid 1 of a new pid namespace (same mount
-// namespace, so the test mount is visible) and returns its host pid.
-func container(t *testing.T, extra ...string) int {
-	t.Helper()
-	args := append([]string{"--pid", "--fork", "--kill-child"}, extra...)
-	cmd := exec.Command("unshare", append(args, "sleep", "300")...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "task", strconv.Itoa(cmd.Process.Pid), "children"))
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			pid, _ := strconv.Atoi(f[0])
-			// Wait until the child runs sleep (after unshare's setup).
-			for time.Now().Before(deadline) {
-				if c, _ := os.ReadFile("/proc/" + f[0] + "/comm"); strings.TrimSpace(string(c)) == "sleep" {
-					return pid
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("no child of unshare")
-	return 0
 }
 
 // run runs argv (optionally inside the namespaces of pid) and returns
@@ -244,7 +210,7 @@ func TestHostViewReadsHostList(t *testing.T) {
 
 func TestContainerSeesOwnList(t *testing.T) {
 	fx := mount(t, imans.Options{})
-	pidA, pidB := container(t), container(t)
+	pidA, pidB := harness.StartSleeper(t).Pid, harness.StartSleeper(t).Pid
 	a, err := fx.reg.Attach("a", pidA, []byte(`{"a":1}`))
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +258,7 @@ func TestPrivilege(t *testing.T) {
 		t.Errorf("root without CAP_SYS_ADMIN: %v, want Permission denied", err)
 	}
 	// A non-root user in a container gets EACCES for its own view too.
-	pid := container(t)
+	pid := harness.StartSleeper(t).Pid
 	if _, err := fx.reg.Attach("c", pid, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +354,7 @@ func TestPolicyFile(t *testing.T) {
 
 func TestPolicyPerNamespace(t *testing.T) {
 	fx := mount(t, imans.Options{DefaultContainerPolicy: mustParse(t, "measure func=BPRM_CHECK\n")})
-	pid := container(t)
+	pid := harness.StartSleeper(t).Pid
 	ns, err := fx.reg.Attach("p", pid, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -436,7 +402,7 @@ func TestManyCallersRightView(t *testing.T) {
 	}
 	var ctrs []ctr
 	for i := 0; i < 3; i++ {
-		pid := container(t)
+		pid := harness.StartSleeper(t).Pid
 		ns, err := fx.reg.Attach("race"+strconv.Itoa(i), pid, []byte("config "+strconv.Itoa(i)))
 		if err != nil {
 			t.Fatal(err)
@@ -536,7 +502,7 @@ func TestPolicySessionsLikeTheKernel(t *testing.T) {
 func TestContainerMountRefusesStrayCallers(t *testing.T) {
 	var pid int
 	fx := mountFor(t, imans.Options{}, func(reg *imans.Registry) *imans.Namespace {
-		pid = container(t)
+		pid = harness.StartSleeper(t).Pid
 		ns, err := reg.Attach("owner", pid, nil)
 		if err != nil {
 			t.Fatal(err)

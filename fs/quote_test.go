@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/integration/harness"
 )
 
 // TestQuoteFile: container root writes a nonce to quote and reads back its
@@ -44,7 +45,7 @@ func TestQuoteFile(t *testing.T) {
 				}
 			})
 			quote := filepath.Join(dir, "integrity/ima/quote")
-			pid := container(t)
+			pid := harness.StartSleeper(t).Pid
 			if _, err := reg.Attach("q", pid, nil); err != nil {
 				t.Fatal(err)
 			}

@@ -5,9 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/imafs/imafs/integration/harness"
 	"github.com/imafs/imafs/measurelog"
 	"github.com/imafs/imafs/nsresolve"
 	"github.com/imafs/imafs/policy"
@@ -22,51 +21,8 @@ import (
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (namespaces)")
-	}
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("needs unshare(1)")
-	}
-}
-
-// container starts `sleep` as pid 1 of a new pid namespace and returns its
-// host pid and a stop function.
-func container(t *testing.T) (int, func()) {
-	t.Helper()
-	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", "sleep", "300")
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start unshare: %v", err)
-	}
-	var pid int
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "task", strconv.Itoa(cmd.Process.Pid), "children"))
-		// Wait until the child runs sleep: unshare's --kill-child
-		// (PR_SET_PDEATHSIG) is only set up by then, and a stop before it
-		// would leave the container's init running.
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			if c, _ := os.ReadFile("/proc/" + f[0] + "/comm"); strings.TrimSpace(string(c)) == "sleep" {
-				pid, _ = strconv.Atoi(f[0])
-				break
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if pid == 0 {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatal("no child of unshare")
-	}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cmd.Process.Kill()
-			cmd.Wait()
-		})
-	}
-	t.Cleanup(stop)
-	return pid, stop
+	harness.RequireRoot(t)
+	harness.RequireTools(t, "unshare")
 }
 
 func newTestRegistry(t *testing.T, opts Options) *Registry {
@@ -117,7 +73,7 @@ func TestBootAggregateHook(t *testing.T) {
 func TestAttach(t *testing.T) {
 	needRoot(t)
 	r := newTestRegistry(t, Options{})
-	pid, _ := container(t)
+	pid := harness.StartSleeper(t).Pid
 	cfg := []byte(`{"ociVersion":"1.0.2","process":{"args":["sh"]}}`)
 	ns, err := r.Attach("c1", pid, cfg)
 	if err != nil {
@@ -169,7 +125,7 @@ func TestAttach(t *testing.T) {
 func TestAttachErrors(t *testing.T) {
 	needRoot(t)
 	r := newTestRegistry(t, Options{})
-	pid, _ := container(t)
+	pid := harness.StartSleeper(t).Pid
 	if _, err := r.Attach("c1", pid, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -222,8 +178,9 @@ func TestDetachAndAutoDetach(t *testing.T) {
 	r := newTestRegistry(t, Options{})
 	obs := &recorder{detachedCh: make(chan string, 4)}
 	r.AddObserver(obs)
-	pid1, _ := container(t)
-	pid2, stop2 := container(t)
+	pid1 := harness.StartSleeper(t).Pid
+	sleeper2 := harness.StartSleeper(t)
+	pid2 := sleeper2.Pid
 	ns1, err := r.Attach("one", pid1, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +202,7 @@ func TestDetachAndAutoDetach(t *testing.T) {
 		t.Errorf("observer got %s", id)
 	}
 	// The container's init exits: detached without being asked.
-	stop2()
+	sleeper2.Stop()
 	select {
 	case id := <-obs.detachedCh:
 		if id != "two" {
@@ -264,7 +221,7 @@ func TestDetachAndAutoDetach(t *testing.T) {
 		t.Errorf("observer saw %d attaches, want 2", attaches)
 	}
 	// The pid namespace of a detached container can be registered again.
-	pid3, _ := container(t)
+	pid3 := harness.StartSleeper(t).Pid
 	if _, err := r.Attach("one", pid3, nil); err != nil {
 		t.Errorf("re-attach id one: %v", err)
 	}
@@ -344,7 +301,7 @@ func TestMeasureFileAndRecord(t *testing.T) {
 	needRoot(t)
 	state := t.TempDir()
 	r := newTestRegistry(t, Options{StateDir: state, DefaultContainerPolicy: mustParse(t, "measure func=FILE_CHECK\n")})
-	pid, _ := container(t)
+	pid := harness.StartSleeper(t).Pid
 	ns, err := r.Attach("m", pid, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/imafs/imafs/integration/harness"
 	"github.com/imafs/imafs/measurelog"
 )
 
@@ -55,10 +56,11 @@ func TestRestore(t *testing.T) {
 	state := t.TempDir()
 	var log1 bytes.Buffer
 	r := openRegistry(t, state, &log1)
-	pidA, _ := container(t)
-	pidB, _ := container(t)
-	pidC, stopC := container(t)
-	pidD, _ := container(t)
+	pidA := harness.StartSleeper(t).Pid
+	pidB := harness.StartSleeper(t).Pid
+	sleeperC := harness.StartSleeper(t)
+	pidC := sleeperC.Pid
+	pidD := harness.StartSleeper(t).Pid
 	var nss []*Namespace
 	for i, pid := range []int{pidA, pidB, pidC, pidD} {
 		ns, err := r.Attach(fmt.Sprintf("c%d", i), pid, []byte(`{"ociVersion":"1.0.2"}`))
@@ -102,7 +104,7 @@ func TestRestore(t *testing.T) {
 	wantHostPCR := r.Host().List.PCR(measurelog.SHA256, 10)
 	r.Close() // a shutdown keeps the state
 
-	stopC() // c2 exits while the daemon is down
+	sleeperC.Stop() // c2 exits while the daemon is down
 	// c1's journal gets a torn tail (a record cut short by a crash).
 	j1 := filepath.Join(state, "ns", "c1", "list.journal")
 	rec := bufEntry(t, nss[1], "/torn").AppendBinary(nil, measurelog.SHA1)

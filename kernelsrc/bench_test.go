@@ -7,13 +7,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/integration/harness"
 	"github.com/imafs/imafs/measurelog"
 )
 
@@ -130,36 +127,9 @@ func realRegistry(b *testing.B, stateDir string) *imans.Registry {
 	}
 	b.Cleanup(func() { reg.Close() })
 	for _, id := range benchLabels {
-		if _, err := reg.Attach(id, benchContainer(b), nil); err != nil {
+		if _, err := reg.Attach(id, harness.StartSleeper(b).Pid, nil); err != nil {
 			b.Fatalf("Attach %s: %v", id, err)
 		}
 	}
 	return reg
-}
-
-// benchContainer starts `sleep` as pid 1 of a new pid namespace and returns
-// its host pid; it is killed when the benchmark ends.
-func benchContainer(b *testing.B) int {
-	b.Helper()
-	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", "sleep", "600")
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("start unshare: %v", err)
-	}
-	b.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	children := filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "task", strconv.Itoa(cmd.Process.Pid), "children")
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		c, _ := os.ReadFile(children)
-		// Wait for the child to run sleep: --kill-child is in effect by then.
-		if f := strings.Fields(string(c)); len(f) > 0 {
-			if comm, _ := os.ReadFile("/proc/" + f[0] + "/comm"); strings.TrimSpace(string(comm)) == "sleep" {
-				pid, _ := strconv.Atoi(f[0])
-				return pid
-			}
-		}
-	}
-	b.Fatal("unshare started no sleep within 30 s")
-	return 0
 }

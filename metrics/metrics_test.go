@@ -5,10 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,42 +12,10 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/integration/harness"
 	"github.com/imafs/imafs/measurelog"
 	"github.com/imafs/imafs/policy"
 )
-
-// container starts `sleep` as pid 1 of a new pid namespace (real unshare)
-// and returns its host pid.
-func container(t *testing.T) int {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (pid namespaces)")
-	}
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("needs unshare(1)")
-	}
-	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", "sleep", "300")
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start unshare: %v", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	children := filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "task", strconv.Itoa(cmd.Process.Pid), "children")
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		b, _ := os.ReadFile(children)
-		f := strings.Fields(string(b))
-		if len(f) == 0 {
-			continue
-		}
-		// Only once the child runs sleep is unshare's --kill-child in
-		// effect: stopping the container earlier would orphan its init.
-		if c, _ := os.ReadFile("/proc/" + f[0] + "/comm"); strings.TrimSpace(string(c)) == "sleep" {
-			pid, _ := strconv.Atoi(f[0])
-			return pid
-		}
-	}
-	t.Fatal("no child of unshare")
-	return 0
-}
 
 // server runs ServeListener on 127.0.0.1:0 and returns its /metrics URL.
 func server(t *testing.T, reg *imans.Registry, log *logrus.Logger) string {
@@ -113,7 +77,7 @@ func TestServeScrape(t *testing.T) {
 	}
 	t.Cleanup(func() { reg.Close() })
 
-	pid := container(t)
+	pid := harness.StartSleeper(t).Pid
 	ns, err := reg.Attach("metrics-a", pid, []byte(`{"ociVersion":"1.0.2"}`))
 	if err != nil {
 		t.Fatal(err)
