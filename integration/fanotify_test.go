@@ -147,29 +147,9 @@ func TestFanotifyMeasure(t *testing.T) {
 	// the daemon reports for it.
 	if _, err := exec.LookPath("evmctl"); err == nil {
 		bin := runIn(t, c1, "cat", ima+"/binary_runtime_measurements")
-		row := d.ps(t)[c1.ID]
-		dir := harness.TempDir(t)
-		listFile := filepath.Join(dir, "binary_runtime_measurements")
+		listFile := filepath.Join(harness.TempDir(t), "binary_runtime_measurements")
 		os.WriteFile(listFile, []byte(bin), 0o644)
-		pcrs := map[string]string{"sha1": row.PCR10SHA1, "sha256": row.PCR10SHA256}
-		args := []string{"ima_measurement"}
-		for bank, v := range pcrs {
-			var b strings.Builder
-			for i := 0; i < 24; i++ {
-				if i == 10 {
-					fmt.Fprintf(&b, "PCR-%02d: %s\n", i, v)
-				} else {
-					fmt.Fprintf(&b, "PCR-%02d: %s\n", i, strings.Repeat("0", len(v)))
-				}
-			}
-			p := filepath.Join(dir, "pcrs-"+bank)
-			os.WriteFile(p, []byte(b.String()), 0o644)
-			args = append(args, "--pcrs", bank+","+p)
-		}
-		out, err := exec.Command("evmctl", append(args, listFile)...).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "Matched per TPM bank") {
-			t.Errorf("evmctl %v: %v\n%s", args, err, out)
-		}
+		evmctlMatches(t, listFile, d.ps(t)[c1.ID])
 	}
 	host, err := os.ReadFile(filepath.Join(d.hostMnt, "ima/ascii_runtime_measurements"))
 	if err != nil {
