@@ -23,13 +23,6 @@ import (
 	"github.com/imafs/imafs/measurelog"
 )
 
-func needRoot(b *testing.B) {
-	b.Helper()
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
-}
-
 type server struct {
 	reg *imans.Registry
 	dir string
@@ -39,7 +32,7 @@ type server struct {
 // serve mounts a tree on a temp dir (host view for us).
 func serve(b *testing.B) *server {
 	b.Helper()
-	needRoot(b)
+	harness.RequireRoot(b)
 	log := logrus.New()
 	log.SetLevel(logrus.ErrorLevel)
 	reg, err := imans.NewRegistry(imans.Options{Log: log})

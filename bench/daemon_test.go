@@ -38,7 +38,7 @@ func rssKiB(b *testing.B, pid int) int64 {
 // (BENCH_CONTAINERS, default 1000): the daemon's RSS per container, and
 // open+read+close in a container with 1 and with N attached.
 func BenchmarkDaemonAttached(b *testing.B) {
-	needRoot(b)
+	harness.RequireRoot(b)
 	n := 1000
 	if v, err := strconv.Atoi(os.Getenv("BENCH_CONTAINERS")); err == nil && v > 0 {
 		n = v
