@@ -371,11 +371,7 @@ func (e *Engine) Sync(ns *imans.Namespace) error {
 // the kernel as their groups close (with a keeper: it releases them too,
 // and exits).
 func (e *Engine) Close() error {
-	e.mu.Lock()
-	e.closed = true
-	ws := e.watches
-	e.watches = map[string]*watch{}
-	e.mu.Unlock()
+	ws := e.stopWatching()
 	for _, w := range ws {
 		w.close()
 	}
@@ -391,6 +387,16 @@ func (e *Engine) Close() error {
 	return nil
 }
 
+// stopWatching marks the engine closed and takes its watches.
+func (e *Engine) stopWatching() map[string]*watch {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	ws := e.watches
+	e.watches = map[string]*watch{}
+	return ws
+}
+
 // Suspend stops the engine for a successor on the same keeper (a daemon's
 // upgrade): it stops reading events, decides and answers those it has
 // read, and closes its descriptors; the groups stay open in the keeper,
@@ -401,11 +407,7 @@ func (e *Engine) Suspend() error {
 	if k == nil {
 		return e.Close()
 	}
-	e.mu.Lock()
-	e.closed = true
-	ws := e.watches
-	e.watches = map[string]*watch{}
-	e.mu.Unlock()
+	ws := e.stopWatching()
 	for _, w := range ws {
 		w.g.f.SetReadDeadline(time.Now()) // the reader returns; workers drain its queue
 	}

@@ -96,6 +96,26 @@ func (f *keeperFixture) markedGroup(t *testing.T) *group {
 	return g
 }
 
+// dial connects a client to the fixture's keeper.
+func (f *keeperFixture) dial(t *testing.T) *KeeperClient {
+	t.Helper()
+	k, err := DialKeeper(f.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// deposit gives k's keeper a new marked group under id and returns it.
+func (f *keeperFixture) deposit(t *testing.T, k *KeeperClient, id string) *group {
+	t.Helper()
+	g := f.markedGroup(t)
+	if err := k.Put(id, g.fd()); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
 // openInBackground opens the fixture's file from another goroutine; the
 // channel gets the result once the open returns.
 func (f *keeperFixture) openInBackground() <-chan error {
@@ -154,14 +174,8 @@ func readOne(t *testing.T, g *group) int {
 // stale event by descriptor number, and the open goes on.
 func TestKeeperStaleEvents(t *testing.T) {
 	f := newKeeperFixture(t, time.Minute)
-	first, err := DialKeeper(f.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := f.markedGroup(t)
-	if err := first.Put("c1", g.fd()); err != nil {
-		t.Fatal(err)
-	}
+	first := f.dial(t)
+	g := f.deposit(t, first, "c1")
 	opened := f.openInBackground()
 	evfd := readOne(t, g)
 	if err := first.HighWater(evfd); err != nil {
@@ -174,10 +188,7 @@ func TestKeeperStaleEvents(t *testing.T) {
 	first.Close()
 	stillBlocked(t, opened, "daemon dead, keeper holding the group")
 
-	next, err := DialKeeper(f.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	next := f.dial(t)
 	defer next.Close()
 	fd, hw, err := next.Get("c1")
 	if err != nil || fd < 0 {
@@ -209,15 +220,8 @@ func TestKeeperStaleEvents(t *testing.T) {
 // keeper releases the groups (the kernel allows what waits) and stops.
 func TestKeeperGrace(t *testing.T) {
 	f := newKeeperFixture(t, 500*time.Millisecond)
-	k, err := DialKeeper(f.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := f.markedGroup(t)
-	if err := k.Put("c1", g.fd()); err != nil {
-		t.Fatal(err)
-	}
-	g.close()
+	k := f.dial(t)
+	f.deposit(t, k, "c1").close()
 	opened := f.openInBackground()
 	stillBlocked(t, opened, "daemon connected, not reading")
 	k.Close()
@@ -242,17 +246,10 @@ func (f *keeperFixture) wait(t *testing.T) {
 // go on at once and stops the keeper; Del and Keep release single groups.
 func TestKeeperRelease(t *testing.T) {
 	f := newKeeperFixture(t, time.Minute)
-	k, err := DialKeeper(f.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := f.dial(t)
 	defer k.Close()
 	for _, id := range []string{"a", "b", "c"} {
-		g := f.markedGroup(t)
-		if err := k.Put(id, g.fd()); err != nil {
-			t.Fatal(err)
-		}
-		g.close()
+		f.deposit(t, k, id).close()
 	}
 	// Opens wait for all three groups; each release lets one fewer hold it.
 	opened := f.openInBackground()
@@ -280,10 +277,7 @@ func TestKeeperRelease(t *testing.T) {
 // nothing; a second keeper on the same socket refuses to start.
 func TestKeeperBadRequests(t *testing.T) {
 	f := newKeeperFixture(t, time.Minute)
-	k, err := DialKeeper(f.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := f.dial(t)
 	defer k.Close()
 	for _, req := range []string{"put c1", "put", "hw -3", "hw x", "frobnicate"} {
 		if _, _, err := k.call(req, -1); err == nil {
@@ -293,7 +287,7 @@ func TestKeeperBadRequests(t *testing.T) {
 	if fd, _, err := k.Get("c1"); err != nil || fd != -1 {
 		t.Errorf("Get(c1) after a put without a descriptor = %d, %v", fd, err)
 	}
-	err = RunKeeper(context.Background(), f.socket, time.Second, nil, nil)
+	err := RunKeeper(context.Background(), f.socket, time.Second, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "another keeper") {
 		t.Errorf("second keeper on the socket: %v, want a refusal", err)
 	}
