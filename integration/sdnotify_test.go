@@ -163,6 +163,21 @@ func alive(pid int) bool {
 	return err == nil && !bytes.Contains(b, []byte(") Z "))
 }
 
+// parentPid returns pid's parent (field 4 of /proc/PID/stat).
+func parentPid(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		t.Fatalf("/proc/%d/stat: %q", pid, b)
+	}
+	return ppid
+}
+
 // TestSdNotifyReadyStopping: a daemon started with $NOTIFY_SOCKET (systemd
 // Type=notify) sends READY=1 from its own pid once it serves, after the
 // containers of its state directory are back (a restart), and STOPPING=1
@@ -227,11 +242,11 @@ func TestSdNotifyReadyStopping(t *testing.T) {
 }
 
 // TestSdNotifyUpgrade: under systemd `imafs upgrade` leaves the service
-// running: the successor (which kept $NOTIFY_SOCKET) sends MAINPID=<its
-// pid> with READY=1 from its own pid, and the old daemon exits only after
-// systemd acknowledged that (BARRIER=1: held here, the old daemon waits);
-// then the successor serves the control socket and the container, and
-// says STOPPING=1 on SIGTERM.
+// running: the successor (which kept $NOTIFY_SOCKET, and is the manager's
+// child like the old daemon) sends MAINPID=<its pid> with READY=1 from its
+// own pid, and the old daemon exits only after systemd acknowledged that
+// (BARRIER=1: held here, the old daemon waits); then the successor serves
+// the control socket and the container, and says STOPPING=1 on SIGTERM.
 func TestSdNotifyUpgrade(t *testing.T) {
 	n := listenNotify(t)
 	d := startDaemon(t)
@@ -293,6 +308,12 @@ func TestSdNotifyUpgrade(t *testing.T) {
 	}
 	if !alive(newPid) {
 		t.Fatalf("MAINPID=%d is not a live process", newPid)
+	}
+	// systemd fully supervises (waits for after SIGTERM, reaps) only a
+	// main process that is its own child: the successor must be the
+	// manager's child (here: this test's), not the old daemon's.
+	if ppid := parentPid(t, newPid); ppid != os.Getpid() {
+		t.Errorf("the successor's parent is pid %d, want the service manager (this test, pid %d); the old daemon is %d", ppid, os.Getpid(), oldPid)
 	}
 	if env, err := os.ReadFile("/proc/" + v + "/environ"); err != nil || !slices.Contains(strings.Split(string(env), "\x00"), "NOTIFY_SOCKET="+n.path) {
 		t.Errorf("the successor's environment lacks NOTIFY_SOCKET=%s (%v)", n.path, err)

@@ -146,8 +146,12 @@ func runServe(args []string) int {
 			d.shutdown()
 			return 0
 		case err := <-d.ctlErr:
-			if err == nil && d.upgrading.Load() {
-				continue // the listener was handed over; the upgrade decides
+			if err == nil {
+				// Serve ends without an error only when an upgrade
+				// stopped listening: the upgrade decides. Not
+				// d.upgrading: a rolled-back upgrade may have reset it
+				// before this case ran, which ended the daemon.
+				continue
 			}
 			log.WithError(err).Error("control socket failed")
 			d.sdNotify(sdnotify.Stopping, sdnotify.Status(fmt.Sprintf("stopping: control socket failed: %v", err)))
@@ -1170,14 +1174,33 @@ func (d *daemon) spawnSuccessor(exe string) (int, error) {
 	}
 	defer r.Close()
 	args := append(append([]string{"serve"}, d.cfg.Args...), "--takeover-fd", "3")
-	cmd := exec.Command(exe, args...)
-	// The successor inherits this environment, $NOTIFY_SOCKET included:
-	// it notifies the same service manager (MAINPID=, READY=1).
-	cmd.Env = os.Environ()
-	cmd.ExtraFiles = []*os.File{w}
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	command := func(cloneFlags uintptr) *exec.Cmd {
+		cmd := exec.Command(exe, args...)
+		// The successor inherits this environment, $NOTIFY_SOCKET
+		// included: it notifies the same service manager.
+		cmd.Env = os.Environ()
+		cmd.ExtraFiles = []*os.File{w}
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: cloneFlags}
+		return cmd
+	}
+	// Under a service manager the successor is started as this daemon's
+	// sibling (CLONE_PARENT): systemd supervises fully only a main process
+	// that is its own child; one that is not (our child, even once
+	// reparented to it) it neither waits for after SIGTERM nor reaps as a
+	// main process (KillMode=mixed: SIGKILL at once). A pid namespace's
+	// init cannot clone a sibling (EINVAL): then it stays our child.
+	cmd := command(0)
+	if d.notifier.Enabled() {
+		cmd = command(unix.CLONE_PARENT)
+	}
+	err = cmd.Start()
+	if err != nil && d.notifier.Enabled() && errors.Is(err, unix.EINVAL) {
+		d.log.WithError(err).Warn("upgrade: cannot start the successor as a sibling; systemd will see a main process it did not start")
+		cmd = command(0)
+		err = cmd.Start()
+	}
+	if err != nil {
 		w.Close()
 		return 0, fmt.Errorf("start %s: %w", exe, err)
 	}
@@ -1201,7 +1224,7 @@ func (d *daemon) spawnSuccessor(exe string) (int, error) {
 		// service down with it: this daemon is the main process again.
 		d.sdNotify(sdnotify.MainPID(os.Getpid()))
 		cmd.Process.Kill()
-		cmd.Wait()
+		cmd.Wait() // ECHILD for a sibling: the service manager reaps it
 		return 0, err
 	}
 	pid := cmd.Process.Pid
