@@ -61,9 +61,11 @@ import (
 // Under systemd (Type=notify, NotifyAccess=all: $NOTIFY_SOCKET) the daemon
 // reports READY=1 once it serves and STOPPING=1 on SIGTERM; the successor
 // of an upgrade, which inherits $NOTIFY_SOCKET, is a new main process: it
-// sends MAINPID=<its pid> with READY=1 and waits on a BARRIER=1 until
-// systemd has read it before it tells this daemon it is ready, so systemd
-// follows the successor and this daemon's exit is no longer the service's.
+// is started as this daemon's sibling (CLONE_PARENT), i.e. systemd's child,
+// the only kind of main process systemd supervises fully; it sends
+// MAINPID=<its pid> with READY=1 and waits on a BARRIER=1 until systemd has
+// read it before it tells this daemon it is ready, so systemd follows the
+// successor and this daemon's exit is no longer the service's.
 
 // SecurityFSTarget is where a container's tree is mounted.
 const SecurityFSTarget = "/sys/kernel/security"
