@@ -1188,9 +1188,9 @@ func (d *daemon) spawnSuccessor(exe string) (int, error) {
 	}
 	// Under a service manager the successor is started as this daemon's
 	// sibling (CLONE_PARENT): systemd supervises fully only a main process
-	// that is its own child; one that is not (our child, even once
-	// reparented to it) it neither waits for after SIGTERM nor reaps as a
-	// main process (KillMode=mixed: SIGKILL at once). A pid namespace's
+	// that is its own child when it learns of it (MAINPID=); for one that
+	// is not (our child, even once reparented to it) it does not wait
+	// after SIGTERM (KillMode=mixed: SIGKILL at once). A pid namespace's
 	// init cannot clone a sibling (EINVAL): then it stays our child.
 	cmd := command(0)
 	if d.notifier.Enabled() {
