@@ -340,7 +340,7 @@ func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
 		d.host = m
 	}
 	restored := make(chan struct{})
-	stops, err := startServeExtensions(serveEnv{Reg: reg, Log: log, StateDir: cfg.StateDir, Restored: restored})
+	stops, err := startServeExtensions(serveEnv{Reg: reg, Log: log, StateDir: cfg.StateDir, Restored: restored, HandingOver: d.upgrading.Load})
 	if err != nil {
 		d.shutdownMounts()
 		d.closeVTPM()
@@ -1127,9 +1127,10 @@ const upgradeTimeout = 60 * time.Second
 // see no gap: this daemon keeps serving its mounts (frozen, read-only)
 // until the successor has mounted over each one (swapFUSE) and listens on
 // the control socket. Measurement pauses for the handover: the
-// measurement sources stop first (fanotify: pending permission events are
-// allowed as the groups close) and Records fail with imans.ErrFrozen until
-// the successor owns the journals. If the successor fails, this daemon
+// measurement sources stop first (fanotify: the engine answers what it
+// has read and leaves its groups to the keeper, where new events wait for
+// the successor) and Records fail with imans.ErrFrozen until the successor
+// owns the journals. If the successor fails, this daemon
 // takes everything back and goes on.
 func (d *daemon) upgrade(rw *control.ReplyWriter) error {
 	if !d.upgrading.CompareAndSwap(false, true) {
@@ -1276,7 +1277,7 @@ func (d *daemon) resume() {
 			d.mu.Unlock()
 		}
 	}
-	stops, err := startServeExtensions(serveEnv{Reg: d.reg, Log: d.log, StateDir: d.cfg.StateDir})
+	stops, err := startServeExtensions(serveEnv{Reg: d.reg, Log: d.log, StateDir: d.cfg.StateDir, HandingOver: d.upgrading.Load})
 	if err != nil {
 		d.log.WithError(err).Error("upgrade rollback: measurement sources")
 	}
