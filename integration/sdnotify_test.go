@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -53,6 +54,9 @@ func (m notifyMsg) closeFDs() {
 type notifySocket struct {
 	path string
 	msgs chan notifyMsg
+
+	mu      sync.Mutex
+	senders map[int]bool // every sender pid
 }
 
 // listenNotify binds a notify socket in a temporary directory and points
@@ -65,7 +69,7 @@ func listenNotify(t *testing.T) *notifySocket {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	n := &notifySocket{path: filepath.Join(dir, "notify"), msgs: make(chan notifyMsg, 64)}
+	n := &notifySocket{path: filepath.Join(dir, "notify"), msgs: make(chan notifyMsg, 64), senders: map[int]bool{}}
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +103,9 @@ func listenNotify(t *testing.T) *notifySocket {
 					m.fds = append(m.fds, fds...)
 				}
 			}
+			n.mu.Lock()
+			n.senders[m.pid] = true
+			n.mu.Unlock()
 			select {
 			case n.msgs <- m:
 			default:
@@ -120,6 +127,28 @@ func listenNotify(t *testing.T) *notifySocket {
 	})
 	t.Setenv("NOTIFY_SOCKET", n.path)
 	return n
+}
+
+// stopDaemons stops (stopPid) every process that sent a datagram, other
+// than the ones in except, that is still an `imafs serve` on d's socket: a
+// successor the test did not get to stop itself.
+func (n *notifySocket) stopDaemons(t *testing.T, d *daemon, except ...int) {
+	n.mu.Lock()
+	pids := make([]int, 0, len(n.senders))
+	for p := range n.senders {
+		if p > 0 && !slices.Contains(except, p) {
+			pids = append(pids, p)
+		}
+	}
+	n.mu.Unlock()
+	for _, p := range pids {
+		cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/cmdline")
+		args := strings.Split(string(cmdline), "\x00")
+		if err != nil || !alive(p) || len(args) < 2 || args[1] != "serve" || !slices.Contains(args, d.socket) {
+			continue // gone, or the pid was reused
+		}
+		stopPid(t, p)
+	}
 }
 
 // next returns the next datagram (fails the test after timeout).
@@ -252,6 +281,7 @@ func TestSdNotifyUpgrade(t *testing.T) {
 	d := startDaemon(t)
 	t.Cleanup(func() { syscall.Unmount(d.hostMnt, syscall.MNT_DETACH) }) // if the successor did not
 	oldPid := d.cmd.Process.Pid
+	t.Cleanup(func() { n.stopDaemons(t, d, oldPid) }) // a successor left by a failure
 	if m := n.waitFor(t, "READY=1", oldPid); m.pid != oldPid {
 		t.Fatalf("READY=1 sent by pid %d, want %d", m.pid, oldPid)
 	}
@@ -291,12 +321,6 @@ func TestSdNotifyUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatalf("MAINPID=%q", v)
 	}
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			stopPid(t, newPid)
-		}
-	})
 	if newPid == oldPid || newPid <= 0 {
 		t.Fatalf("MAINPID=%d: the old daemon's pid is %d", newPid, oldPid)
 	}
@@ -380,7 +404,6 @@ func TestSdNotifyUpgrade(t *testing.T) {
 		t.Errorf("STOPPING=1 sent by pid %d, want the successor %d", m.pid, newPid)
 	}
 	stopPid(t, newPid)
-	stopped = true
 }
 
 // TestSdNotifyUpgradeRollback: when the successor fails, the daemon that
