@@ -12,11 +12,14 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/imafs/imafs/fanotify"
+	"github.com/imafs/imafs/sdnotify"
 )
 
 // `imafs fanotify-keeper` holds the fanotify groups of `imafs serve
 // --fanotify` across a daemon's crash or upgrade (see fanotify.RunKeeper).
-// The daemon starts it; nobody else needs to.
+// The daemon starts it when none answers on its socket; under systemd,
+// contrib/systemd/imafs-fanotify-keeper.service runs it in a unit of its
+// own so that a crash of the daemon's unit does not take it down.
 func init() {
 	register(command{
 		name:    "fanotify-keeper",
@@ -50,6 +53,10 @@ func runKeeper(args []string) int {
 			f := os.NewFile(uintptr(*readyFD), "ready")
 			fmt.Fprintln(f, "ready")
 			f.Close()
+		}
+		// Under systemd (imafs-fanotify-keeper.service, Type=notify).
+		if err := sdnotify.FromEnv().Notify(sdnotify.Ready); err != nil {
+			log.WithError(err).Warn("sd_notify")
 		}
 	}
 	if err := fanotify.RunKeeper(ctx, *socket, *grace, log, ready); err != nil {

@@ -100,7 +100,7 @@ func init() {
 // the daemon) when none answers there.
 func connectKeeper(socket string, grace time.Duration, log *logrus.Logger) (*fanotify.KeeperClient, error) {
 	if k, err := fanotify.DialKeeper(socket); err == nil {
-		log.WithField("socket", socket).Info("fanotify: keeper of a previous daemon found: its groups are taken over")
+		log.WithField("socket", socket).Info("fanotify: connected to a running keeper (a previous daemon's groups in it are taken over)")
 		return k, nil
 	}
 	exe, err := os.Executable()
