@@ -53,9 +53,11 @@ func init() {
 			if hold > 0 && env.StateDir != "" {
 				k, err := connectKeeper(filepath.Join(env.StateDir, fanotify.KeeperSocket), hold, env.Log)
 				if err != nil {
-					return nil, fmt.Errorf("fanotify keeper: %w", err)
+					// Measurement works without it; only a crash is worse.
+					env.Log.WithError(err).Error("fanotify: no keeper: should this daemon die, the containers' execs and opens run unmeasured until it is back")
+				} else {
+					opts.Keeper = k
 				}
-				opts.Keeper = k
 			}
 			eng, err := fanotify.New(opts)
 			if err != nil {
