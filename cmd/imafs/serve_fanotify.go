@@ -28,7 +28,7 @@ import (
 func init() {
 	var enabled, failClosed bool
 	var keyDir string
-	var hold time.Duration
+	var hold, keeperWait time.Duration
 	registerServeExtension(serveExtension{
 		name: "fanotify",
 		flags: func(fl *flag.FlagSet) {
@@ -36,6 +36,7 @@ func init() {
 			fl.StringVar(&keyDir, "fanotify-keys", "/etc/imafs/keys", "appraisal keys of each container: DIR/<container id>/*.{pem,der,crt,cer,x509,pub}")
 			fl.BoolVar(&failClosed, "fanotify-fail-closed", false, "deny accesses that cannot be measured in every container (default: only in containers whose policy appraises)")
 			fl.DurationVar(&hold, "fanotify-hold", 30*time.Second, "after a crash, containers' execs and opens wait this long for a restarted daemon before they are allowed unmeasured (a keeper process holds the fanotify groups); 0: no keeper, allowed at once")
+			fl.DurationVar(&keeperWait, "fanotify-keeper-wait", 0, "wait this long for a keeper run separately (a systemd unit, a Kubernetes sidecar) to answer on STATE_DIR/"+fanotify.KeeperSocket+" before starting one")
 		},
 		start: func(env serveEnv) (func(), error) {
 			if !enabled {
@@ -51,7 +52,7 @@ func init() {
 				opts.FailClosed = func(*imans.Namespace) bool { return true }
 			}
 			if hold > 0 && env.StateDir != "" {
-				k, err := connectKeeper(filepath.Join(env.StateDir, fanotify.KeeperSocket), hold, env.Log)
+				k, err := connectKeeper(filepath.Join(env.StateDir, fanotify.KeeperSocket), hold, keeperWait, env.Log)
 				if err != nil {
 					// Measurement works without it; only a crash is worse.
 					env.Log.WithError(err).Error("fanotify: no keeper: should this daemon die, the containers' execs and opens run unmeasured until it is back")
@@ -97,13 +98,22 @@ func init() {
 	})
 }
 
-// connectKeeper connects to the keeper on socket, starting one (this
-// executable, `fanotify-keeper`, in a session of its own so that it outlives
-// the daemon) when none answers there.
-func connectKeeper(socket string, grace time.Duration, log *logrus.Logger) (*fanotify.KeeperClient, error) {
-	if k, err := fanotify.DialKeeper(socket); err == nil {
-		log.WithField("socket", socket).Info("fanotify: connected to a running keeper (a previous daemon's groups in it are taken over)")
-		return k, nil
+// connectKeeper connects to the keeper on socket, waiting up to wait for
+// one run separately, and else starts one (this executable,
+// `fanotify-keeper`, in a session of its own so that it outlives the
+// daemon).
+func connectKeeper(socket string, grace, wait time.Duration, log *logrus.Logger) (*fanotify.KeeperClient, error) {
+	for deadline := time.Now().Add(wait); ; time.Sleep(100 * time.Millisecond) {
+		if k, err := fanotify.DialKeeper(socket); err == nil {
+			log.WithField("socket", socket).Info("fanotify: connected to a running keeper (a previous daemon's groups in it are taken over)")
+			return k, nil
+		}
+		if !time.Now().Before(deadline) {
+			break
+		}
+	}
+	if wait > 0 {
+		log.WithFields(logrus.Fields{"socket": socket, "waited": wait}).Warn("fanotify: no keeper answered: starting one in this daemon's cgroup (a crash that restarts the daemon's unit or container takes it down too)")
 	}
 	exe, err := os.Executable()
 	if err != nil {

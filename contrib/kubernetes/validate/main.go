@@ -27,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -371,8 +372,56 @@ func checkDaemonSet(ds *appsv1.DaemonSet, configMaps map[string]*corev1.ConfigMa
 		if !mountedFromHost(c, volumes, state) {
 			ps = append(ps, fmt.Sprintf("%s: the state directory %s is not a hostPath mount: the journal would die with the pod", where, state))
 		}
+		if regexp.MustCompile(`(^| )--fanotify( |$)`).MatchString(args) {
+			ps = append(ps, checkKeeper(where, c, spec.InitContainers, state, args)...)
+		}
 	}
 	return ps
+}
+
+// checkKeeper checks the fanotify keeper of a daemon run with --fanotify:
+// a native sidecar (an init container with restartPolicy: Always, which a
+// restart of the daemon's container leaves running) that serves the socket
+// the daemon looks for, STATE/fanotify-keeper.sock, on the same state
+// volume, and a daemon that waits for it rather than starting a keeper of
+// its own in its container.
+func checkKeeper(where string, daemon corev1.Container, inits []corev1.Container, state, daemonArgs string) []string {
+	var keeper *corev1.Container
+	for i, c := range inits {
+		if slices.Contains(append(append([]string(nil), c.Command...), c.Args...), "fanotify-keeper") {
+			keeper = &inits[i]
+		}
+	}
+	if keeper == nil {
+		return []string{where + ": --fanotify without a fanotify-keeper sidecar: a restart of the daemon's container would let the containers' execs run unmeasured"}
+	}
+	var ps []string
+	kwhere := fmt.Sprintf("init container %q (fanotify-keeper)", keeper.Name)
+	if keeper.RestartPolicy == nil || *keeper.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		ps = append(ps, kwhere+": no restartPolicy: Always: as a plain init container it never ends, and the pod never starts")
+	}
+	kargs := strings.Join(append(append([]string(nil), keeper.Command...), keeper.Args...), " ")
+	want := filepath.Join(state, "fanotify-keeper.sock")
+	if m := regexp.MustCompile(`--socket[= ](\S+)`).FindStringSubmatch(kargs); m == nil || filepath.Clean(m[1]) != want {
+		ps = append(ps, fmt.Sprintf("%s: its --socket is not %s, where the daemon looks for it", kwhere, want))
+	}
+	if volumeAt(*keeper, state) == "" || volumeAt(*keeper, state) != volumeAt(daemon, state) {
+		ps = append(ps, fmt.Sprintf("%s: does not mount the daemon's state volume at %s", kwhere, state))
+	}
+	if !strings.Contains(daemonArgs, "--fanotify-keeper-wait") {
+		ps = append(ps, where+": no --fanotify-keeper-wait: the daemon may start a keeper of its own in its container before the sidecar answers")
+	}
+	return ps
+}
+
+// volumeAt is the volume c mounts at path, or "".
+func volumeAt(c corev1.Container, path string) string {
+	for _, m := range c.VolumeMounts {
+		if filepath.Clean(m.MountPath) == filepath.Clean(path) {
+			return m.Name
+		}
+	}
+	return ""
 }
 
 func mountedFromHost(c corev1.Container, volumes map[string]corev1.Volume, path string) bool {
