@@ -117,7 +117,7 @@ func openProcDir(tid int) (int, error) {
 func readAt(dir int, name string, buf []byte) ([]byte, error) {
 	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, procErr("open", name, err)
+		return nil, procErr(dir, "open", name, err)
 	}
 	defer unix.Close(fd)
 	n := 0
@@ -127,7 +127,7 @@ func readAt(dir int, name string, buf []byte) ([]byte, error) {
 			continue
 		}
 		if err != nil {
-			return nil, procErr("read", name, err)
+			return nil, procErr(dir, "read", name, err)
 		}
 		if m == 0 {
 			break
@@ -144,16 +144,25 @@ func readAt(dir int, name string, buf []byte) ([]byte, error) {
 func statAt(dir int, name string) (NSID, error) {
 	var st unix.Stat_t
 	if err := unix.Fstatat(dir, name, &st, 0); err != nil {
-		return NSID{}, procErr("stat", name, err)
+		return NSID{}, procErr(dir, "stat", name, err)
 	}
 	return NSID{Dev: st.Dev, Ino: st.Ino}, nil
 }
 
-func procErr(op, name string, err error) error {
-	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
+func procErr(dir int, op, name string, err error) error {
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) || (errors.Is(err, unix.EACCES) && taskGone(dir)) {
 		return fmt.Errorf("%s %s: %w (%w)", op, name, ErrGone, err)
 	}
 	return fmt.Errorf("%s %s: %w", op, name, err)
+}
+
+// taskGone reports whether the task of the /proc/TID directory dir has
+// been reaped. A namespace link of a reaped task answers EACCES, not ENOENT
+// (proc_ns_get_link finds no task); its other entries answer ENOENT.
+func taskGone(dir int) bool {
+	var st unix.Stat_t
+	err := unix.Fstatat(dir, "stat", &st, 0)
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
 }
 
 // parseStatus fills PID (Tgid), ids and CapEff from /proc/TID/status.

@@ -210,7 +210,7 @@ func (r *Resolver) cacheFromDir(dir int, id NSID) {
 func (r *Resolver) build(dir int, id NSID) (*entry, error) {
 	fd, err := unix.Openat(dir, "ns/pid", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, procErr("open", "ns/pid", err)
+		return nil, procErr(dir, "open", "ns/pid", err)
 	}
 	return r.buildFD(fd, id)
 }
@@ -434,7 +434,7 @@ func (r *Resolver) uidMap(c *Caller) ([]byte, error) {
 	// write-once, so the map of that namespace is the one we read.
 	fd, err := unix.Openat(dir, "ns/user", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, procErr("open", "ns/user", err)
+		return nil, procErr(dir, "open", "ns/user", err)
 	}
 	now, err := fstatNS(fd)
 	if err != nil {
