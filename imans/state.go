@@ -147,21 +147,40 @@ func (s *state) nsDir(id string) string { return filepath.Join(s.dir, nsDirName,
 // commit journals e for ns (and the host) and, once durable, appends it to
 // the lists. It returns when both are done.
 func (s *state) commit(ns, host *Namespace, e *measurelog.Entry) error {
-	p := &pending{ns: ns, e: e}
+	_, err := s.commitAll(host, []Item{{NS: ns, Entry: e}})
+	return err
+}
+
+// commitAll is commit for several entries, queued together so that one
+// flush (one write and fsync per journal) takes them all, in order. Once
+// every item is done it returns the index and error of the first that
+// failed, if any.
+func (s *state) commitAll(host *Namespace, items []Item) (int, error) {
+	ps := make([]pending, len(items))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.frozen {
-		return ErrFrozen
+		return 0, ErrFrozen
 	}
-	s.queue = append(s.queue, p)
-	for !p.done {
-		if !s.flushing {
-			s.flush(host)
-			continue
+	for i, it := range items {
+		ps[i] = pending{ns: it.NS, e: it.Entry}
+		s.queue = append(s.queue, &ps[i])
+	}
+	for i := range ps {
+		for !ps[i].done {
+			if !s.flushing {
+				s.flush(host)
+				continue
+			}
+			s.cond.Wait()
 		}
-		s.cond.Wait()
 	}
-	return p.err
+	for i := range ps {
+		if ps[i].err != nil {
+			return i, ps[i].err
+		}
+	}
+	return -1, nil
 }
 
 // flush writes, syncs and applies the queue; s.mu is held on entry and exit

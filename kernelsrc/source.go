@@ -27,7 +27,7 @@ const (
 type Registry interface {
 	Host() *imans.Namespace
 	Get(id string) (*imans.Namespace, bool)
-	Record(ns *imans.Namespace, e *measurelog.Entry) error
+	RecordAll(items []imans.Item) error
 }
 
 var _ Registry = (*imans.Registry)(nil)
@@ -148,6 +148,10 @@ func (s *Source) resume() (*cursor, uint64, error) {
 	return c, skip, nil
 }
 
+// maxBatch bounds the entries recorded together (one journal write and
+// fsync for all of them) and between two cursor updates.
+const maxBatch = 1024
+
 func (s *Source) tail(ctx context.Context, r io.Reader) error {
 	cur, skip, err := s.resume()
 	if err != nil {
@@ -159,6 +163,22 @@ func (s *Source) tail(ctx context.Context, r io.Reader) error {
 	dec := measurelog.NewDecoder(r, measurelog.SHA1)
 	interval := s.opts.MinInterval
 	var consumed uint64
+	batch := make([]imans.Item, 0, maxBatch)
+	// flush records the batch, then moves the cursor past it: a crash in
+	// between makes the next daemon read the batch again, and the lists'
+	// duplicate rule drops what was recorded.
+	flush := func() error {
+		if len(batch) > 0 {
+			if err := s.reg.RecordAll(batch); err != nil {
+				return fmt.Errorf("kernel source: %w", err)
+			}
+			batch = batch[:0]
+		}
+		if cur != nil && consumed > skip {
+			return cur.store(consumed)
+		}
+		return nil
+	}
 	for {
 		e, err := dec.Next()
 		if err == nil {
@@ -169,17 +189,20 @@ func (s *Source) tail(ctx context.Context, r io.Reader) error {
 			case consumed == 1 && !s.opts.KeepBootAggregate && e.Name() == "boot_aggregate":
 				s.entries.Add(1)
 			default:
-				if err := s.dispatch(e); err != nil {
-					return err
-				}
+				batch = append(batch, imans.Item{NS: s.target(e), Entry: e})
 			}
-			if cur != nil && consumed > skip {
-				if err := cur.store(consumed); err != nil {
+			if len(batch) == maxBatch {
+				if err := flush(); err != nil {
 					return err
 				}
 			}
 			interval = s.opts.MinInterval
 			continue
+		}
+		// Nothing more to read for now: what was read is recorded before
+		// the source waits.
+		if ferr := flush(); ferr != nil {
+			return ferr
 		}
 		var de *measurelog.DecodeError
 		switch {
@@ -217,22 +240,18 @@ func Label(e *measurelog.Entry) string {
 	return ""
 }
 
-// dispatch records e in the container its label names, else in the host list.
-func (s *Source) dispatch(e *measurelog.Entry) error {
+// target is the namespace whose list e goes in: the container its label
+// names, else the host.
+func (s *Source) target(e *measurelog.Entry) *imans.Namespace {
 	s.entries.Add(1)
-	target := s.reg.Host()
 	if label := Label(e); label != "" {
 		if ns, ok := s.reg.Get(label); ok && ns.ID == label {
-			target = ns
-		} else {
-			s.foreign.Add(1)
-			s.log.WithFields(logrus.Fields{"label": label, "name": e.Name()}).Debug("entry of an unknown namespace: host list only")
+			return ns
 		}
+		s.foreign.Add(1)
+		s.log.WithFields(logrus.Fields{"label": label, "name": e.Name()}).Debug("entry of an unknown namespace: host list only")
 	}
-	if err := s.reg.Record(target, e); err != nil {
-		return fmt.Errorf("kernel source: record %q in %s: %w", e.Name(), target.ID, err)
-	}
-	return nil
+	return s.reg.Host()
 }
 
 // Attached registers ns's pid namespace with the kernel under its ID. A

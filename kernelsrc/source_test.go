@@ -50,13 +50,15 @@ func (r *fakeRegistry) Get(id string) (*imans.Namespace, bool) {
 	return ns, ok
 }
 
-func (r *fakeRegistry) Record(ns *imans.Namespace, e *measurelog.Entry) error {
+func (r *fakeRegistry) RecordAll(items []imans.Item) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.recorded++
-	ns.List.Append(e)
-	if ns != r.host {
-		r.host.List.Append(e)
+	for _, it := range items {
+		r.recorded++
+		it.NS.List.Append(it.Entry)
+		if it.NS != r.host {
+			r.host.List.Append(it.Entry)
+		}
 	}
 	return nil
 }
