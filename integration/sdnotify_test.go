@@ -413,18 +413,7 @@ func TestSdNotifyUpgradeRollback(t *testing.T) {
 	n := listenNotify(t)
 	// The daemon runs from a private copy of the binary, broken before the
 	// upgrade (which starts what is at that path then).
-	private := filepath.Join(t.TempDir(), "imafs")
-	bin, err := os.ReadFile(imafsBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(private, bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	real := imafsBin
-	imafsBin = private
-	d := startDaemon(t)
-	imafsBin = real
+	d, private := startDaemonFromCopy(t)
 	pid := d.cmd.Process.Pid
 	n.waitFor(t, "READY=1", pid)
 	if err := os.Remove(private); err != nil {

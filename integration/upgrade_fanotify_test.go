@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -58,16 +56,7 @@ func TestUpgradeFanotifyNoGap(t *testing.T) {
 	}
 
 	atUpgrade := countLines(logFile)
-	res, err := d.imafs("upgrade")
-	if err != nil {
-		t.Fatalf("upgrade: %v\n%s", err, d.logText())
-	}
-	m := regexp.MustCompile(`daemon pid (\d+)`).FindStringSubmatch(res)
-	if m == nil {
-		t.Fatalf("upgrade output %q", res)
-	}
-	newPid, _ := strconv.Atoi(m[1])
-	t.Cleanup(func() { stopPid(t, newPid) })
+	upgradeDaemon(t, d)
 	afterUpgrade := countLines(logFile)
 	select {
 	case err := <-done:

@@ -67,17 +67,8 @@ func TestUpgradeNoGap(t *testing.T) {
 	waitReading("before the upgrade")
 
 	begin := time.Now()
-	res, err := d.imafs("upgrade")
+	upgradeDaemon(t, d)
 	took := time.Since(begin)
-	if err != nil {
-		t.Fatalf("upgrade: %v\n%s", err, d.logText())
-	}
-	m := regexp.MustCompile(`daemon pid (\d+)`).FindStringSubmatch(res)
-	if m == nil {
-		t.Fatalf("upgrade output %q", res)
-	}
-	newPid, _ := strconv.Atoi(m[1])
-	t.Cleanup(func() { stopPid(t, newPid) })
 	select {
 	case err := <-d.done:
 		if err != nil {
@@ -123,6 +114,43 @@ func TestUpgradeNoGap(t *testing.T) {
 	}
 }
 
+// upgradeDaemon runs `imafs upgrade` against d and returns the successor's
+// pid (printed as "daemon pid N"), which the test's cleanup stops.
+func upgradeDaemon(t *testing.T, d *daemon) int {
+	t.Helper()
+	res, err := d.imafs("upgrade")
+	if err != nil {
+		t.Fatalf("upgrade: %v\n%s", err, d.logText())
+	}
+	m := regexp.MustCompile(`daemon pid (\d+)`).FindStringSubmatch(res)
+	if m == nil {
+		t.Fatalf("upgrade output %q", res)
+	}
+	pid, _ := strconv.Atoi(m[1])
+	t.Cleanup(func() { stopPid(t, pid) })
+	return pid
+}
+
+// startDaemonFromCopy starts a daemon from a private copy of the imafs
+// binary and returns the copy's path: breaking the copy makes the next
+// upgrade fail (an upgrade starts what is at the daemon's path then).
+func startDaemonFromCopy(t *testing.T, extra ...string) (*daemon, string) {
+	t.Helper()
+	needDaemon(t)
+	private := filepath.Join(t.TempDir(), "imafs")
+	bin, err := os.ReadFile(imafsBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(private, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	real := imafsBin
+	imafsBin = private
+	defer func() { imafsBin = real }()
+	return startDaemon(t, extra...), private
+}
+
 // stopPid stops a daemon this test did not start as a child (a successor
 // after an upgrade) by pid: SIGTERM, then SIGKILL after 15 s.
 func stopPid(t *testing.T, pid int) {
@@ -147,21 +175,9 @@ func stopPid(t *testing.T, pid int) {
 // everything back: it answers on its socket again, its container reads its
 // list on a working mount, and measurements are journaled again.
 func TestUpgradeRollback(t *testing.T) {
-	needDaemon(t)
 	// Run the daemon from a private copy of the binary, then break the copy:
 	// the upgrade starts what is at that path now.
-	private := filepath.Join(t.TempDir(), "imafs")
-	bin, err := os.ReadFile(imafsBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(private, bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	real := imafsBin
-	imafsBin = private
-	d := startDaemon(t)
-	imafsBin = real
+	d, private := startDaemonFromCopy(t)
 	c := busyboxContainer(t, false)
 	attachUnshare(t, d, c, "rb")
 	pol := filepath.Join(t.TempDir(), "policy")

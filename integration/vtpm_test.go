@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -162,15 +161,7 @@ func TestVTPMQuotes(t *testing.T) {
 	}
 	// An upgrade hands the vTPMs over too: the successor's quote verifies
 	// with the same key.
-	res, err := d.imafs("upgrade")
-	if err != nil {
-		t.Fatalf("upgrade: %v", err)
-	}
-	var newPid int
-	if _, err := fmt.Sscanf(strings.TrimSpace(res), "upgraded: daemon pid %d", &newPid); err != nil {
-		t.Fatalf("upgrade output %q", res)
-	}
-	t.Cleanup(func() { stopPid(t, newPid) })
+	upgradeDaemon(t, d)
 	<-d.done
 	n5 := randomNonce(t)
 	fa3 := filepath.Join(dir, "qa-upgraded.json")
