@@ -311,6 +311,7 @@ func newDaemon(cfg daemonConfig, log *logrus.Logger) (*daemon, error) {
 		// are then (they don't change after boot on a real host).
 		opts.BootAggregate = ht.bootAggregate
 	}
+	configureRegistry(&opts)
 	start := time.Now()
 	reg, err := imans.NewRegistry(opts)
 	if err != nil {

@@ -17,6 +17,9 @@ type serveExtension struct {
 	name string
 	// flags registers the extension's flags on serve's flag set.
 	flags func(fl *flag.FlagSet)
+	// configure, when set, adjusts the registry's options before the
+	// registry is made (after the flags are parsed).
+	configure func(opts *imans.Options)
 	// start runs once the registry exists and before the control socket
 	// accepts requests. It returns the function that stops the extension at
 	// shutdown (called in reverse order of start), or a nil stop when its
@@ -50,6 +53,15 @@ func registerServeExtension(e serveExtension) {
 		}
 	}
 	serveExtensions = append(serveExtensions, e)
+}
+
+// configureRegistry lets every extension adjust the registry's options.
+func configureRegistry(opts *imans.Options) {
+	for _, e := range serveExtensions {
+		if e.configure != nil {
+			e.configure(opts)
+		}
+	}
 }
 
 func addServeExtensionFlags(fl *flag.FlagSet) {

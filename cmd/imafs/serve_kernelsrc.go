@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/imafs/imafs/imans"
 	"github.com/imafs/imafs/kernelsrc"
+	"github.com/imafs/imafs/measurelog"
 )
 
 // The kernel measurement source: on a kernel with the imafs IMA series
@@ -19,6 +21,22 @@ func init() {
 		name: "kernel-source",
 		flags: func(fl *flag.FlagSet) {
 			fl.StringVar(&mode, "kernel-source", "auto", "tail the patched kernel's IMA list: auto (when the kernel has the imafs series), on, off")
+		},
+		// Containers' lists start with the kernel's own boot_aggregate (the
+		// one a verifier of the host list sees), else with the host TPM's
+		// (--tpm), else zeros.
+		configure: func(opts *imans.Options) {
+			if mode == "off" || !kernelsrc.Available("") {
+				return
+			}
+			kernel, fallback := kernelsrc.BootAggregate(""), opts.BootAggregate
+			opts.BootAggregate = func(algo measurelog.Algo) ([]byte, error) {
+				d, err := kernel(algo)
+				if err != nil && fallback != nil {
+					return fallback(algo)
+				}
+				return d, err
+			}
 		},
 		start: func(env serveEnv) (func(), error) {
 			switch mode {
