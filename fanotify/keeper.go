@@ -65,6 +65,12 @@ func RunKeeper(ctx context.Context, socket string, grace time.Duration, log *log
 		return fmt.Errorf("fanotify keeper: listen: %w", err)
 	}
 	ln.SetUnlinkOnClose(true)
+	// Whoever connects can take every container's group: the daemon's
+	// user only (the state directory should be 0700 too).
+	if err := os.Chmod(socket, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("fanotify keeper: %w", err)
+	}
 	k := &keeper{groups: map[string]int{}, grace: grace, log: log.WithField("component", "fanotify-keeper"), done: make(chan struct{})}
 	k.idle() // no daemon yet: the one that started us connects at once
 	if ready != nil {

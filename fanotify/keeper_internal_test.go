@@ -287,6 +287,11 @@ func TestKeeperBadRequests(t *testing.T) {
 	if fd, _, err := k.Get("c1"); err != nil || fd != -1 {
 		t.Errorf("Get(c1) after a put without a descriptor = %d, %v", fd, err)
 	}
+	if st, err := os.Stat(f.socket); err != nil {
+		t.Error(err)
+	} else if st.Mode().Perm() != 0o600 {
+		t.Errorf("keeper socket mode %v, want 0600 (whoever connects can take the groups)", st.Mode().Perm())
+	}
 	err := RunKeeper(context.Background(), f.socket, time.Second, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "another keeper") {
 		t.Errorf("second keeper on the socket: %v, want a refusal", err)
