@@ -134,6 +134,7 @@ type Engine struct {
 
 	mu      sync.Mutex
 	watches map[string]*watch
+	opening map[string]int // watches being set up (their groups may be in the keeper already)
 	closed  bool
 }
 
@@ -183,6 +184,7 @@ func New(opts Options) (*Engine, error) {
 		ctx:     ctx,
 		cancel:  cancel,
 		watches: map[string]*watch{},
+		opening: map[string]int{},
 	}
 	e.wg.Add(1)
 	go e.rescanLoop()
@@ -232,7 +234,15 @@ func (e *Engine) Watch(ns *imans.Namespace) error {
 		e.mu.Unlock()
 		return nil
 	}
+	e.opening[ns.ID]++
 	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		if e.opening[ns.ID]--; e.opening[ns.ID] == 0 {
+			delete(e.opening, ns.ID)
+		}
+		e.mu.Unlock()
+	}()
 	w, err := newWatch(e, ns)
 	if err != nil {
 		return fmt.Errorf("fanotify watch %s: %w", ns.ID, err)
@@ -429,12 +439,17 @@ func (e *Engine) ReleaseUnwatched() error {
 	if k == nil {
 		return nil
 	}
+	// Held across the request: a watch that starts meanwhile deposits its
+	// group only after the keeper has dropped the others.
 	e.mu.Lock()
-	ids := make([]string, 0, len(e.watches))
+	defer e.mu.Unlock()
+	ids := make([]string, 0, len(e.watches)+len(e.opening))
 	for id := range e.watches {
 		ids = append(ids, id)
 	}
-	e.mu.Unlock()
+	for id := range e.opening {
+		ids = append(ids, id)
+	}
 	return k.Keep(ids)
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/imafs/imafs/fanotify"
 )
@@ -76,6 +77,33 @@ func TestSuspendHandover(t *testing.T) {
 	}
 	if s := eng.Stats(); s.Measured != 1 {
 		t.Errorf("next engine's stats: %+v, want the one measurement", s)
+	}
+	// What the keeper holds for a container no engine watches any more (one
+	// that exited while no daemon ran) is released; the watched one stays.
+	other, err := fanotify.DialKeeper(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Put("exited", p[0]); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(p[0])
+	unix.Close(p[1])
+	if err := eng.ReleaseUnwatched(); err != nil {
+		t.Fatal(err)
+	}
+	if fd, _, err := other.Get("exited"); err != nil || fd != -1 {
+		t.Errorf("Get(exited) after ReleaseUnwatched = %d, %v; want -1", fd, err)
+	}
+	if fd, _, err := other.Get(c.ns.ID); err != nil || fd < 0 {
+		t.Errorf("Get(%s) after ReleaseUnwatched = %d, %v; want the watched group", c.ns.ID, fd, err)
+	} else {
+		unix.Close(fd)
 	}
 	if err := eng.Close(); err != nil {
 		t.Fatal(err)
