@@ -197,6 +197,9 @@ func New(opts Options) (*Engine, error) {
 	return e, nil
 }
 
+// errClosed: the engine was closed or suspended.
+var errClosed = errors.New("engine closed")
+
 // Stats returns a snapshot of the counters.
 func (e *Engine) Stats() Stats {
 	c := &e.stats
@@ -212,7 +215,9 @@ func (e *Engine) Stats() Stats {
 // Attached starts watching ns (imans.Observer). Errors are logged: the
 // container runs, unmeasured, and Watch can be retried.
 func (e *Engine) Attached(ns *imans.Namespace) {
-	if err := e.Watch(ns); err != nil {
+	// A closed engine stays a registry observer (a successor engine in the
+	// same process watches instead): nothing to say.
+	if err := e.Watch(ns); err != nil && !errors.Is(err, errClosed) {
 		e.log.WithError(err).WithField("id", ns.ID).Error("fanotify: cannot watch container")
 	}
 }
@@ -228,7 +233,7 @@ func (e *Engine) Watch(ns *imans.Namespace) error {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		return fmt.Errorf("fanotify watch %s: engine closed", ns.ID)
+		return fmt.Errorf("fanotify watch %s: %w", ns.ID, errClosed)
 	}
 	if _, ok := e.watches[ns.ID]; ok {
 		e.mu.Unlock()
@@ -286,13 +291,16 @@ func (e *Engine) Unwatch(id string) {
 	e.mu.Lock()
 	w, ok := e.watches[id]
 	delete(e.watches, id)
+	closed := e.closed
 	e.mu.Unlock()
 	if ok {
 		w.close()
-		if k := e.opts.Keeper; k != nil {
-			if err := k.Del(id); err != nil {
-				e.log.WithError(err).WithField("id", id).Warn("fanotify: keeper: release group")
-			}
+	}
+	// Also when the watch failed after its group went to the keeper; not
+	// once this engine is closed (the groups are its successor's then).
+	if k := e.opts.Keeper; k != nil && !closed {
+		if err := k.Del(id); err != nil {
+			e.log.WithError(err).WithField("id", id).Warn("fanotify: keeper: release group")
 		}
 	}
 }
