@@ -1,8 +1,6 @@
 package fanotify
 
 import (
-	"bufio"
-	"bytes"
 	"os"
 	"strconv"
 	"strings"
@@ -51,9 +49,8 @@ func fdFlags(path string) (int, bool) {
 	if err != nil {
 		return 0, false
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "flags:"); ok {
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "flags:"); ok {
 			n, err := strconv.ParseInt(strings.TrimSpace(v), 8, 64)
 			return int(n), err == nil
 		}

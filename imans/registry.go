@@ -362,19 +362,7 @@ func (r *Registry) ForCaller(c *nsresolve.Caller) (*Namespace, error) {
 // duplicate (same template digest and PCR as an earlier entry of the list)
 // is not added again, as in the kernel (replay applies the same rule).
 func (r *Registry) Record(ns *Namespace, e *measurelog.Entry) error {
-	if r.state != nil {
-		if err := r.state.commit(ns, r.host, e); err != nil {
-			return fmt.Errorf("record in %s: %w", ns.ID, err)
-		}
-		return nil
-	}
-	r.recordMu.Lock()
-	defer r.recordMu.Unlock()
-	ns.List.Append(e)
-	if ns != r.host {
-		r.host.List.Append(e)
-	}
-	return nil
+	return r.RecordAll([]Item{{NS: ns, Entry: e}})
 }
 
 // Item is one entry for RecordAll and the namespace whose list it goes in.
@@ -395,7 +383,7 @@ func (r *Registry) RecordAll(items []Item) error {
 	}
 	if r.state != nil {
 		if i, err := r.state.commitAll(r.host, items); err != nil {
-			return fmt.Errorf("record in %s: %w", items[max(i, 0)].NS.ID, err)
+			return fmt.Errorf("record in %s: %w", items[i].NS.ID, err)
 		}
 		return nil
 	}

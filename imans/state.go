@@ -144,17 +144,11 @@ func (s *state) apply(what string, list *measurelog.List, entries []*measurelog.
 
 func (s *state) nsDir(id string) string { return filepath.Join(s.dir, nsDirName, id) }
 
-// commit journals e for ns (and the host) and, once durable, appends it to
-// the lists. It returns when both are done.
-func (s *state) commit(ns, host *Namespace, e *measurelog.Entry) error {
-	_, err := s.commitAll(host, []Item{{NS: ns, Entry: e}})
-	return err
-}
-
-// commitAll is commit for several entries, queued together so that one
-// flush (one write and fsync per journal) takes them all, in order. Once
-// every item is done it returns the index and error of the first that
-// failed, if any.
+// commitAll journals every item's entry for its namespace (and the host)
+// and, once durable, appends it to the lists. The items are queued together
+// so that one flush (one write and fsync per journal) takes them all, in
+// order, with whatever concurrent commits queued too. Once every item is
+// done it returns the index and error of the first that failed, if any.
 func (s *state) commitAll(host *Namespace, items []Item) (int, error) {
 	ps := make([]pending, len(items))
 	s.mu.Lock()

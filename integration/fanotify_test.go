@@ -2,13 +2,10 @@ package integration
 
 import (
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -203,12 +200,12 @@ func TestFanotifyAppraise(t *testing.T) {
 	// The daemon's metrics count the denial with the kernel's audit cause
 	// (the signature's key is not the container's), and the events'
 	// latencies; nothing is left waiting.
-	text := scrapeMetrics(t, metricsAddr)
+	text := harness.Scrape(t, "http://"+metricsAddr+"/metrics")
 	for _, want := range []string{
 		`imafs_denials_total{namespace="` + c.ID + `",reason="missing-key",source="fanotify"} 1`,
 		`imafs_queue_depth{source="fanotify"} 0`,
 	} {
-		if !hasMetricLine(text, want) {
+		if !harness.HasLine(text, want) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
@@ -228,7 +225,7 @@ func TestFanotifyAppraise(t *testing.T) {
 			t.Fatalf("%v allowed and %v denied answers, %v latencies observed", allowed, denied, observed)
 		}
 		time.Sleep(100 * time.Millisecond)
-		text = scrapeMetrics(t, metricsAddr)
+		text = harness.Scrape(t, "http://"+metricsAddr+"/metrics")
 	}
 }
 
@@ -241,26 +238,6 @@ func freeLocalAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
-}
-
-// scrapeMetrics reads the daemon's Prometheus metrics.
-func scrapeMetrics(t *testing.T, addr string) string {
-	t.Helper()
-	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("scrape metrics: %s %v", resp.Status, err)
-	}
-	return string(body)
-}
-
-func hasMetricLine(text, line string) bool {
-	return slices.Contains(strings.Split(text, "\n"), line)
 }
 
 // metricValue is the value of the series named exactly by series.

@@ -12,7 +12,7 @@
 //   - Updated by the measurement sources through small functions of this
 //     package (safe for concurrent use, cheap, usable without a running
 //     server): Denied for an access a source refused (appraisal FAN_DENY, a
-//     fail-closed timeout, ...), ObserveEventLatency for the time from an
+//     fail-closed timeout, ...), LatencyObserver for the time from an
 //     event's arrival to its answer. A source that keeps its own totals
 //     (events, answers, backlog) registers a function with RegisterSource,
 //     read on every scrape. `imafs serve --fanotify` feeds all of them from

@@ -32,9 +32,12 @@ func Denied(nsID, source, reason string) {
 	denials.WithLabelValues(nsID, source, reason).Inc()
 }
 
-// ObserveEventLatency records the time from an event's arrival to its answer.
-func ObserveEventLatency(source string, d time.Duration) {
-	eventLatency.WithLabelValues(source).Observe(d.Seconds())
+// LatencyObserver returns the function that records, for source, the time
+// from an event's arrival to its answer. The series is looked up once here,
+// not on every event.
+func LatencyObserver(source string) func(time.Duration) {
+	o := eventLatency.WithLabelValues(source)
+	return func(d time.Duration) { o.Observe(d.Seconds()) }
 }
 
 // forget drops the per-namespace series that sources updated.

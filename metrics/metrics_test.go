@@ -2,9 +2,7 @@ package metrics
 
 import (
 	"context"
-	"io"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -41,33 +39,6 @@ func server(t *testing.T, reg *imans.Registry, log *logrus.Logger) string {
 	return "http://" + ln.Addr().String() + Path
 }
 
-func scrape(t *testing.T, url string) string {
-	t.Helper()
-	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get(url)
-	if err != nil {
-		t.Fatalf("scrape %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("scrape %s: %v", url, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("scrape %s: %s: %s", url, resp.Status, b)
-	}
-	return string(b)
-}
-
-func hasLine(text, line string) bool {
-	for _, l := range strings.Split(text, "\n") {
-		if l == line {
-			return true
-		}
-	}
-	return false
-}
-
 func TestServeScrape(t *testing.T) {
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
@@ -98,11 +69,12 @@ func TestServeScrape(t *testing.T) {
 	}
 	Denied("metrics-a", "fanotify", "invalid-signature")
 	Denied("metrics-a", "fanotify", "invalid-signature")
-	ObserveEventLatency("fanotify", 30*time.Microsecond)
-	ObserveEventLatency("fanotify", 2*time.Millisecond)
+	observe := LatencyObserver("fanotify")
+	observe(30 * time.Microsecond)
+	observe(2 * time.Millisecond)
 
 	url := server(t, reg, log)
-	text := scrape(t, url)
+	text := harness.Scrape(t, url)
 	for _, line := range []string{
 		"imafs_namespaces 1",
 		// boot_aggregate, oci-config, the violation.
@@ -122,7 +94,7 @@ func TestServeScrape(t *testing.T) {
 		"# TYPE imafs_namespace_violations_total counter",
 		"# TYPE imafs_event_latency_seconds histogram",
 	} {
-		if !hasLine(text, line) {
+		if !harness.HasLine(text, line) {
 			t.Errorf("scrape lacks %q", line)
 		}
 	}
@@ -134,14 +106,14 @@ func TestServeScrape(t *testing.T) {
 	if err := reg.Detach("metrics-a"); err != nil {
 		t.Fatal(err)
 	}
-	text = scrape(t, url)
+	text = harness.Scrape(t, url)
 	for _, gone := range []string{`namespace="metrics-a"`} {
 		if strings.Contains(text, gone) {
 			t.Errorf("scrape after detach still has %s", gone)
 		}
 	}
 	for _, line := range []string{"imafs_namespaces 0", `imafs_namespace_entries{namespace="host"} 3`} {
-		if !hasLine(text, line) {
+		if !harness.HasLine(text, line) {
 			t.Errorf("scrape after detach lacks %q", line)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/integration/harness"
 )
 
 func TestRegisterSource(t *testing.T) {
@@ -22,7 +23,7 @@ func TestRegisterSource(t *testing.T) {
 
 	stats := SourceStats{Events: 10, Allowed: 8, Denied: 2, Measured: 5, Errors: 1, Timeouts: 3, Overflows: 4, Wait: 1500 * time.Millisecond, Pending: 7}
 	unregister := RegisterSource("test-src", func() SourceStats { return stats })
-	text := scrape(t, url)
+	text := harness.Scrape(t, url)
 	for _, line := range []string{
 		`imafs_source_events_total{source="test-src"} 10`,
 		`imafs_source_answers_total{answer="allow",source="test-src"} 8`,
@@ -34,13 +35,13 @@ func TestRegisterSource(t *testing.T) {
 		`imafs_source_wait_seconds_total{source="test-src"} 1.5`,
 		`imafs_queue_depth{source="test-src"} 7`,
 	} {
-		if !hasLine(text, line) {
+		if !harness.HasLine(text, line) {
 			t.Errorf("scrape lacks %q", line)
 		}
 	}
 	// Read on every scrape.
 	stats.Events = 11
-	if text := scrape(t, url); !hasLine(text, `imafs_source_events_total{source="test-src"} 11`) {
+	if text := harness.Scrape(t, url); !harness.HasLine(text, `imafs_source_events_total{source="test-src"} 11`) {
 		t.Error("a later scrape did not read the source again")
 	}
 
@@ -48,11 +49,11 @@ func TestRegisterSource(t *testing.T) {
 	// first one's unregister leaves it alone.
 	unregister2 := RegisterSource("test-src", func() SourceStats { return SourceStats{Events: 99} })
 	unregister()
-	if text := scrape(t, url); !hasLine(text, `imafs_source_events_total{source="test-src"} 99`) {
+	if text := harness.Scrape(t, url); !harness.HasLine(text, `imafs_source_events_total{source="test-src"} 99`) {
 		t.Error("unregister of a replaced registration removed its successor")
 	}
 	unregister2()
-	if text := scrape(t, url); strings.Contains(text, `source="test-src"`) {
+	if text := harness.Scrape(t, url); strings.Contains(text, `source="test-src"`) {
 		t.Error("series still present after unregister")
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -1209,21 +1208,7 @@ func (d *daemon) spawnSuccessor(exe string) (int, error) {
 		return 0, fmt.Errorf("start %s: %w", exe, err)
 	}
 	w.Close()
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(r).ReadString('\n')
-		if strings.HasPrefix(line, "ready ") {
-			ready <- nil
-			return
-		}
-		ready <- fmt.Errorf("successor pid %d exited before it was ready (%v)", cmd.Process.Pid, err)
-	}()
-	select {
-	case err = <-ready:
-	case <-time.After(upgradeTimeout):
-		err = fmt.Errorf("successor pid %d not ready after %v", cmd.Process.Pid, upgradeTimeout)
-	}
-	if err != nil {
+	if err := waitReady(r, "successor", cmd.Process.Pid, upgradeTimeout); err != nil {
 		// A successor that failed after its MAINPID= would take the
 		// service down with it: this daemon is the main process again.
 		d.sdNotify(sdnotify.MainPID(os.Getpid()))

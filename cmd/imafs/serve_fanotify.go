@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bufio"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -42,8 +39,9 @@ func init() {
 			if !enabled {
 				return nil, nil
 			}
+			observeLatency := metrics.LatencyObserver("fanotify")
 			opts := fanotify.Options{Registry: env.Reg, Log: env.Log, KeyDir: keyDir, OnAnswer: func(a fanotify.Answer) {
-				metrics.ObserveEventLatency("fanotify", a.Latency)
+				observeLatency(a.Latency)
 				if !a.Allow {
 					metrics.Denied(a.Namespace, "fanotify", a.Reason)
 				}
@@ -134,24 +132,7 @@ func connectKeeper(socket string, grace, wait time.Duration, log *logrus.Logger)
 	}
 	w.Close()
 	go cmd.Wait() // reaped if it exits while this daemon runs
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(r).ReadString('\n')
-		if strings.TrimSpace(line) != "ready" {
-			if err == nil {
-				err = errors.New("no ready line")
-			}
-			ready <- fmt.Errorf("keeper pid %d exited before it was ready (%v)", cmd.Process.Pid, err)
-			return
-		}
-		ready <- nil
-	}()
-	select {
-	case err = <-ready:
-	case <-time.After(10 * time.Second):
-		err = fmt.Errorf("keeper pid %d not ready after 10s", cmd.Process.Pid)
-	}
-	if err != nil {
+	if err := waitReady(r, "keeper", cmd.Process.Pid, 10*time.Second); err != nil {
 		cmd.Process.Kill()
 		return nil, err
 	}
