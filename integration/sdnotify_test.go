@@ -233,14 +233,7 @@ func TestSdNotifyReadyStopping(t *testing.T) {
 	if m.pid != pid {
 		t.Errorf("STOPPING=1 sent by pid %d, want %d", m.pid, pid)
 	}
-	select {
-	case err := <-d.done:
-		if err != nil {
-			t.Fatalf("daemon after SIGTERM: %v\n%s", err, d.logText())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("daemon did not stop after SIGTERM")
-	}
+	d.waitExit(t, "daemon after SIGTERM")
 
 	// The next daemon on the same state directory says READY=1 only once
 	// it has restored the container: its tree is served by then.
@@ -260,14 +253,7 @@ func TestSdNotifyReadyStopping(t *testing.T) {
 	if m = n.waitFor(t, "STOPPING=1", pid2); m.pid != pid2 {
 		t.Errorf("STOPPING=1 sent by pid %d, want %d", m.pid, pid2)
 	}
-	select {
-	case err := <-d2.done:
-		if err != nil {
-			t.Errorf("restarted daemon after SIGTERM: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("restarted daemon did not stop after SIGTERM")
-	}
+	d2.waitExit(t, "restarted daemon after SIGTERM")
 }
 
 // TestSdNotifyUpgrade: under systemd `imafs upgrade` leaves the service
@@ -378,14 +364,7 @@ func TestSdNotifyUpgrade(t *testing.T) {
 	if got := regexp.MustCompile(`daemon pid (\d+)`).FindStringSubmatch(r.out); got == nil || got[1] != v {
 		t.Errorf("imafs upgrade printed %q, systemd was told MAINPID=%d", r.out, newPid)
 	}
-	select {
-	case err := <-d.done:
-		if err != nil {
-			t.Errorf("old daemon: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("old daemon did not exit after the upgrade")
-	}
+	d.waitExit(t, "old daemon after the upgrade")
 	if !alive(newPid) {
 		t.Fatalf("the main process systemd was told (pid %d) is gone", newPid)
 	}

@@ -69,14 +69,7 @@ func TestUpgradeNoGap(t *testing.T) {
 	begin := time.Now()
 	upgradeDaemon(t, d)
 	took := time.Since(begin)
-	select {
-	case err := <-d.done:
-		if err != nil {
-			t.Errorf("old daemon: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("old daemon did not exit after the upgrade")
-	}
+	d.waitExit(t, "old daemon after the upgrade")
 	os.Remove(reading)
 	waitReading("from the successor")
 	os.WriteFile(stop, nil, 0o644)
@@ -111,6 +104,19 @@ func TestUpgradeNoGap(t *testing.T) {
 	journal, _ := os.ReadFile(filepath.Join(d.state, "ns", "up", "list.journal"))
 	if !bytes.Contains(journal, []byte(p)) {
 		t.Error("the successor's measurement is not in the container's journal")
+	}
+}
+
+// waitExit waits up to 15 s for d's process to exit, cleanly (status 0).
+func (d *daemon) waitExit(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Errorf("%s: %v\n%s", what, err, d.logText())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("%s: still running after 15 s", what)
 	}
 }
 
