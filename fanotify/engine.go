@@ -132,6 +132,8 @@ type Engine struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	unobserve func() // undoes the registration as the Registry's observer
+
 	mu      sync.Mutex
 	watches map[string]*watch
 	opening map[string]int // watches being set up (their groups may be in the keeper already)
@@ -189,7 +191,7 @@ func New(opts Options) (*Engine, error) {
 	e.wg.Add(1)
 	go e.rescanLoop()
 	if !opts.Manual {
-		opts.Registry.AddObserver(e)
+		e.unobserve = opts.Registry.AddObserver(e)
 		for _, ns := range opts.Registry.Namespaces() {
 			e.Attached(ns)
 		}
@@ -407,6 +409,9 @@ func (e *Engine) Close() error {
 
 // stopWatching marks the engine closed and takes its watches.
 func (e *Engine) stopWatching() map[string]*watch {
+	if e.unobserve != nil {
+		e.unobserve()
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.closed = true

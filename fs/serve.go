@@ -3,11 +3,11 @@ package fs
 import (
 	"fmt"
 	"os"
-	"strconv"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
+
+	"github.com/imafs/imafs/mountns"
 )
 
 // rawFS guards the page cache. Every file is opened FOPEN_DIRECT_IO, but
@@ -78,26 +78,7 @@ func (r *Root) OpenHandles() int64 { return r.handles.Load() }
 // mountns.MountFUSE), through go-fuse's "/dev/fd/N" convention; it takes
 // ownership of dev. The server runs in a goroutine; Wait for it.
 func Serve(dev *os.File, r *Root) (*fuse.Server, error) {
-	defer dev.Close()
-	sc, err := dev.SyscallConn()
-	if err != nil {
-		return nil, fmt.Errorf("serve fuse: %w", err)
-	}
-	dup, dupErr := -1, error(nil)
-	if err := sc.Control(func(fd uintptr) { dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3) }); err != nil {
-		return nil, fmt.Errorf("serve fuse: %w", err)
-	}
-	if dupErr != nil {
-		return nil, fmt.Errorf("serve fuse: dup /dev/fuse fd: %w", dupErr)
-	}
-	mo := r.MountOptions().MountOptions
-	mo.DirectMount, mo.DirectMountStrict = false, false
-	srv, err := fuse.NewServer(r.RawFileSystem(), "/dev/fd/"+strconv.Itoa(dup), &mo)
-	if err != nil {
-		return nil, fmt.Errorf("serve fuse on /dev/fd/%d: %w", dup, err)
-	}
-	go srv.Serve()
-	return srv, nil
+	return mountns.ServeRaw(dev, r.RawFileSystem(), r.MountOptions().MountOptions)
 }
 
 // Mount mounts r at dir in the daemon's own mount namespace (the host view,

@@ -398,11 +398,27 @@ func (r *Registry) RecordAll(items []Item) error {
 	return nil
 }
 
-// AddObserver registers o for attach and detach notifications.
-func (r *Registry) AddObserver(o Observer) {
+// AddObserver registers o for attach and detach notifications. It returns
+// the function that removes o again (a component that stops leaves no
+// observer behind); calling it more than once is harmless. o must be
+// comparable (a pointer, typically).
+func (r *Registry) AddObserver(o Observer) (remove func()) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.observers = append(r.observers, o)
-	r.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			for i, x := range r.observers {
+				if x == o {
+					r.observers = append(r.observers[:i:i], r.observers[i+1:]...)
+					return
+				}
+			}
+		})
+	}
 }
 
 // Close stops the registry for a daemon shutdown: it closes every journal

@@ -70,7 +70,7 @@ func ServeListener(ctx context.Context, ln net.Listener, reg *imans.Registry, lo
 		ln.Close()
 		return err
 	}
-	reg.AddObserver(forgetter{})
+	defer reg.AddObserver(forgetter{})()
 	mux := http.NewServeMux()
 	mux.Handle(Path, h)
 	srv := &http.Server{

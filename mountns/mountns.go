@@ -42,6 +42,23 @@ var ErrMounted = errors.New("target is already a fuse mount of this type")
 // mount and Options.AllowShared is false.
 var ErrShared = errors.New("target is on a shared mount (mounts would propagate to its peers)")
 
+// normalize fills in the defaults and checks the names.
+func (o *Options) normalize() error {
+	if o.FSName == "" {
+		o.FSName = "imafs"
+	}
+	if o.Subtype == "" {
+		o.Subtype = "imafs"
+	}
+	if strings.ContainsAny(o.FSName+o.Subtype, ", \t\n") {
+		return fmt.Errorf("fsname %q / subtype %q: no commas or spaces allowed", o.FSName, o.Subtype)
+	}
+	if o.Flags == 0 {
+		o.Flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	}
+	return nil
+}
+
 func (o Options) data(fd int) string {
 	d := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0", fd)
 	if o.AllowOther {
@@ -65,19 +82,10 @@ func MountFUSE(pid int, target string, opts Options) (*os.File, error) {
 	if err := checkTarget(target); err != nil {
 		return nil, fmt.Errorf("mount fuse in mount ns of pid %d: %w", pid, err)
 	}
-	if opts.FSName == "" {
-		opts.FSName = "imafs"
-	}
-	if opts.Subtype == "" {
-		opts.Subtype = "imafs"
-	}
-	if strings.ContainsAny(opts.FSName+opts.Subtype, ", \t\n") {
-		return nil, fmt.Errorf("mount fuse in mount ns of pid %d: fsname %q / subtype %q: no commas or spaces allowed", pid, opts.FSName, opts.Subtype)
+	if err := opts.normalize(); err != nil {
+		return nil, fmt.Errorf("mount fuse in mount ns of pid %d: %w", pid, err)
 	}
 	flags := opts.Flags
-	if flags == 0 {
-		flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
-	}
 	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("mount fuse in mount ns of pid %d: open /dev/fuse: %w", pid, err)
@@ -267,6 +275,7 @@ func mountOf(mountinfo []byte, path string) (mountEntry, error) {
 
 // mountEntry is what MountFUSE needs of a mountinfo line.
 type mountEntry struct {
+	parent uint64 // the id of the mount it sits on
 	shared bool   // optional fields carry a "shared:N" peer group
 	fstype string // e.g. "sysfs", "fuse.imafs"
 }
@@ -280,6 +289,7 @@ func findMount(info []byte, id uint64) (mountEntry, error) {
 			continue
 		}
 		var m mountEntry
+		m.parent, _ = strconv.ParseUint(f[1], 10, 64)
 		for i, opt := range f[6:] {
 			if opt == "-" {
 				if j := 6 + i + 1; j < len(f) {
@@ -312,28 +322,6 @@ func readMountinfo(hostProc int) ([]byte, error) {
 	return info, nil
 }
 
-// mountShared looks up mount id in mountinfo text and reports whether its
-// optional fields carry a "shared:N" peer group.
-func mountShared(info []byte, id uint64) (bool, error) {
-	want := strconv.FormatUint(id, 10)
-	for line := range bytes.Lines(info) {
-		f := strings.Fields(string(line))
-		if len(f) < 7 || f[0] != want {
-			continue
-		}
-		for _, opt := range f[6:] {
-			if opt == "-" {
-				break
-			}
-			if strings.HasPrefix(opt, "shared:") {
-				return true, nil
-			}
-		}
-		return false, nil
-	}
-	return false, fmt.Errorf("mount id %s not in mountinfo", want)
-}
-
 // Serve serves root on dev, a /dev/fuse file mounted by MountFUSE, and
 // returns the running server (its Serve loop runs in a goroutine; Wait for it
 // after Unmount). It uses go-fuse's "/dev/fd/N" mountpoint convention, so
@@ -346,6 +334,16 @@ func mountShared(info []byte, id uint64) (bool, error) {
 // the mount is left behind dead (ENOTCONN); Unmount it. The server's own
 // Unmount method can't work for such a mount: use this package's Unmount.
 func Serve(dev *os.File, root fs.InodeEmbedder, opts *fs.Options) (*fuse.Server, error) {
+	var mo fuse.MountOptions
+	if opts != nil {
+		mo = opts.MountOptions
+	}
+	return ServeRaw(dev, fs.NewNodeFS(root, opts), mo)
+}
+
+// ServeRaw is Serve for a FUSE protocol handler of the caller's (one that
+// wraps go-fuse's node file system, say).
+func ServeRaw(dev *os.File, raw fuse.RawFileSystem, mo fuse.MountOptions) (*fuse.Server, error) {
 	defer dev.Close()
 	sc, err := dev.SyscallConn()
 	if err != nil {
@@ -361,14 +359,10 @@ func Serve(dev *os.File, root fs.InodeEmbedder, opts *fs.Options) (*fuse.Server,
 	if dupErr != nil {
 		return nil, fmt.Errorf("serve fuse: dup /dev/fuse fd: %w", dupErr)
 	}
-	var mo fuse.MountOptions
-	if opts != nil {
-		mo = opts.MountOptions
-	}
 	mo.DirectMount, mo.DirectMountStrict = false, false
 	// With an absolute "/dev/fd/N" mountpoint NewServer can only fail in
 	// the INIT handshake, after it wrapped (and then closed) dup.
-	srv, err := fuse.NewServer(fs.NewNodeFS(root, opts), "/dev/fd/"+strconv.Itoa(dup), &mo)
+	srv, err := fuse.NewServer(raw, "/dev/fd/"+strconv.Itoa(dup), &mo)
 	if err != nil {
 		return nil, fmt.Errorf("serve fuse on /dev/fd/%d: %w", dup, err)
 	}

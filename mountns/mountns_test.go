@@ -350,15 +350,30 @@ func TestFindMount(t *testing.T) {
 		want    mountEntry
 		wantErr bool
 	}{
-		{22, mountEntry{true, "proc"}, false},
-		{27, mountEntry{false, "ext4"}, false},
-		{31, mountEntry{false, "tmpfs"}, false},
-		{32, mountEntry{true, "fuse.imafs"}, false},
+		{22, mountEntry{27, true, "proc"}, false},
+		{27, mountEntry{1, false, "ext4"}, false},
+		{31, mountEntry{23, false, "tmpfs"}, false},
+		{32, mountEntry{31, true, "fuse.imafs"}, false},
 		{99, mountEntry{}, true},
 	} {
 		got, err := findMount(info, tc.id)
 		if (err != nil) != tc.wantErr || got != tc.want {
 			t.Errorf("mount %d: got %+v, %v; want %+v (err %v)", tc.id, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
+
+func TestMountAttrs(t *testing.T) {
+	for _, tc := range []struct {
+		flags uintptr
+		want  int
+	}{
+		{0, 0},
+		{unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC},
+		{unix.MS_RDONLY | unix.MS_NOSUID, unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID},
+	} {
+		if got := mountAttrs(tc.flags); got != tc.want {
+			t.Errorf("mountAttrs(%#x) = %#x, want %#x", tc.flags, got, tc.want)
 		}
 	}
 }

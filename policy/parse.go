@@ -485,13 +485,8 @@ func (p *ruleParser) token(tok string) string {
 			return "mask= given twice"
 		}
 		name, incl := strings.CutPrefix(val, "^")
-		var m Mask
-		for _, n := range maskNames {
-			if n.name == name {
-				m = n.m
-			}
-		}
-		if m == 0 {
+		m, ok := ParseMask(name)
+		if !ok {
 			return "mask must be one of MAY_EXEC, MAY_WRITE, MAY_READ, MAY_APPEND, optionally prefixed with ^"
 		}
 		r.Mask, r.MaskIncludes = m, incl

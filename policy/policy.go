@@ -172,6 +172,17 @@ func (m Mask) String() string {
 	return strings.Join(parts, "|")
 }
 
+// ParseMask returns the access a policy names with mask= (MAY_EXEC,
+// MAY_WRITE, MAY_READ, MAY_APPEND; without the ^ prefix).
+func ParseMask(name string) (Mask, bool) {
+	for _, n := range maskNames {
+		if n.name == name {
+			return n.m, true
+		}
+	}
+	return 0, false
+}
+
 var maskNames = [...]struct {
 	m    Mask
 	name string

@@ -12,12 +12,6 @@ import (
 	"github.com/imafs/imafs/control"
 )
 
-func init() {
-	register(command{name: "attach", summary: "register a running container and mount its ima directory", run: runAttach})
-	register(command{name: "detach", summary: "unregister a container and unmount its ima directory", run: runDetach})
-	register(command{name: "oci-hook", summary: "OCI runtime hook: attach at createRuntime/prestart, detach at poststop", run: runOCIHook})
-}
-
 func clientFlags(name string) (*flag.FlagSet, *string) {
 	fl := flag.NewFlagSet(name, flag.ContinueOnError)
 	socket := fl.String("socket", control.DefaultSocket, "daemon control socket")

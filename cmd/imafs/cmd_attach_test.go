@@ -36,26 +36,3 @@ func TestBundleConfig(t *testing.T) {
 		t.Error("missing bundle: no error")
 	}
 }
-
-func TestTargetFor(t *testing.T) {
-	self := os.Getpid()
-	// Our root is "/": a rootfs elsewhere means "before pivot_root".
-	rootfs := t.TempDir()
-	tests := []struct {
-		rootfs, target, want string
-	}{
-		{"", "", SecurityFSTarget},
-		{"", "/x/y", "/x/y"},
-		{"/", "", SecurityFSTarget},
-		{rootfs, "", filepath.Join(rootfs, SecurityFSTarget)},
-	}
-	for _, tt := range tests {
-		got, err := targetFor(self, tt.rootfs, tt.target)
-		if err != nil || got != tt.want {
-			t.Errorf("targetFor(%q, %q) = %q, %v; want %q", tt.rootfs, tt.target, got, err, tt.want)
-		}
-	}
-	if _, err := targetFor(self, filepath.Join(rootfs, "missing"), ""); err == nil {
-		t.Error("missing rootfs: no error")
-	}
-}

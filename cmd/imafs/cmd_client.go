@@ -17,11 +17,6 @@ import (
 	"github.com/imafs/imafs/imans"
 )
 
-func init() {
-	register(command{name: "ps", summary: "list the host and the attached containers", run: runPs})
-	register(command{name: "measure", summary: "measure a file into a container's list as its policy says", run: runMeasure})
-}
-
 func asControlError(err error, target **control.Error) bool { return errors.As(err, target) }
 
 func isNotFound(e *control.Error) bool { return strings.Contains(e.Msg, imans.ErrNotFound.Error()) }

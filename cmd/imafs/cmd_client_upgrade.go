@@ -9,10 +9,6 @@ import (
 	"github.com/imafs/imafs/control"
 )
 
-func init() {
-	register(command{name: "upgrade", summary: "hand the daemon over to a new process running the binary now installed (no gap for readers)", run: runUpgrade})
-}
-
 // runUpgrade asks the daemon to hand over to a successor (control op
 // upgrade) and prints the successor's pid.
 func runUpgrade(args []string) int {

@@ -20,14 +20,6 @@ import (
 // The daemon starts it when none answers on its socket; under systemd,
 // contrib/systemd/imafs-fanotify-keeper.service runs it in a unit of its
 // own so that a crash of the daemon's unit does not take it down.
-func init() {
-	register(command{
-		name:    "fanotify-keeper",
-		summary: "internal: holds the fanotify groups across a daemon crash or upgrade (started by imafs serve --fanotify)",
-		hidden:  true,
-		run:     runKeeper,
-	})
-}
 
 func runKeeper(args []string) int {
 	fl := flag.NewFlagSet("imafs fanotify-keeper", flag.ContinueOnError)

@@ -12,17 +12,9 @@ import (
 )
 
 // logClient handles "imafs log ID|--host ..." and any other first word
-// than decode/replay: the daemon's client sets it from its own file in an
-// init function. Nil: usage, exit 2.
-var logClient func(args []string) int
-
-func init() {
-	register(command{
-		name:    "log",
-		summary: "decode or replay a binary measurement list, or show a container's list",
-		run:     func(args []string) int { return runLog(args, os.Stdout, os.Stderr) },
-	})
-}
+// than decode/replay (the daemon's client, cmd_client.go). Nil: usage,
+// exit 2.
+var logClient = runLogClient
 
 const logUsage = `Usage:
   imafs log decode [--format ascii|binary] [--bank ALG] [--input-bank ALG|auto] FILE

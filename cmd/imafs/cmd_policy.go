@@ -11,17 +11,8 @@ import (
 )
 
 // policyClient handles "imafs policy ID [--set FILE]" and any other first
-// word than "fmt": the daemon's client sets it from its own file in an
-// init function. Nil: usage, exit 2.
-var policyClient func(args []string) int
-
-func init() {
-	register(command{
-		name:    "policy",
-		summary: "format IMA policy rules (fmt) or show/set a container's policy",
-		run:     func(args []string) int { return runPolicy(args, os.Stdin, os.Stdout, os.Stderr) },
-	})
-}
+// word than "fmt" (the daemon's client, cmd_client.go). Nil: usage, exit 2.
+var policyClient = runPolicyClient
 
 const policyUsage = `Usage:
   imafs policy fmt [FILE]        print FILE's rules (stdin when no FILE or "-") in the

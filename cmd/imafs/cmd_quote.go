@@ -17,11 +17,6 @@ import (
 	"github.com/imafs/imafs/vtpm"
 )
 
-func init() {
-	register(command{name: "quote", summary: "get a container's vTPM attestation bundle from the daemon", run: runQuote})
-	register(command{name: "verify", summary: "verify an attestation bundle offline", run: runVerify})
-}
-
 // opQuote is the control request `imafs quote` sends. Wire format (one JSON
 // line each way, like every control request):
 //
@@ -59,20 +54,6 @@ func parseInterleaved(fl *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func parseNonce(s string) ([]byte, error) {
-	if s == "" {
-		return nil, errors.New("--nonce HEX is required")
-	}
-	n, err := hex.DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("--nonce: %w", err)
-	}
-	if len(n) == 0 || len(n) > 64 {
-		return nil, fmt.Errorf("--nonce: %d bytes, want 1 to 64", len(n))
-	}
-	return n, nil
-}
-
 func runQuote(args []string) int {
 	fl := flag.NewFlagSet("quote", flag.ContinueOnError)
 	socket := fl.String("socket", control.DefaultSocket, "daemon control socket")
@@ -87,7 +68,7 @@ func runQuote(args []string) int {
 		fmt.Fprintln(os.Stderr, "usage: imafs quote ID --nonce HEX [-o FILE] [--socket PATH]")
 		return 2
 	}
-	nonce, err := parseNonce(*nonceHex)
+	nonce, err := control.ParseNonce(*nonceHex)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "imafs quote:", err)
 		return 2
@@ -172,7 +153,7 @@ func runVerify(args []string) int {
 		fmt.Fprintln(os.Stderr, "usage: imafs verify BUNDLE|- --nonce HEX [--ak PEMFILE | --host-ak PEMFILE] [--id ID] [--ak-out FILE] [-q]")
 		return 2
 	}
-	nonce, err := parseNonce(*nonceHex)
+	nonce, err := control.ParseNonce(*nonceHex)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "imafs verify:", err)
 		return 2

@@ -2,8 +2,9 @@
 // and offers the tools around it: policy formatting, measurement-list
 // decoding and replay, and the daemon's client commands.
 //
-// Every subcommand lives in a file of its own (cmd_*.go) and registers itself
-// in init with register, so the dispatcher here never changes when one is added.
+// Every subcommand lives in a file of its own (cmd_*.go) and is listed in
+// commandList; `imafs serve` only parses flags into a daemon.Config and
+// runs package internal/daemon.
 package main
 
 import (
@@ -29,14 +30,35 @@ type command struct {
 	hidden bool
 }
 
-var commands = map[string]command{}
-
-// register adds a subcommand; it is called from init functions.
-func register(c command) {
-	if _, dup := commands[c.name]; dup {
-		panic("imafs: command registered twice: " + c.name)
+// commandList is every subcommand.
+func commandList() []command {
+	return []command{
+		{name: "serve", summary: "run the imafs daemon", run: runServe},
+		{name: "attach", summary: "register a running container and mount its ima directory", run: runAttach},
+		{name: "detach", summary: "unregister a container and unmount its ima directory", run: runDetach},
+		{name: "oci-hook", summary: "OCI runtime hook: attach at createRuntime/prestart, detach at poststop", run: runOCIHook},
+		{name: "ps", summary: "list the host and the attached containers", run: runPs},
+		{name: "measure", summary: "measure a file into a container's list as its policy says", run: runMeasure},
+		{name: "log", summary: "decode or replay a binary measurement list, or show a container's list",
+			run: func(args []string) int { return runLog(args, os.Stdout, os.Stderr) }},
+		{name: "policy", summary: "format IMA policy rules (fmt) or show/set a container's policy",
+			run: func(args []string) int { return runPolicy(args, os.Stdin, os.Stdout, os.Stderr) }},
+		{name: "quote", summary: "get a container's vTPM attestation bundle from the daemon", run: runQuote},
+		{name: "verify", summary: "verify an attestation bundle offline", run: runVerify},
+		{name: "upgrade", summary: "hand the daemon over to a new process running the binary now installed (no gap for readers)", run: runUpgrade},
+		{name: "fanotify-keeper", summary: "internal: holds the fanotify groups across a daemon crash or upgrade (started by imafs serve --fanotify)",
+			hidden: true, run: runKeeper},
 	}
-	commands[c.name] = c
+}
+
+// lookup finds the subcommand named name.
+func lookup(name string) (command, bool) {
+	for _, c := range commandList() {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
 }
 
 // runClientOrUsage runs the arguments of a two-word command (log, policy)
@@ -61,15 +83,12 @@ func runClientOrUsage(args []string, client func([]string) int, usageText string
 func usage() string {
 	var b strings.Builder
 	b.WriteString("imafs: a per-container /sys/kernel/security/ima\n\nUsage: imafs COMMAND [ARGS]\n\nCommands:\n")
-	names := make([]string, 0, len(commands))
-	for n, c := range commands {
+	cs := commandList()
+	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
+	for _, c := range cs {
 		if !c.hidden {
-			names = append(names, n)
+			fmt.Fprintf(&b, "  %-10s %s\n", c.name, c.summary)
 		}
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(&b, "  %-10s %s\n", n, commands[n].summary)
 	}
 	b.WriteString("\nRun 'imafs COMMAND --help' for a command's flags.\n")
 	return b.String()
@@ -87,7 +106,7 @@ func dispatch(args []string) int {
 		}
 		return 0
 	}
-	c, ok := commands[args[0]]
+	c, ok := lookup(args[0])
 	if !ok {
 		fmt.Fprintf(os.Stderr, "imafs: unknown command %q\n\n%s", args[0], usage())
 		return 2

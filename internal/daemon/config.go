@@ -1,0 +1,51 @@
+package daemon
+
+import (
+	"time"
+)
+
+// SecurityFSTarget is where a container's tree is mounted.
+const SecurityFSTarget = "/sys/kernel/security"
+
+// Config is what `imafs serve` was asked to do (its flags, typed).
+type Config struct {
+	StateDir        string // journals, cursor, vTPM state (made if missing)
+	Socket          string // control socket path
+	ContainerPolicy string // file with every container's initial policy; "": none
+	HostMount       string // also serve the host view here; "": not
+	TPM             string // host TPM for boot_aggregate; "": zeros
+	VTPM            bool   // one swtpm per container
+	VTPMSocketDir   string // "" → StateDir/run
+
+	// TakeoverFD > 0: this daemon is an upgrade's successor; it replaces
+	// its predecessor's mounts and reports readiness on this fd.
+	TakeoverFD int
+	// Args are serve's arguments, for the successor (imafs upgrade).
+	Args []string
+	// Executable is what an upgrade starts ("": the daemon's own path).
+	Executable string
+
+	KernelSource KernelSourceConfig
+	Fanotify     FanotifyConfig
+	// MetricsAddr serves Prometheus metrics at HOST:PORT/metrics; "": off.
+	MetricsAddr string
+
+	// testSources are started with the measurement sources (tests).
+	testSources []Component
+}
+
+// KernelSourceConfig configures the kernel source (kernelsrc).
+type KernelSourceConfig struct {
+	Mode string // auto (when the kernel has the imafs series), on, off
+	// ListPath and NamespacesPath replace the kernel's files (tests).
+	ListPath, NamespacesPath string
+}
+
+// FanotifyConfig configures the fanotify engine.
+type FanotifyConfig struct {
+	Enabled    bool
+	KeyDir     string        // DIR/<container id>/*.pem etc.
+	FailClosed bool          // deny unmeasurable accesses in every container
+	Hold       time.Duration // how long a keeper holds events after a crash; 0: no keeper
+	KeeperWait time.Duration // wait for a keeper run separately
+}
