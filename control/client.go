@@ -52,18 +52,23 @@ func (c *Client) dial(ctx context.Context, req *Request) (net.Conn, *bufio.Reade
 	}
 	if !resp.OK {
 		conn.Close()
-		return nil, nil, nil, &Error{Op: req.Op, Msg: resp.Error}
+		return nil, nil, nil, &Error{Op: req.Op, Msg: resp.Error, Code: resp.Code}
 	}
 	return conn, br, &resp, nil
 }
 
 // Error is an error the daemon reported.
 type Error struct {
-	Op  string
-	Msg string
+	Op   string
+	Msg  string
+	Code string // the sentinel's code, see CodeOf; "" for none
 }
 
 func (e *Error) Error() string { return e.Op + ": " + e.Msg }
+
+// Unwrap returns the sentinel error the daemon's error wrapped (e.g.
+// imans.ErrNotFound), or nil.
+func (e *Error) Unwrap() error { return errorOf(e.Code) }
 
 // Call sends req and returns the response.
 func (c *Client) Call(ctx context.Context, req *Request) (*Response, error) {

@@ -59,8 +59,10 @@ type Request struct {
 
 // Response is the daemon's answer.
 type Response struct {
-	OK         bool            `json:"ok"`
-	Error      string          `json:"error,omitempty"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	// Code names the sentinel error the failure wraps (see CodeOf).
+	Code       string          `json:"code,omitempty"`
 	Stream     bool            `json:"stream,omitempty"`
 	Namespace  *NamespaceInfo  `json:"namespace,omitempty"`
 	Namespaces []NamespaceInfo `json:"namespaces,omitempty"`

@@ -55,13 +55,14 @@ func (rw *ReplyWriter) Reply(resp *Response) error {
 	return err
 }
 
-// Fail sends an error response.
+// Fail sends an error response, with the code of the sentinel error err
+// wraps (CodeOf).
 func (rw *ReplyWriter) Fail(err error) error {
 	if rw.replied {
 		return errors.New("control: second reply")
 	}
 	rw.replied = true
-	return rw.send(&Response{Error: err.Error()})
+	return rw.send(&Response{Error: err.Error(), Code: CodeOf(err)})
 }
 
 func (rw *ReplyWriter) send(resp *Response) error {

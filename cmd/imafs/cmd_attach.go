@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/imafs/imafs/control"
+	"github.com/imafs/imafs/imans"
 )
 
 func clientFlags(name string) (*flag.FlagSet, *string) {
@@ -152,8 +154,7 @@ func runOCIHook(args []string) int {
 	client := control.NewClient(*socket)
 	if detach {
 		_, err := client.Call(context.Background(), &control.Request{Op: control.OpDetach, ID: st.ID})
-		var cerr *control.Error
-		if err != nil && !(asControlError(err, &cerr) && isNotFound(cerr)) {
+		if err != nil && !errors.Is(err, imans.ErrNotFound) {
 			fmt.Fprintln(os.Stderr, "imafs oci-hook: detach:", err)
 			return 1
 		}

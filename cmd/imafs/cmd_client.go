@@ -3,13 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 
@@ -17,9 +15,6 @@ import (
 	"github.com/imafs/imafs/imans"
 )
 
-func asControlError(err error, target **control.Error) bool { return errors.As(err, target) }
-
-func isNotFound(e *control.Error) bool { return strings.Contains(e.Msg, imans.ErrNotFound.Error()) }
 
 func runPs(args []string) int {
 	fl, socket := clientFlags("ps")
