@@ -12,269 +12,362 @@ import (
 	"github.com/imafs/imafs/appraise"
 	"github.com/imafs/imafs/imans"
 	"github.com/imafs/imafs/measurelog"
+	"github.com/imafs/imafs/nsresolve"
 	"github.com/imafs/imafs/policy"
 )
-
-// maxCache bounds the per-container file cache.
-const maxCache = 1 << 17
 
 // errTimeout: hashing did not finish before the event's deadline.
 var errTimeout = errors.New("hash timed out")
 
-// handle decides one permission event; it returns whether to allow it and,
-// when not, why (see Answer.Reason). Everything recorded is recorded before
-// the answer.
+// verdict is the answer to an event decided before all the work is done.
+type verdict struct {
+	allow  bool
+	reason string // see Answer.Reason
+}
+
+var allowed = &verdict{allow: true}
+
+func failed(allow bool, reason string) *verdict { return &verdict{allow, reason} }
+
+// plan is what the policy asks of one event (the kernel's ima_get_action
+// and the integrity cache's flags): who opens which file for what, the
+// decision, and what is left to do for this version of the file.
+type plan struct {
+	ev     *event
+	caller *nsresolve.Caller
+	st     unix.Stat_t
+	key    inoKey
+	fn     policy.Func
+	mask   policy.Mask
+	twin   bool // the FAN_OPEN_PERM twin of an exec (see classify)
+	pev    policy.Event
+	d      policy.Decision
+	log    *logrus.Entry
+
+	gen            uint64 // the watch's generation when the policy was read
+	independent    bool   // the decision holds for every caller: ignore marks allowed
+	uidMap, gidMap idMap
+
+	template string
+	pcr      uint32
+	req      appraise.Requirement
+	file     fileRef
+	writers  int // open for write (open_writers)
+	measure  bool
+	appraise bool
+	audit    bool
+	denied   bool   // a cached appraisal failure stands
+	cause    string // ... its cause
+	name     string // see fileName
+}
+
+// collected is the file's content as measured: its digest (in the
+// algorithm security.ima names when appraising) and security.ima.
+type collected struct {
+	algo    measurelog.Algo
+	digest  []byte
+	changed bool // modified while hashed (ToMToU)
+	xv      *appraise.Value
+	xerr    error
+}
+
+// handle decides one permission event in the shape of the kernel's
+// process_measurement: plan (resolve, match, decide what is left), collect
+// (security.ima, hash), then store, appraise and audit. It returns whether
+// to allow the access and, when not, why (see Answer.Reason). Everything
+// recorded is recorded before the answer.
 func (w *watch) handle(ev *event) (allow bool, reason string) {
+	p, v := w.plan(ev)
+	if v != nil {
+		return v.allow, v.reason
+	}
+	c, v := w.collect(p)
+	if v != nil {
+		return v.allow, v.reason
+	}
+	return w.finish(p, c)
+}
+
+// plan resolves the event and decides what is left to do; a verdict when
+// nothing is.
+func (w *watch) plan(ev *event) (*plan, *verdict) {
+	p, v := w.resolve(ev)
+	if v != nil {
+		return nil, v
+	}
+	w.classify(p)
+	w.match(p)
+	w.trackWriters(p)
+	if p.d.Actions&(policy.Measure|policy.Appraise|policy.Audit) == 0 {
+		if p.independent {
+			w.ignore(ev, p.gen)
+		}
+		return nil, allowed
+	}
+	w.lookup(p)
+	return p, w.shortcut(p)
+}
+
+// resolve finds the caller and the file: only a regular file opened by a
+// task of this watch's container goes on.
+func (w *watch) resolve(ev *event) (*plan, *verdict) {
 	e := w.e
 	caller, err := e.res.Caller(ev.tid)
 	if err != nil {
 		// The opener is gone (killed while waiting): the answer no longer matters.
 		w.log.WithError(err).WithField("tid", ev.tid).Debug("fanotify: resolve caller")
-		return w.failureMode(ReasonError)
+		return nil, failed(w.failureMode(ReasonError))
 	}
 	ns, err := e.reg.ForCaller(caller)
 	if err != nil {
 		e.stats.errors.Add(1)
 		w.log.WithError(err).WithField("tid", ev.tid).Warn("fanotify: namespace of caller")
-		return w.failureMode(ReasonError)
+		return nil, failed(w.failureMode(ReasonError))
 	}
 	if ns != w.ns {
 		// The host (IMA on stock kernels is not emulated for it) or another
 		// registered container, which its own group answers for.
-		return true, ""
+		return nil, allowed
 	}
 	w.refreshPolicy()
-	var st unix.Stat_t
-	if err := unix.Fstat(ev.fd, &st); err != nil {
+	p := &plan{ev: ev, caller: caller}
+	if err := unix.Fstat(ev.fd, &p.st); err != nil {
 		e.stats.errors.Add(1)
 		w.log.WithError(err).Warn("fanotify: stat event file")
-		return w.failureMode(ReasonError)
+		return nil, failed(w.failureMode(ReasonError))
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return true, "" // IMA measures regular files only
+	if p.st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, allowed // IMA measures regular files only
 	}
-	k := inoKey{st.Dev, st.Ino}
+	p.key = inoKey{p.st.Dev, p.st.Ino}
+	return p, nil
+}
 
-	fn, mask := policy.BPRMCheck, policy.MayExec
-	twin := false
-	if ev.mask&maskExec == 0 {
-		fn, mask = policy.FileCheck, policy.MayRead
-		if flags, ok := openFlags(e.opts.Proc, ev.tid); ok {
-			mask = maskOf(flags)
-		} else {
-			// The FAN_OPEN_PERM twin of an exec's FAN_OPEN_EXEC_PERM:
-			// not a FILE_CHECK (execve never calls ima_file_check); only
-			// used to add an ignore mark when a read would have nothing
-			// left to do.
-			twin = inExec(e.opts.Proc, ev.tid)
-		}
+// classify names the hook and the access: an exec is BPRM_CHECK, an open
+// FILE_CHECK with the open's access mask.
+func (w *watch) classify(p *plan) {
+	p.fn, p.mask = policy.BPRMCheck, policy.MayExec
+	if p.ev.mask&maskExec != 0 {
+		return
 	}
+	p.fn, p.mask = policy.FileCheck, policy.MayRead
+	if flags, ok := openFlags(w.e.opts.Proc, p.ev.tid); ok {
+		p.mask = maskOf(flags)
+	} else {
+		// The FAN_OPEN_PERM twin of an exec's FAN_OPEN_EXEC_PERM: not a
+		// FILE_CHECK (execve never calls ima_file_check); only used to add
+		// an ignore mark when a read would have nothing left to do.
+		p.twin = inExec(w.e.opts.Proc, p.ev.tid)
+	}
+}
+
+// match matches the event against the container's policy, with the ids
+// seen from inside the container.
+func (w *watch) match(p *plan) {
 	w.mu.Lock()
-	pol, gen, uidMap, gidMap := w.policy, w.gen, w.uidMap, w.gidMap
-	independent := w.independent[fn]
+	pol := w.policy
+	p.gen, p.uidMap, p.gidMap = w.gen, w.uidMap, w.gidMap
+	p.independent = w.independent[p.fn]
 	w.mu.Unlock()
-
-	pev := policy.Event{
-		Func: fn, Mask: mask,
-		UID: uidMap.toNS(caller.UID), EUID: uidMap.toNS(caller.EUID),
-		GID: gidMap.toNS(caller.GID), EGID: gidMap.toNS(caller.EGID),
-		FOwner: uidMap.toNS(st.Uid), FGroup: gidMap.toNS(st.Gid),
+	c, st := p.caller, &p.st
+	p.pev = policy.Event{
+		Func: p.fn, Mask: p.mask,
+		UID: p.uidMap.toNS(c.UID), EUID: p.uidMap.toNS(c.EUID),
+		GID: p.gidMap.toNS(c.GID), EGID: p.gidMap.toNS(c.EGID),
+		FOwner: p.uidMap.toNS(st.Uid), FGroup: p.gidMap.toNS(st.Gid),
 	}
 	var sfs unix.Statfs_t
-	if unix.Fstatfs(ev.fd, &sfs) == nil {
-		pev.FSMagic = uint64(sfs.Type)
+	if unix.Fstatfs(p.ev.fd, &sfs) == nil {
+		p.pev.FSMagic = uint64(sfs.Type)
 	}
-	d := pol.Match(pev)
-	log := w.log.WithFields(logrus.Fields{"tid": ev.tid, "pid": caller.PID, "func": fn.String()})
+	p.d = pol.Match(p.pev)
+	p.template, p.pcr = w.ns.Target(p.d)
+	p.req = appraise.Requirement{Signature: p.d.AppraiseType != "" && p.d.AppraiseType != "modsig", Algos: p.d.AppraiseAlgos}
+	p.log = w.log.WithFields(logrus.Fields{"tid": p.ev.tid, "pid": c.PID, "func": p.fn.String()})
+}
 
-	// Writers seen through FAN_OPEN_PERM, for open_writers violations; a
-	// FAN_CLOSE_WRITE counts them down.
-	if fn == policy.FileCheck && mask&(policy.MayWrite|policy.MayAppend) != 0 {
-		w.mu.Lock()
-		if len(w.writers) >= maxCache {
-			w.writers = map[inoKey]int{} // closes were missed (overflow)
-		}
-		w.writers[k]++
-		fs := w.cache[k]
-		measured := fs != nil && fs.same(&st) && len(fs.measured) > 0
-		w.mu.Unlock()
-		// ToMToU, as ima_rdwr_violation_check: a write open of a file this
-		// container measured while a task holds it open for read.
-		if measured && openForRead(e.opts.Proc, st.Dev, st.Ino) {
-			name, err := fileName(e.opts.Proc, ev.fd, ev.tid, caller.PID, w.ns.Init)
-			if err != nil {
-				name = fmt.Sprintf("<fd %d>", ev.fd)
-			}
-			w.violation(w.ns.Template(), imans.DefaultPCR, name, w.ns.Algo(), "ToMToU", log.WithField("file", name))
-		}
+// trackWriters counts write opens seen through FAN_OPEN_PERM, for
+// open_writers violations (a FAN_CLOSE_WRITE counts them down), and records
+// ToMToU as ima_rdwr_violation_check: a write open of a file this container
+// measured while a task holds it open for read.
+func (w *watch) trackWriters(p *plan) {
+	if p.fn != policy.FileCheck || p.mask&(policy.MayWrite|policy.MayAppend) == 0 {
+		return
 	}
-	if d.Actions&(policy.Measure|policy.Appraise|policy.Audit) == 0 {
-		if independent {
-			w.ignore(ev, gen)
-		}
-		return true, ""
+	measured := w.files.openWrite(p.key, &p.st)
+	if measured && openForRead(w.e.opts.Proc, p.st.Dev, p.st.Ino) {
+		name := w.fileName(p)
+		w.violation(w.ns.Template(), imans.DefaultPCR, name, w.ns.Algo(), "ToMToU", p.log.WithField("file", name))
 	}
-	pcr := uint32(imans.DefaultPCR)
-	if d.PCR >= 0 {
-		pcr = uint32(d.PCR)
-	}
-	req := appraise.Requirement{Signature: d.AppraiseType != "" && d.AppraiseType != "modsig", Algos: d.AppraiseAlgos}
+}
 
-	// What is left to do for this version of the file in this container?
-	w.mu.Lock()
-	if len(w.cache) >= maxCache {
-		// Forget, as the kernel forgets an evicted inode's state: files
-		// without an ignore mark are hashed again, and a re-measurement
-		// with the same digest is dropped as a duplicate by the list.
-		w.cache = map[inoKey]*fileState{}
-	}
-	fs := w.cache[k]
-	if fs == nil || !fs.same(&st) {
-		fs = &fileState{ctime: st.Ctim, mtime: st.Mtim, size: st.Size, measured: map[uint32]bool{}}
-		w.cache[k] = fs
-	}
-	needMeasure := d.Actions&policy.Measure != 0 && !fs.measured[pcr]
-	needAppraise := d.Actions&policy.Appraise != 0 && (!fs.appraised || (req.Signature && !fs.appraisedSig && fs.appraiseErr == nil))
-	needAudit := d.Actions&policy.Audit != 0 && !fs.audited
-	cachedDeny := d.Actions&policy.Appraise != 0 && !needAppraise && fs.appraiseErr != nil
-	cachedCause := string(appraise.CauseOf(fs.appraiseErr))
-	writers := w.writers[k]
-	w.mu.Unlock()
-	if twin {
-		if !needMeasure && !needAppraise && !needAudit && !cachedDeny && independent {
-			w.ignore(ev, gen)
-		}
-		return true, ""
-	}
-	template := w.ns.Template()
-	if d.Template != "" {
-		template = d.Template
-	}
-	var name string
-	fileNameOnce := func() string {
-		if name == "" {
-			n, err := fileName(e.opts.Proc, ev.fd, ev.tid, caller.PID, w.ns.Init)
-			if err != nil {
-				n = fmt.Sprintf("<fd %d>", ev.fd)
-			}
-			name = n
-		}
-		return name
-	}
-	// open_writers, as ima_rdwr_violation_check: a read open that must be
-	// measured while the file is open for write (measured before or not).
-	if fn == policy.FileCheck && d.Actions&policy.Measure != 0 && mask&(policy.MayWrite|policy.MayAppend) == 0 && writers > 0 {
-		w.violation(template, pcr, fileNameOnce(), w.ns.Algo(), "open_writers", log.WithField("file", fileNameOnce()))
-	}
-	if !needMeasure && !needAppraise && !needAudit {
-		e.stats.cached.Add(1)
-		if cachedDeny {
-			return false, cachedCause
-		}
-		if independent {
-			w.ignore(ev, gen)
-		}
-		return true, ""
-	}
+// lookup decides what is left to do for this version of the file in this
+// container.
+func (w *watch) lookup(p *plan) {
+	acts := p.d.Actions
+	p.file, p.writers = w.files.with(p.key, &p.st, p.gen, func(fs *fileState) {
+		p.measure = acts&policy.Measure != 0 && !fs.measured[p.pcr]
+		p.appraise = acts&policy.Appraise != 0 && (!fs.appraised || (p.req.Signature && !fs.appraisedSig && fs.appraiseErr == nil))
+		p.audit = acts&policy.Audit != 0 && !fs.audited
+		p.denied = acts&policy.Appraise != 0 && !p.appraise && fs.appraiseErr != nil
+		p.cause = string(appraise.CauseOf(fs.appraiseErr))
+	})
+}
 
-	log = log.WithField("file", fileNameOnce())
+// shortcut answers what needs no hashing: an exec's open twin, and a file
+// with nothing left to do (the cached appraisal result stands). A read open
+// that must be measured while the file is open for write is an open_writers
+// violation first (ima_rdwr_violation_check).
+func (w *watch) shortcut(p *plan) *verdict {
+	nothingLeft := !p.measure && !p.appraise && !p.audit
+	if p.twin {
+		if nothingLeft && !p.denied && p.independent {
+			w.ignore(p.ev, p.gen)
+		}
+		return allowed
+	}
+	if p.fn == policy.FileCheck && p.d.Actions&policy.Measure != 0 && p.mask&(policy.MayWrite|policy.MayAppend) == 0 && p.writers > 0 {
+		w.violation(p.template, p.pcr, w.fileName(p), w.ns.Algo(), "open_writers", p.log.WithField("file", w.fileName(p)))
+	}
+	if !nothingLeft {
+		return nil
+	}
+	w.e.stats.cached.Add(1)
+	if p.denied {
+		return failed(false, p.cause)
+	}
+	if p.independent {
+		w.ignore(p.ev, p.gen)
+	}
+	return allowed
+}
 
-	// security.ima: the kernel hashes in the algorithm it names when
-	// appraising, and that digest is also the one measured.
-	var xv *appraise.Value
-	var xerr error
-	if raw, err := getxattr(ev.fd, appraise.XattrName); err == nil {
-		xv, xerr = appraise.Parse(raw)
-	}
-	algo := w.ns.Algo()
-	if d.Actions&policy.Appraise != 0 && xv != nil {
-		if a, err := xv.HashAlgo(); err == nil {
-			algo = a
-		}
-	}
-	digest, changed, herr := hashFile(ev.fd, algo, &st, ev.start.Add(e.opts.Timeout))
-	if herr != nil {
-		e.stats.errors.Add(1)
-		log.WithError(herr).Warn("fanotify: cannot hash file")
-		if d.Actions&policy.Measure != 0 {
-			// The list must show that something was not measured.
-			w.violation(template, pcr, fileNameOnce(), algo, "collect_data", log)
-		}
-		if d.Actions&policy.Appraise != 0 {
-			return false, ReasonCollectData
-		}
-		return w.failureMode(ReasonCollectData)
-	}
-	if changed {
-		w.violation(template, pcr, fileNameOnce(), algo, "ToMToU", log)
-	}
-
-	allow = true
-	if needMeasure {
-		m := measurelog.Measurement{
-			FileDigest: digest,
-			FileAlgo:   algo,
-			Name:       fileNameOnce(),
-			Namespace:  w.ns.Label(),
-			UID:        uidMap.toNS(st.Uid),
-			GID:        gidMap.toNS(st.Gid),
-			Mode:       uint16(st.Mode),
-		}
-		if xv != nil && xv.IsSignature() {
-			m.Sig = xv.Raw
-		}
-		entry, err := measurelog.NewEntry(template, pcr, m)
-		if err == nil {
-			err = e.reg.Record(w.ns, entry)
-		}
+// fileName is the file's name as the opener sees it (once per event).
+func (w *watch) fileName(p *plan) string {
+	if p.name == "" {
+		n, err := fileName(w.e.opts.Proc, p.ev.fd, p.ev.tid, p.caller.PID, w.ns.Init)
 		if err != nil {
-			e.stats.errors.Add(1)
-			log.WithError(err).Error("fanotify: record measurement")
-			if w.failClosed() {
-				allow, reason = false, ReasonError
-			}
-		} else {
-			e.stats.measured.Add(1)
-			w.mu.Lock()
-			if w.gen == gen {
-				fs.measured[pcr] = true
-			}
-			w.mu.Unlock()
+			n = fmt.Sprintf("<fd %d>", p.ev.fd)
+		}
+		p.name = n
+	}
+	return p.name
+}
+
+// collect reads security.ima and hashes the file (ima_collect_measurement):
+// in the algorithm security.ima names when appraising, as the kernel does,
+// and that digest is also the one measured. A file that cannot be hashed is
+// a collect_data violation; one modified while hashed a ToMToU one.
+func (w *watch) collect(p *plan) (*collected, *verdict) {
+	p.log = p.log.WithField("file", w.fileName(p))
+	c := &collected{algo: w.ns.Algo()}
+	if raw, err := getxattr(p.ev.fd, appraise.XattrName); err == nil {
+		c.xv, c.xerr = appraise.Parse(raw)
+	}
+	if p.d.Actions&policy.Appraise != 0 && c.xv != nil {
+		if a, err := c.xv.HashAlgo(); err == nil {
+			c.algo = a
 		}
 	}
-	if needAppraise {
-		aerr := xerr
-		if aerr != nil {
-			aerr = &appraise.Error{Cause: appraise.CauseInvalidXattr, Err: xerr}
-		} else if keys, kerr := w.keyring(); kerr != nil {
-			aerr = &appraise.Error{Cause: appraise.CauseUnknownError, Err: kerr}
-		} else {
-			aerr = appraise.Verify(xv, digest, keys, req)
+	var err error
+	c.digest, c.changed, err = hashFile(p.ev.fd, c.algo, &p.st, p.ev.start.Add(w.e.opts.Timeout))
+	if err != nil {
+		w.e.stats.errors.Add(1)
+		p.log.WithError(err).Warn("fanotify: cannot hash file")
+		if p.d.Actions&policy.Measure != 0 {
+			// The list must show that something was not measured.
+			w.violation(p.template, p.pcr, w.fileName(p), c.algo, "collect_data", p.log)
 		}
-		w.mu.Lock()
-		if w.gen == gen {
-			fs.appraised, fs.appraiseErr = true, aerr
-			fs.appraisedSig = aerr == nil && xv != nil && xv.IsSignature()
+		if p.d.Actions&policy.Appraise != 0 {
+			return nil, failed(false, ReasonCollectData)
 		}
-		w.mu.Unlock()
-		if aerr != nil {
-			allow, reason = false, string(appraise.CauseOf(aerr))
-			log.WithFields(logrus.Fields{"cause": string(appraise.CauseOf(aerr)), "hash": fmt.Sprintf("%s:%x", algo, digest)}).
-				WithError(aerr).Warn("fanotify: appraisal failed, access denied")
+		return nil, failed(w.failureMode(ReasonCollectData))
+	}
+	if c.changed {
+		w.violation(p.template, p.pcr, w.fileName(p), c.algo, "ToMToU", p.log)
+	}
+	return c, nil
+}
+
+// finish stores, appraises and audits what the plan left to do, then adds
+// an ignore mark when the decision holds for every later access.
+func (w *watch) finish(p *plan, c *collected) (allow bool, reason string) {
+	allow = true
+	if p.measure && !w.store(p, c) && w.failClosed() {
+		allow, reason = false, ReasonError
+	}
+	if p.appraise {
+		if cause := w.appraise(p, c); cause != "" {
+			allow, reason = false, cause
 		}
 	}
-	if needAudit {
-		log.WithFields(logrus.Fields{"hash": fmt.Sprintf("%s:%x", algo, digest), "uid": pev.UID, "audit": "ima"}).Info("fanotify: audit")
-		w.mu.Lock()
-		if w.gen == gen {
-			fs.audited = true
-		}
-		w.mu.Unlock()
+	if p.audit {
+		w.audit(p, c)
 	}
-	if allow && !changed && independent {
-		w.ignore(ev, gen)
+	if allow && !c.changed && p.independent {
+		w.ignore(p.ev, p.gen)
 	}
 	return allow, reason
+}
+
+// store records the measurement (ima_store_measurement); false if it could
+// not be recorded.
+func (w *watch) store(p *plan, c *collected) bool {
+	m := measurelog.Measurement{
+		FileDigest: c.digest,
+		FileAlgo:   c.algo,
+		Name:       w.fileName(p),
+		Namespace:  w.ns.Label(),
+		UID:        p.uidMap.toNS(p.st.Uid),
+		GID:        p.gidMap.toNS(p.st.Gid),
+		Mode:       uint16(p.st.Mode),
+	}
+	if c.xv != nil && c.xv.IsSignature() {
+		m.Sig = c.xv.Raw
+	}
+	entry, err := measurelog.NewEntry(p.template, p.pcr, m)
+	if err == nil {
+		err = w.e.reg.Record(w.ns, entry)
+	}
+	if err != nil {
+		w.e.stats.errors.Add(1)
+		p.log.WithError(err).Error("fanotify: record measurement")
+		return false
+	}
+	w.e.stats.measured.Add(1)
+	p.file.update(func(fs *fileState) { fs.measured[p.pcr] = true })
+	return true
+}
+
+// appraise verifies the file against security.ima and the container's keys
+// (ima_appraise_measurement); it returns the cause of a failure, "" if the
+// file passes.
+func (w *watch) appraise(p *plan, c *collected) string {
+	var aerr error
+	if c.xerr != nil {
+		aerr = &appraise.Error{Cause: appraise.CauseInvalidXattr, Err: c.xerr}
+	} else if keys, kerr := w.keyring(); kerr != nil {
+		aerr = &appraise.Error{Cause: appraise.CauseUnknownError, Err: kerr}
+	} else {
+		aerr = appraise.Verify(c.xv, c.digest, keys, p.req)
+	}
+	p.file.update(func(fs *fileState) {
+		fs.appraised, fs.appraiseErr = true, aerr
+		fs.appraisedSig = aerr == nil && c.xv != nil && c.xv.IsSignature()
+	})
+	if aerr == nil {
+		return ""
+	}
+	cause := string(appraise.CauseOf(aerr))
+	p.log.WithFields(logrus.Fields{"cause": cause, "hash": fmt.Sprintf("%s:%x", c.algo, c.digest)}).
+		WithError(aerr).Warn("fanotify: appraisal failed, access denied")
+	return cause
+}
+
+// audit logs the file's hash (ima_audit_measurement).
+func (w *watch) audit(p *plan, c *collected) {
+	p.log.WithFields(logrus.Fields{"hash": fmt.Sprintf("%s:%x", c.algo, c.digest), "uid": p.pev.UID, "audit": "ima"}).Info("fanotify: audit")
+	p.file.update(func(fs *fileState) { fs.audited = true })
 }
 
 // violation records a violation entry (all-zero digest, PCR extended with

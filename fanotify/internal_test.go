@@ -169,31 +169,6 @@ func TestParseEvents(t *testing.T) {
 	}
 }
 
-func TestCallerIndependent(t *testing.T) {
-	for _, tc := range []struct {
-		rules string
-		fn    policy.Func
-		want  bool
-	}{
-		{"measure func=BPRM_CHECK", policy.BPRMCheck, true},
-		{"measure func=BPRM_CHECK uid=0", policy.BPRMCheck, false},
-		{"measure func=FILE_CHECK uid=0\nmeasure func=BPRM_CHECK", policy.BPRMCheck, true},
-		{"appraise fowner=0", policy.BPRMCheck, true},
-		{"dont_measure euid=1000\nmeasure func=BPRM_CHECK", policy.BPRMCheck, false},
-		{"measure func=FILE_CHECK mask=MAY_READ", policy.FileCheck, false},
-		{"measure func=BPRM_CHECK mask=MAY_EXEC", policy.BPRMCheck, true},
-		{"measure func=FILE_CHECK fsuuid=6d0c6a2c-2e4c-4f0e-9f5a-0d3f1e2b4c5a", policy.FileCheck, true},
-	} {
-		p, err := policy.Parse(tc.rules)
-		if err != nil {
-			t.Fatalf("%q: %v", tc.rules, err)
-		}
-		if got := callerIndependent(p, tc.fn); got != tc.want {
-			t.Errorf("callerIndependent(%q, %s) = %v, want %v", tc.rules, tc.fn, got, tc.want)
-		}
-	}
-}
-
 func TestIDMap(t *testing.T) {
 	dir := t.TempDir()
 	write := func(s string) string {

@@ -18,25 +18,6 @@ import (
 	"github.com/imafs/imafs/policy"
 )
 
-// inoKey identifies an inode.
-type inoKey struct{ dev, ino uint64 }
-
-// fileState is what a container already did with one version of a file
-// (same inode, change time, modification time and size).
-type fileState struct {
-	ctime, mtime unix.Timespec
-	size         int64
-	measured     map[uint32]bool // by PCR, as the kernel's measured_pcrs
-	appraised    bool            // appraisal ran
-	appraisedSig bool            // ... and was satisfied by a signature
-	appraiseErr  error           // ... and failed with this
-	audited      bool
-}
-
-func (fs *fileState) same(st *unix.Stat_t) bool {
-	return fs.ctime == st.Ctim && fs.mtime == st.Mtim && fs.size == st.Size
-}
-
 // watch is one container's fanotify group, its marks and its caches. One
 // group per container keeps ignore marks per container: a file measured in
 // one container is still seen when another one opens it.
@@ -52,6 +33,8 @@ type watch struct {
 
 	syncMu sync.Mutex // one sync at a time
 
+	files *fileCache // what the container did with its files (own lock)
+
 	mu          sync.Mutex
 	gen         uint64               // bumped when policy or keys change: cache and ignore marks flushed
 	policy      policy.Policy        // current policy (rule pointers compare for change)
@@ -61,10 +44,8 @@ type watch struct {
 	mountinfo   []byte               // last container mountinfo seen
 	fsMarked    map[uint64]bool
 	mountMarked map[int]bool
-	cache       map[inoKey]*fileState
 	ignoreMarks int  // ignore marks added since the last flush
 	remark      bool // the mask widened: marks to be re-added now
-	writers     map[inoKey]int
 	takenOver   bool // the group came from the keeper: a previous daemon's
 	highWater   int  // ... which read events up to this descriptor number
 	uidMap      idMap
@@ -85,8 +66,7 @@ func newWatch(e *Engine, ns *imans.Namespace) (*watch, error) {
 		log:         e.log.WithFields(logrus.Fields{"id": ns.ID, "source": "fanotify"}),
 		fsMarked:    map[uint64]bool{},
 		mountMarked: map[int]bool{},
-		cache:       map[inoKey]*fileState{},
-		writers:     map[inoKey]int{},
+		files:       newFileCache(),
 		independent: map[policy.Func]bool{},
 	}
 	if w.uidMap, err = readIDMap(fmt.Sprintf("%s/%d/uid_map", e.opts.Proc, ns.Init)); err != nil {
@@ -220,14 +200,7 @@ func (w *watch) closedWriter(fd int) {
 	if unix.Fstat(fd, &st) != nil {
 		return
 	}
-	k := inoKey{st.Dev, st.Ino}
-	w.mu.Lock()
-	if w.writers[k] > 1 {
-		w.writers[k]--
-	} else {
-		delete(w.writers, k)
-	}
-	w.mu.Unlock()
+	w.files.closeWrite(inoKey{st.Dev, st.Ino})
 }
 
 // sync brings policy-derived state and marks up to date.
@@ -274,20 +247,11 @@ func (w *watch) refreshPolicy() (widened bool) {
 	}
 	w.policy = p
 	w.invalidateLocked("policy changed")
-	w.hasAppraise = false
-	needOpen := false
 	for _, fn := range []policy.Func{policy.BPRMCheck, policy.FileCheck} {
-		w.independent[fn] = callerIndependent(p, fn)
+		w.independent[fn] = !p.DependsOnCaller(fn)
 	}
-	for _, r := range p {
-		fields := strings.Fields(r.String())
-		if r.Action&policy.Appraise != 0 {
-			w.hasAppraise = true
-		}
-		if r.Action&(policy.Measure|policy.Appraise|policy.Audit) != 0 && appliesTo(fields, policy.FileCheck) {
-			needOpen = true
-		}
-	}
+	w.hasAppraise = p.Appraises()
+	needOpen := p.Uses(policy.FileCheck, policy.Measure|policy.Appraise|policy.Audit)
 	mask := uint64(maskExec)
 	if needOpen {
 		mask |= maskOpen | maskCloseWrite
@@ -317,51 +281,12 @@ func (w *watch) takeRemark() bool {
 // invalidateLocked drops everything derived from the policy or the keys.
 func (w *watch) invalidateLocked(why string) {
 	w.gen++
-	w.cache = map[inoKey]*fileState{}
+	w.files.reset(w.gen)
 	w.ignoreMarks = 0
 	if err := w.g.flushInodeMarks(); err != nil && !w.closed {
 		w.log.WithError(err).Warn("fanotify: flush ignore marks")
 	}
 	w.log.WithField("why", why).Debug("fanotify: cache flushed")
-}
-
-// appliesTo reports whether a rule (its canonical words) can match hook fn:
-// it names fn, or no func at all.
-func appliesTo(fields []string, fn policy.Func) bool {
-	for _, f := range fields {
-		if v, ok := strings.CutPrefix(f, "func="); ok {
-			return v == fn.String()
-		}
-	}
-	return true
-}
-
-// callerIndependent reports whether every rule that can apply to fn decides
-// the same for every caller of the container: no uid/gid/LSM subject
-// conditions (and, for FILE_CHECK, no mask=, which differs per open). Only
-// then may a decision be cached per file with an ignore mark.
-func callerIndependent(p policy.Policy, fn policy.Func) bool {
-	for _, r := range p {
-		fields := strings.Fields(r.String())
-		if !appliesTo(fields, fn) {
-			continue
-		}
-		for _, f := range fields {
-			key := f
-			if i := strings.IndexAny(f, "=<>^"); i >= 0 {
-				key = f[:i]
-			}
-			switch key {
-			case "uid", "euid", "gid", "egid", "subj_user", "subj_role", "subj_type":
-				return false
-			case "mask":
-				if fn != policy.BPRMCheck {
-					return false
-				}
-			}
-		}
-	}
-	return true
 }
 
 // scanMounts marks the container's file systems: a filesystem mark on each

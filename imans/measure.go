@@ -7,12 +7,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imafs/imafs/appraise"
 	"github.com/imafs/imafs/measurelog"
 	"github.com/imafs/imafs/policy"
 )
-
-// imaXattr is the extended attribute holding a file's IMA hash or signature.
-const imaXattr = "security.ima"
 
 // evmImaXattrDigsig is the security.ima type byte of a signature (the only
 // kind the sig field keeps).
@@ -35,14 +33,7 @@ func (r *Registry) MeasureFile(ns *Namespace, ev policy.Event, f *os.File, name 
 	if _, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<62)); err != nil {
 		return d, fmt.Errorf("measure %s in %s: read: %w", name, ns.ID, err)
 	}
-	template := ns.Template()
-	if d.Template != "" {
-		template = d.Template
-	}
-	pcr := uint32(DefaultPCR)
-	if d.PCR >= 0 {
-		pcr = uint32(d.PCR)
-	}
+	template, pcr := ns.Target(d)
 	e, err := measurelog.NewEntry(template, pcr, measurelog.Measurement{
 		FileDigest: h.Sum(nil),
 		FileAlgo:   ns.Algo(),
@@ -65,7 +56,7 @@ func (r *Registry) MeasureFile(ns *Namespace, ev policy.Event, f *os.File, name 
 // signature returns f's security.ima value when it is a signature, else nil.
 func signature(f *os.File) []byte {
 	buf := make([]byte, 1024)
-	n, err := unix.Fgetxattr(int(f.Fd()), imaXattr, buf)
+	n, err := unix.Fgetxattr(int(f.Fd()), appraise.XattrName, buf)
 	if err != nil || n == 0 || buf[0] != evmImaXattrDigsig {
 		return nil
 	}

@@ -131,6 +131,20 @@ func (n *Namespace) Algo() measurelog.Algo { return n.algo }
 // Template is the default template of measurements in n (default ima-ng).
 func (n *Namespace) Template() string { return n.template }
 
+// Target is where a measurement that d decided goes in n: the rule's
+// template, else n's, and the rule's PCR, else DefaultPCR. Every source
+// asks here.
+func (n *Namespace) Target(d policy.Decision) (template string, pcr uint32) {
+	template, pcr = n.template, DefaultPCR
+	if d.Template != "" {
+		template = d.Template
+	}
+	if d.PCR >= 0 {
+		pcr = uint32(d.PCR)
+	}
+	return template, pcr
+}
+
 // AcquirePolicyWriter claims n's policy file for one writer; false means a
 // writer already holds it (the kernel answers EBUSY).
 func (n *Namespace) AcquirePolicyWriter() bool { return n.policyWriter.CompareAndSwap(false, true) }
