@@ -27,9 +27,8 @@ func (e *DecodeError) Error() string { return fmt.Sprintf("offset %d: %s", e.Off
 // needMore is returned by parseRecord when data ends inside the record;
 // need is the total record length known so far.
 type needMore struct {
-	need   int
-	what   string
-	record int
+	need int
+	what string
 }
 
 // parseRecord decodes one record from the beginning of data. It returns the

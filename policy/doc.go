@@ -1,56 +1,26 @@
 // Package policy implements the kernel IMA policy language as Linux 6.12
-// speaks it, byte for byte:
+// speaks it, byte for byte, and is the only place that interprets it.
 //
-//   - Parse and ParseRule read rules like ima_parse_rule and validate them
-//     like ima_validate_rule: every action, condition and option, the
-//     allowed func/option combinations, repeated keys (uid= and euid= share
-//     one field, as do gid= and egid=), the kernel's number parsing
-//     (kstrtoul: "+", "0x" for fsmagic) and its quirks (fsname= and pcr= may
-//     repeat, the last one wins; a repeated fsmagic= is only detected when
-//     the first is non-zero; fsuuid= reads the first 36 characters). A bad
-//     rule gives a *ParseError naming the line, the token and the reason.
-//   - Rule.String and Policy.String print rules exactly as the kernel's
-//     policy file reads them back (ima_policy_show): the kernel's token
-//     order, "0x%lx" magics, ids with "%d" (2^31 and above print negative),
-//     fsname cut to 63 bytes, aliases folded (FILE_MMAP → MMAP_CHECK,
-//     PATH_CHECK → FILE_CHECK), templates by name, each rule ending in " ".
-//   - Policy.Match decides what applies to an Event with ima_match_policy's
-//     first-match semantics per action kind.
-//   - BuiltIn returns the kernel's built-in policies (tcb, appraise_tcb,
-//     secure_boot, critical_data and combinations) as values.
-//   - Session models one open..close of the kernel's policy file: one line
-//     per write(), the kernel's byte counts and errors, loading a policy
-//     file named by "/path", and the all-or-nothing commit at close.
+//	p, err := policy.Parse(text)        // ima_parse_rule + ima_validate_rule; *ParseError
+//	d := p.Match(policy.Event{Func: policy.BPRMCheck, Mask: policy.MayExec, ...})
+//	s := p.String()                     // exactly as the kernel's policy file reads back
+//	fn, ok := policy.ParseFunc("FILE_CHECK"); m, ok := policy.ParseMask("MAY_READ")
+//	p.DependsOnCaller(fn); p.Uses(fn, policy.Measure); p.Appraises()
 //
-// # Kernel configuration
+// Invariants:
+//   - Parse accepts and rejects what the kernel does (golden kernel of
+//     testdata/kernel-6.12), with the kernel's quirks; a bad rule changes
+//     nothing and names the line, the token and the reason.
+//   - String prints what the kernel prints; inactive rules (LSM conditions
+//     without CONFIG_IMA_LSM_RULES) never match and are never shown.
+//   - Match has ima_match_policy's first-match semantics per action kind.
+//   - Questions about a policy (which hooks it uses, whether a decision
+//     depends on the caller) are answered here from the rules, never by
+//     parsing String() output elsewhere.
+//   - Session models one open..close of the policy file (line per write,
+//     all-or-nothing commit).
 //
-// The reference is the golden kernel of testdata/kernel-6.12 (its
-// kernel-config-6.12): CONFIG_IMA_MEASURE_ASYMMETRIC_KEYS=y (func=KEY_CHECK
-// and keyrings= exist), no CONFIG_IMA_APPRAISE_MODSIG (imasig|modsig is
-// rejected unless ParseOptions.ModSig), no CONFIG_IMA_LSM_RULES, 64 PCRs
-// (pcr=0..63). ParseOptions.HashAlgos chooses the algorithms
-// appraise_algos= accepts (the kernel: those its crypto API has).
-//
-// # LSM conditions
-//
-// Without CONFIG_IMA_LSM_RULES no LSM can resolve obj_user=, obj_role=,
-// obj_type=, subj_user=, subj_role= or subj_type=. The kernel then rejects
-// such a rule with EINVAL while its boot-time policy is in force, and
-// accepts it once a custom policy was loaded, as a rule that never matches
-// and that the read-back never shows (not even its other conditions). This
-// package does the same: ParseOptions.DefaultPolicyActive selects the
-// first behaviour; otherwise the rule is kept with Rule.Active() == false,
-// Match skips it and Policy.String leaves it out. Rule.String still renders
-// it (with the LSM conditions where an LSM-enabled kernel prints them), so
-// tools can show it; "imafs policy fmt" prints a note for it instead.
-//
-// # Namespaces
-//
-// imafs applies a policy per container. Ids in rules and events are the
-// values as the container's user namespace sees them; the kernel stores
-// and prints the mapped (initial namespace) ids instead.
-//
-// The template "ima-ns" (d-ng|n-ng|ns), imafs's namespace-tagged template,
-// is accepted by template= in addition to the kernel's built-in ones (the
-// imafs kernel patch defines it too).
+// Ids are the values the container's user namespace sees. The template
+// ima-ns is accepted besides the kernel's. Kernel configuration and LSM
+// conditions: docs/packages/policy.md.
 package policy
