@@ -44,7 +44,7 @@ func (cc *crashContainer) name(i int) string { return fmt.Sprintf("/x/c%d-%d", c
 
 // crashWindow is one kill: from the SIGKILL to the restarted daemon's
 // control socket answering (its containers are restored and watched before
-// that: cmd/imafs restore runs before the socket listens).
+// that: internal/daemon restores before the socket listens).
 type crashWindow struct{ kill, ready time.Time }
 
 // readCrashLog parses the workload log: "I SEC.USEC" per exec that
