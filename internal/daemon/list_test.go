@@ -30,20 +30,22 @@ func (s *step) Stop(handover bool) {
 	*s.log = append(*s.log, what+s.name)
 }
 
+// listConfig is a daemon with only the core and the test's components.
+func listConfig(t *testing.T, steps ...Component) Config {
+	dir := t.TempDir()
+	return Config{
+		StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "s"),
+		KernelSource: KernelSourceConfig{Mode: "off"},
+		testSources:  steps,
+	}
+}
+
 // TestStartFailureStopsInReverse: a component that fails to start stops
 // those started before it, in reverse order, and New names it.
 func TestStartFailureStopsInReverse(t *testing.T) {
 	var log []string
-	dir := t.TempDir()
-	cfg := Config{
-		StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "s"),
-		KernelSource: KernelSourceConfig{Mode: "off"},
-		testSources: []Component{
-			&step{name: "a", log: &log},
-			&step{name: "b", log: &log, fail: errors.New("no luck")},
-			&step{name: "c", log: &log},
-		},
-	}
+	cfg := listConfig(t, &step{name: "a", log: &log}, &step{name: "b", log: &log, fail: errors.New("no luck")},
+		&step{name: "c", log: &log})
 	_, err := New(cfg, quietLog())
 	if err == nil || err.Error() != "b: no luck" {
 		t.Fatalf("New = %v, want b's failure", err)
@@ -60,13 +62,7 @@ func TestStartFailureStopsInReverse(t *testing.T) {
 // handover set, and the rollback starts the same list again.
 func TestStopAndRollback(t *testing.T) {
 	var log []string
-	dir := t.TempDir()
-	cfg := Config{
-		StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "s"),
-		KernelSource: KernelSourceConfig{Mode: "off"},
-		testSources:  []Component{&step{name: "a", log: &log}, &step{name: "b", log: &log}},
-	}
-	d, err := New(cfg, quietLog())
+	d, err := New(listConfig(t, &step{name: "a", log: &log}, &step{name: "b", log: &log}), quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
