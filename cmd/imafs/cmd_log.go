@@ -116,7 +116,18 @@ func runLogFile(word string, args []string, stdout, stderr io.Writer) int {
 	if derr != nil && len(entries) == 0 && !isDecodeError(derr) {
 		return fail(fmt.Errorf("%s: %w", pos[0], derr))
 	}
-	w := bufio.NewWriter(stdout)
+	if err := writeLog(stdout, word, entries, f, bank, *all); err != nil {
+		return fail(err)
+	}
+	if derr != nil {
+		return fail(fmt.Errorf("%s (read as a %s list, %d entries before the error): %w", pos[0], inBank, len(entries), derr))
+	}
+	return 0
+}
+
+// writeLog writes what `imafs log decode|replay` prints of entries.
+func writeLog(out io.Writer, word string, entries []*measurelog.Entry, f measurelog.Format, bank measurelog.Algo, all bool) error {
+	w := bufio.NewWriter(out)
 	switch word {
 	case "decode":
 		var buf []byte
@@ -130,7 +141,7 @@ func runLogFile(word string, args []string, stdout, stderr io.Writer) int {
 		}
 	case "replay":
 		p := measurelog.Replay(entries, bank)
-		if *all {
+		if all {
 			w.Write(p.EvmctlPCRs(bank))
 		} else {
 			for _, i := range p.Touched() {
@@ -138,13 +149,7 @@ func runLogFile(word string, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	if err := w.Flush(); err != nil {
-		return fail(err)
-	}
-	if derr != nil {
-		return fail(fmt.Errorf("%s (read as a %s list, %d entries before the error): %w", pos[0], inBank, len(entries), derr))
-	}
-	return 0
+	return w.Flush()
 }
 
 func isDecodeError(err error) bool {

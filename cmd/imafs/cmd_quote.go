@@ -168,35 +168,10 @@ func runVerify(args []string) int {
 		fmt.Fprintln(os.Stderr, "imafs verify:", err)
 		return 2
 	}
-	var opts []vtpm.VerifyOption
-	if *akFile != "" {
-		pem, err := os.ReadFile(*akFile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "imafs verify:", err)
-			return 2
-		}
-		ak, err := vtpm.ParseAKPEM(pem)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "imafs verify: %s: %v\n", *akFile, err)
-			return 2
-		}
-		opts = append(opts, vtpm.WithTrustedAK(ak))
-	}
-	if *hostAKFile != "" {
-		pem, err := os.ReadFile(*hostAKFile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "imafs verify:", err)
-			return 2
-		}
-		ak, err := vtpm.ParseAKPEM(pem)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "imafs verify: %s: %v\n", *hostAKFile, err)
-			return 2
-		}
-		opts = append(opts, vtpm.WithTrustedHostAK(ak))
-	}
-	if *id != "" {
-		opts = append(opts, vtpm.WithID(*id))
+	opts, err := trustOptions(*akFile, *hostAKFile, *id)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "imafs verify:", err)
+		return 2
 	}
 	b, err := vtpm.ParseBundle(data)
 	if err == nil {
@@ -226,4 +201,39 @@ func runVerify(args []string) int {
 			b.ID, b.Entries, b.PCRs["sha1"], b.PCRs["sha256"], trust)
 	}
 	return 0
+}
+
+// trustOptions are the verify options of --ak, --host-ak and --id.
+func trustOptions(akFile, hostAKFile, id string) ([]vtpm.VerifyOption, error) {
+	var opts []vtpm.VerifyOption
+	for _, k := range []struct {
+		file string
+		with func(pem []byte) (vtpm.VerifyOption, error)
+	}{
+		{akFile, func(pem []byte) (vtpm.VerifyOption, error) {
+			ak, err := vtpm.ParseAKPEM(pem)
+			return vtpm.WithTrustedAK(ak), err
+		}},
+		{hostAKFile, func(pem []byte) (vtpm.VerifyOption, error) {
+			ak, err := vtpm.ParseAKPEM(pem)
+			return vtpm.WithTrustedHostAK(ak), err
+		}},
+	} {
+		if k.file == "" {
+			continue
+		}
+		pem, err := os.ReadFile(k.file)
+		if err != nil {
+			return nil, err
+		}
+		opt, err := k.with(pem)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", k.file, err)
+		}
+		opts = append(opts, opt)
+	}
+	if id != "" {
+		opts = append(opts, vtpm.WithID(id))
+	}
+	return opts, nil
 }
