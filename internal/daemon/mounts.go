@@ -42,8 +42,12 @@ type mounts struct {
 	unobserve  func()
 
 	mu   sync.Mutex
-	byID map[string]*mount // by namespace id
-	host *mount
+	byID map[string]*mount // live mounts by namespace id
+	// targets is where each namespace's tree was last mounted, also once
+	// its connection ended (a failed upgrade's successor may have swapped
+	// it and died): a rollback mounts there again.
+	targets map[string]string
+	host    *mount
 }
 
 var _ imans.Observer = (*mounts)(nil)
@@ -55,7 +59,7 @@ func (ms *mounts) Start(env *Env) error {
 	ms.reg = env.Reg
 	ms.mu.Lock()
 	if ms.byID == nil {
-		ms.byID = map[string]*mount{}
+		ms.byID, ms.targets = map[string]*mount{}, map[string]string{}
 	}
 	host := ms.host
 	ms.mu.Unlock()
@@ -108,6 +112,7 @@ func (ms *mounts) Attached(*imans.Namespace) {}
 func (ms *mounts) Detached(ns *imans.Namespace) {
 	ms.mu.Lock()
 	delete(ms.byID, ns.ID)
+	delete(ms.targets, ns.ID)
 	ms.mu.Unlock()
 }
 
@@ -123,16 +128,25 @@ func (ms *mounts) get(id string) *mount {
 
 func (ms *mounts) set(id string, m *mount) {
 	ms.mu.Lock()
-	ms.byID[id] = m
+	ms.byID[id], ms.targets[id] = m, m.target
 	ms.mu.Unlock()
 }
 
-// take removes and returns the mount of namespace id.
+// target is where namespace id's tree was last mounted ("": never, or
+// detached since).
+func (ms *mounts) target(id string) string {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return ms.targets[id]
+}
+
+// take removes and returns the mount of namespace id (detach).
 func (ms *mounts) take(id string) *mount {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	m := ms.byID[id]
 	delete(ms.byID, id)
+	delete(ms.targets, id)
 	return m
 }
 
@@ -253,7 +267,8 @@ func (ms *mounts) drain(timeout time.Duration) {
 // restore is the step of the start list that brings the containers back:
 // on the first start those of the state directory still running
 // (imans.Registry.Restore: same init process, journal replayed), after a
-// failed upgrade those the successor may have taken over; each gets a
+// failed upgrade every container that had a tree (the successor may have
+// swapped it for one that died with it); each gets a
 // fresh tree mounted over what a crashed or failed daemon left (ENOTCONN),
 // then its vTPM.
 type restore struct {
@@ -268,8 +283,8 @@ func (r *restore) Start(env *Env) error {
 	var todo []imans.Restored
 	if env.Rollback {
 		for _, ns := range env.Reg.Namespaces() {
-			if old := r.mounts.get(ns.ID); old != nil {
-				todo = append(todo, imans.Restored{NS: ns, Record: imans.ContainerRecord{Mount: old.target}})
+			if target := r.mounts.target(ns.ID); target != "" {
+				todo = append(todo, imans.Restored{NS: ns, Record: imans.ContainerRecord{Mount: target}})
 			}
 		}
 	} else {
