@@ -72,7 +72,7 @@ func policyOf(t *testing.T, c *harness.RuncContainer) string {
 func reusePid(t *testing.T, pid int) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
-		cmd := exec.Command("bash", "-c", fmt.Sprintf("echo %d > /proc/sys/kernel/ns_last_pid && sleep 600 & echo $!; wait", pid-1))
+		cmd := exec.Command("bash", "-c", fmt.Sprintf("echo %d > /proc/sys/kernel/ns_last_pid; sleep 600 & echo $!; wait", pid-1))
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -83,6 +83,8 @@ func reusePid(t *testing.T, pid int) {
 		line, _ := bufio.NewReader(out).ReadString('\n')
 		got, _ := strconv.Atoi(strings.TrimSpace(line))
 		if got == pid {
+			mnt, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", got))
+			t.Logf("pid %d is now a host process (%s)", got, mnt)
 			t.Cleanup(func() { unix.Kill(got, unix.SIGKILL); cmd.Wait() })
 			return
 		}
@@ -120,13 +122,18 @@ func TestAttackPolicyPathAfterPidReuse(t *testing.T) {
 	// sleep, would leave a zombie holding the pid): it opens the policy,
 	// forks the writer, and exits when told to.
 	rootfs := filepath.Join(c.Bundle, "rootfs")
-	outer := c.Spawn(t, 0, "sh", "-c", "mkfifo /tmp/go /tmp/exit && sh -c 'exec 3>"+ima+"/policy && "+
-		"(read x < /tmp/go; echo "+hostPolicy+" >&3 2>/tmp/err; echo $? > /tmp/rc; exec 3>&-; touch /tmp/done) & read y < /tmp/exit'; sleep 600")
+	outer := c.Spawn(t, 0, "sh", "-c", "mkfifo /tmp/go /tmp/exit; sh -c 'exec 3>"+ima+"/policy; "+
+		"(read x < /tmp/go; echo "+hostPolicy+" >&3 2>/tmp/err; echo $? > /tmp/rc; exec 3>&-; touch /tmp/done) & "+
+		"read y < /tmp/exit'; sleep 600")
 	opener := 0
 	for deadline := time.Now().Add(harness.DefaultTimeout); opener == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", outer, outer))
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			opener, _ = strconv.Atoi(f[0])
+		for _, f := range strings.Fields(string(b)) {
+			cmdline, _ := os.ReadFile("/proc/" + f + "/cmdline")
+			// (a child not yet exec'd shows the outer shell's command line)
+			if strings.HasPrefix(string(cmdline), "sh\x00-c\x00exec 3>") {
+				opener, _ = strconv.Atoi(f)
+			}
 		}
 	}
 	if opener == 0 {
@@ -155,6 +162,7 @@ func TestAttackPolicyPathAfterPidReuse(t *testing.T) {
 	waitFile(t, filepath.Join(rootfs, "tmp/done"))
 	rc, _ := os.ReadFile(filepath.Join(rootfs, "tmp/rc"))
 	msg, _ := os.ReadFile(filepath.Join(rootfs, "tmp/err"))
+	t.Logf("opener %d reused by a host process; load: rc %q, %q", opener, rc, msg)
 	if strings.TrimSpace(string(rc)) == "0" || !strings.Contains(string(msg), "No such file or directory") {
 		t.Errorf("load of a host-only path after pid reuse: rc %q, %q; want ENOENT", rc, msg)
 	}
