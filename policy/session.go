@@ -163,7 +163,7 @@ func (s *Session) addLine(line []byte, lineNo int) error {
 	}
 	n := RuleBytes(r)
 	if s.Room != nil && !s.Room.Fits(len(s.rules)+1, s.bytes+n) {
-		return fmt.Errorf("policy write: %w: more than %d rules or %d bytes", ErrNoSpace, s.Room.MaxRules, s.Room.MaxBytes)
+		return fmt.Errorf("policy write: %w: the limits leave room for %d more rules, %d more bytes", ErrNoSpace, s.Room.MaxRules, s.Room.MaxBytes)
 	}
 	s.rules = append(s.rules, r)
 	s.bytes += n
