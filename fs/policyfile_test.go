@@ -88,9 +88,10 @@ func TestPinRoot(t *testing.T) {
 		c    nsresolve.Caller
 		ok   bool
 	}{
-		{"self", nsresolve.Caller{PID: self, MntNS: mnt}, true},
-		{"another mount namespace", nsresolve.Caller{PID: self, MntNS: nsresolve.NSID{Dev: st.Dev, Ino: st.Ino + 1}}, false},
-		{"no such task", nsresolve.Caller{PID: 1 << 30, MntNS: mnt}, false},
+		{"self", nsresolve.Caller{PID: self, TID: self, MntNS: mnt}, true},
+		{"a thread of self", nsresolve.Caller{PID: self, TID: unix.Gettid(), MntNS: mnt}, true},
+		{"another mount namespace", nsresolve.Caller{PID: self, TID: self, MntNS: nsresolve.NSID{Dev: st.Dev, Ino: st.Ino + 1}}, false},
+		{"no such task", nsresolve.Caller{PID: 1 << 30, TID: 1 << 30, MntNS: mnt}, false},
 	}
 	for _, tt := range tests {
 		root, err := pinRoot(&tt.c)

@@ -30,12 +30,18 @@ type writeSession interface {
 // namespace c was resolved in, so the fd is the opener's root, never the
 // root of a task that reused the number.
 func pinRoot(c *nsresolve.Caller) (*os.File, error) {
-	pidfd, err := unix.PidfdOpen(c.PID, 0)
+	// The writing thread's root (a thread may have its own: unshare(CLONE_FS)),
+	// through a thread pidfd where the kernel has them (6.9).
+	tid, proc := c.TID, "/proc/"+strconv.Itoa(c.PID)+"/task/"+strconv.Itoa(c.TID)
+	pidfd, err := unix.PidfdOpen(tid, unix.PIDFD_THREAD)
+	if err != nil && tid != c.PID {
+		tid, proc = c.PID, "/proc/"+strconv.Itoa(c.PID)
+		pidfd, err = unix.PidfdOpen(tid, 0)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pin root of pid %d: pidfd: %w", c.PID, err)
 	}
 	defer unix.Close(pidfd)
-	proc := "/proc/" + strconv.Itoa(c.PID)
 	fd, err := unix.Open(proc+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("pin root of pid %d: %w", c.PID, err)

@@ -29,6 +29,14 @@ func policyContainer(t *testing.T, d *daemon) *harness.RuncContainer {
 	return harness.NewRuncContainer(t, harness.RuncOptions{Hooks: hooks(d), Capabilities: []string{"CAP_SYS_ADMIN"}})
 }
 
+// attackSetup starts a daemon (with extra flags) and two containers: the
+// attacker and another one that must still be served afterwards.
+func attackSetup(t *testing.T, extra ...string) (d *daemon, attacker, other *harness.RuncContainer) {
+	t.Helper()
+	d = startDaemon(t, extra...)
+	return d, policyContainer(t, d), policyContainer(t, d)
+}
+
 // stillServes checks that d serves c: its list reads, its policy takes a
 // rule and reads it back.
 func stillServes(t *testing.T, d *daemon, c *harness.RuncContainer) {
@@ -106,9 +114,7 @@ func reusePid(t *testing.T, pid int) {
 // container's root, and the policy is unchanged (before: the host file
 // became the container's policy).
 func TestAttackPolicyPathAfterPidReuse(t *testing.T) {
-	d := startDaemon(t)
-	c := policyContainer(t, d)
-	other := policyContainer(t, d)
+	d, c, other := attackSetup(t)
 	hostDir, err := os.MkdirTemp("", "imafs-hostonly-")
 	if err != nil {
 		t.Fatal(err)
@@ -176,9 +182,7 @@ func TestAttackPolicyPathAfterPidReuse(t *testing.T) {
 // (kernel_read_file_from_path), no escape from the container's root through
 // ".." or symlinks, and a loaded file's content never in the daemon's log.
 func TestAttackPolicyPathErrors(t *testing.T) {
-	d := startDaemon(t)
-	c := policyContainer(t, d)
-	other := policyContainer(t, d)
+	d, c, other := attackSetup(t)
 	const secret = "root:$y$j9T$SECRET-HASH-imafs:19000:0:99999:7:::"
 	if _, err := c.Exec(0, "sh", "-c", "mkdir -p /tmp/d && : > /tmp/empty && mkfifo /tmp/fifo && "+
 		"echo '"+secret+"' > /tmp/shadow && ln -s /../../../etc/passwd /tmp/up && printf 'measure func=BPRM_CHECK\\n' > /tmp/good"); err != nil {
@@ -224,9 +228,7 @@ func TestAttackPolicyPathErrors(t *testing.T) {
 // --policy-max-bytes): the load beyond fails with ENOSPC (a file larger than
 // the byte limit with EFBIG) and changes nothing.
 func TestAttackPolicyGrowth(t *testing.T) {
-	d := startDaemon(t, "--policy-max-rules", "3000", "--policy-max-bytes", "1048576")
-	c := policyContainer(t, d)
-	other := policyContainer(t, d)
+	d, c, other := attackSetup(t, "--policy-max-rules", "3000", "--policy-max-bytes", "1048576")
 	gen := func(name string, n int) string {
 		return "seq " + strconv.Itoa(n) + " | sed 's/.*/measure func=FILE_CHECK fowner=&/' > " + name
 	}
@@ -266,9 +268,7 @@ func TestAttackPolicyGrowth(t *testing.T) {
 // TestAttackPolicyAppend: `echo RULE >> policy` (O_APPEND) is accepted, as
 // by the kernel (whose file position stays 0).
 func TestAttackPolicyAppend(t *testing.T) {
-	d := startDaemon(t)
-	c := policyContainer(t, d)
-	other := policyContainer(t, d)
+	d, c, other := attackSetup(t)
 	if msg := policyWrite(t, c, "echo 'measure func=BPRM_CHECK' >> "+ima+"/policy"); msg != "" {
 		t.Fatalf("echo >> policy: %q", msg)
 	}
@@ -286,9 +286,7 @@ func TestAttackPolicyAppend(t *testing.T) {
 // still one: a later bad rule discards the earlier good one (the kernel
 // applies at the last close). And `echo r > policy; cat policy` shows r.
 func TestAttackPolicySessionChildFlush(t *testing.T) {
-	d := startDaemon(t)
-	c := policyContainer(t, d)
-	other := policyContainer(t, d)
+	d, c, other := attackSetup(t)
 	msg := policyWrite(t, c, "exec 3>"+ima+"/policy; echo 'measure func=BPRM_CHECK' >&3; /bin/true; sleep 0.2; "+
 		"echo 'measure func=BOGUS' >&3; exec 3>&-")
 	if !strings.Contains(msg, "Invalid argument") {
@@ -318,9 +316,7 @@ func TestAttackPolicySessionChildFlush(t *testing.T) {
 // TestAttackPolicyUidOverflow: a uid=/fowner=/fsmagic= value kstrtoul
 // can't hold is ERANGE, as in the kernel, and fails the session.
 func TestAttackPolicyUidOverflow(t *testing.T) {
-	d := startDaemon(t)
-	c := policyContainer(t, d)
-	other := policyContainer(t, d)
+	d, c, other := attackSetup(t)
 	before := policyOf(t, c)
 	tests := []struct{ rule, want string }{
 		{"measure uid=99999999999999999999999", "out of range"},
@@ -343,9 +339,7 @@ func TestAttackPolicyUidOverflow(t *testing.T) {
 // TestAttackPolicyNonUTF8Bytes: a rule with bytes that are not UTF-8 is
 // shown exactly, in the container and by `imafs policy ID` on the host.
 func TestAttackPolicyNonUTF8Bytes(t *testing.T) {
-	d := startDaemon(t)
-	c := policyContainer(t, d)
-	other := policyContainer(t, d)
+	d, c, other := attackSetup(t)
 	if msg := policyWrite(t, c, "printf 'measure fsname=\\377\\376\\200x\\n' > "+ima+"/policy"); msg != "" {
 		t.Fatalf("write: %q", msg)
 	}
