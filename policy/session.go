@@ -51,12 +51,16 @@ const PageSize = 4096
 //     invalid);
 //   - an invalid rule fails that write with EINVAL and marks the whole
 //     session failed: Commit then returns ErrFailed and no rules, even for
-//     rules accepted earlier in the session;
+//     rules accepted earlier in the session; a number kstrtoul overflows on
+//     (uid=, fowner=, fsmagic= ...) fails it with ERANGE (ErrRange);
+//   - (imafs's own) a rule beyond Room fails its write with ErrNoSpace
+//     (ENOSPC), which also fails the session;
 //   - a write whose data begins with '/' names a policy file to load
 //     (ReadFile): its path ends at the first "\n"; the file's lines are
 //     parsed as above; the write returns the whole data's length (up to a
 //     NUL); a missing file, an invalid rule or a last line without "\n"
 //     fails the write (ima_read_policy's size accounting) and the session;
+//     an error names the file's line by number, never its content;
 //   - with RequireSignedPolicy, any other write fails with EACCES;
 //   - Commit (close) of a session that added no rule returns ErrNoRules:
 //     the writer saw success, the policy does not change;
