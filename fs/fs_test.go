@@ -552,11 +552,3 @@ func TestOpenHandles(t *testing.T) {
 	dir.Close()
 	waitHandles(0)
 }
-
-// settled returns ns's policy once the RELEASE of every writer that was
-// closed has been handled (it is asynchronous; readers of the policy file
-// wait the same way).
-func settled(ns *imans.Namespace) policy.Policy {
-	writers.wait(ns, closingDirty)
-	return ns.Policy()
-}

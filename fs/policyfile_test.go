@@ -144,3 +144,11 @@ func TestPolicyWriteSessions(t *testing.T) {
 		}
 	}
 }
+
+// settled returns ns's policy once the RELEASE of every writer that was
+// closed has been handled (it is asynchronous; readers of the policy file
+// wait the same way).
+func settled(ns *imans.Namespace) policy.Policy {
+	writers.wait(ns, closingDirty)
+	return ns.Policy()
+}
