@@ -12,8 +12,9 @@ import (
 //
 // The kernel applies a policy write session at the last close of the open
 // file (ima_release_policy); FUSE's matching request, RELEASE, is sent
-// asynchronously on a plain /dev/fuse mount (fuse_file_put with sync only
-// for fuseblk), after close(2) has returned to the writer. So after `echo r >
+// asynchronously on a plain /dev/fuse mount (fuse_file_release: sync only
+// with fc->destroy, fuseblk; never since a 2025 fix), queued as a background
+// request before close(2) returns to the writer. So after `echo r >
 // policy` the shell's next command can OPEN the policy file before the
 // daemon has handled the RELEASE that commits `r`. The RELEASE was queued
 // before that OPEN (the closing task queues it on its way out of close(2)),
