@@ -157,7 +157,7 @@ func runPolicyClient(args []string) int {
 			fmt.Fprintln(os.Stderr, "imafs policy:", err)
 			return 1
 		}
-		if _, err := client.Call(context.Background(), &control.Request{Op: control.OpPolicySet, ID: id, Policy: string(text)}); err != nil {
+		if _, err := client.Call(context.Background(), &control.Request{Op: control.OpPolicySet, ID: id, Policy: string(text), PolicyBytes: text}); err != nil {
 			fmt.Fprintln(os.Stderr, "imafs policy:", err)
 			return 1
 		}
@@ -168,7 +168,11 @@ func runPolicyClient(args []string) int {
 		fmt.Fprintln(os.Stderr, "imafs policy:", err)
 		return 1
 	}
-	fmt.Print(resp.Policy)
+	if resp.PolicyBytes != nil {
+		os.Stdout.Write(resp.PolicyBytes)
+	} else {
+		fmt.Print(resp.Policy)
+	}
 	return 0
 }
 

@@ -519,7 +519,8 @@ func (d *daemon) serveControl(ctx context.Context, req *control.Request, rw *con
 	case control.OpPolicyGet:
 		var ns *imans.Namespace
 		if ns, err = d.namespace(req.ID); err == nil {
-			err = rw.Reply(&control.Response{Policy: ns.Policy().String()})
+			text := ns.PolicyText()
+			err = rw.Reply(&control.Response{Policy: text, PolicyBytes: []byte(text)})
 		}
 	case control.OpPolicySet:
 		err = d.setPolicy(req)
@@ -697,7 +698,11 @@ func (d *daemon) setPolicy(req *control.Request) error {
 	if err != nil {
 		return err
 	}
-	rules, err := policy.Parse(req.Policy)
+	text := req.Policy
+	if req.PolicyBytes != nil {
+		text = string(req.PolicyBytes)
+	}
+	rules, err := policy.Parse(text)
 	if err != nil {
 		return fmt.Errorf("policy for %s: %w", ns.ID, err)
 	}
