@@ -17,20 +17,55 @@ import (
 )
 
 // rssKiB returns VmRSS of pid.
-func rssKiB(b *testing.B, pid int) int64 {
+func rssKiB(b *testing.B, pid int) int64 { return statusKiB(b, pid, "VmRSS:") }
+
+// statusKiB returns the kB figure of key ("VmRSS:", "VmHWM:") in
+// /proc/PID/status.
+func statusKiB(b *testing.B, pid int, key string) int64 {
 	b.Helper()
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, l := range strings.Split(string(st), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(l, key); ok {
 			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
 			return n
 		}
 	}
-	b.Fatal("no VmRSS")
+	b.Fatalf("no %s", key)
 	return 0
+}
+
+// startDaemon builds imafs and runs `imafs serve` with a private socket and
+// state directory (and extra flags) until cleanup; it returns once the
+// daemon answers.
+func startDaemon(b *testing.B, extra ...string) (*exec.Cmd, *control.Client) {
+	b.Helper()
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "imafs")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/imafs/imafs/cmd/imafs").CombinedOutput(); err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	sock := filepath.Join(dir, "imafs.sock")
+	args := append([]string{"serve", "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn"}, extra...)
+	daemon := exec.Command(bin, args...)
+	if err := daemon.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		daemon.Process.Signal(syscall.SIGTERM)
+		daemon.Wait()
+	})
+	client := control.NewClient(sock)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := client.Call(context.Background(), &control.Request{Op: control.OpPing}); err == nil {
+			return daemon, client
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("daemon not ready")
+		}
+	}
 }
 
 // BenchmarkDaemonAttached: the real daemon (imafs serve) with N containers
@@ -43,29 +78,7 @@ func BenchmarkDaemonAttached(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("BENCH_CONTAINERS")); err == nil && v > 0 {
 		n = v
 	}
-	dir := b.TempDir()
-	bin := filepath.Join(dir, "imafs")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/imafs/imafs/cmd/imafs").CombinedOutput(); err != nil {
-		b.Fatalf("build: %v\n%s", err, out)
-	}
-	sock := filepath.Join(dir, "imafs.sock")
-	daemon := exec.Command(bin, "serve", "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn")
-	if err := daemon.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		daemon.Process.Signal(syscall.SIGTERM)
-		daemon.Wait()
-	})
-	client := control.NewClient(sock)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := client.Call(context.Background(), &control.Request{Op: control.OpPing}); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("daemon not ready")
-		}
-	}
+	daemon, client := startDaemon(b)
 	base := rssKiB(b, daemon.Process.Pid)
 	var pids []int
 	attach := func(upto int) {

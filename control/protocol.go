@@ -44,7 +44,10 @@ type Request struct {
 	Bank   string `json:"bank,omitempty"`
 	Follow bool   `json:"follow,omitempty"`
 	// Policy is the policy text to load (policy-set), kernel language.
-	Policy string `json:"policy,omitempty"`
+	// A JSON string can't carry bytes that are not UTF-8 (they become
+	// U+FFFD): a client sends PolicyBytes (base64 in JSON), which wins.
+	Policy      string `json:"policy,omitempty"`
+	PolicyBytes []byte `json:"policy_bytes,omitempty"`
 	// Path is the absolute host path of the file to measure (measure).
 	Path string `json:"path,omitempty"`
 	// Name is the name to record for Path (measure; default Path).
@@ -66,8 +69,12 @@ type Response struct {
 	Stream     bool            `json:"stream,omitempty"`
 	Namespace  *NamespaceInfo  `json:"namespace,omitempty"`
 	Namespaces []NamespaceInfo `json:"namespaces,omitempty"`
-	Policy     string          `json:"policy,omitempty"`
-	Measured   bool            `json:"measured,omitempty"`
+	// Policy is the policy text (policy-get); PolicyBytes the same bytes
+	// exactly (base64 in JSON), also where they are not UTF-8. A client
+	// prints PolicyBytes when present (older daemons send only Policy).
+	Policy      string `json:"policy,omitempty"`
+	PolicyBytes []byte `json:"policy_bytes,omitempty"`
+	Measured    bool   `json:"measured,omitempty"`
 	// Bundle is the attestation bundle (quote), vtpm's documented format.
 	Bundle *vtpm.Bundle `json:"bundle,omitempty"`
 	// Pid is the new daemon's pid (upgrade).

@@ -288,14 +288,14 @@ func TestPolicyFile(t *testing.T) {
 	if _, err := run(t, 0, "sh", "-c", "printf 'measure func=FILE_CHECK mask=MAY_READ\\n' > "+pol); err != nil {
 		t.Fatal(err)
 	}
-	before := host.Policy().String()
+	before := settled(host).String()
 	bad := filepath.Join(t.TempDir(), "bad")
 	os.WriteFile(bad, []byte("measure func=MMAP_CHECK\nmeasure func=BOGUS\n"), 0o644)
 	_, err = run(t, 0, "sh", "-c", "cat "+bad+" > "+pol)
 	if err == nil || !strings.Contains(err.Error(), "Invalid argument") {
 		t.Errorf("bad rule: %v, want Invalid argument", err)
 	}
-	if after := host.Policy().String(); after != before || strings.Count(after, "\n") != 2 {
+	if after := settled(host).String(); after != before || strings.Count(after, "\n") != 2 {
 		t.Errorf("policy after a bad session %q, want unchanged %q", after, before)
 	}
 	// Back-to-back writers: no EBUSY from a pending RELEASE.
@@ -304,7 +304,7 @@ func TestPolicyFile(t *testing.T) {
 			t.Fatalf("writer %d: %v", i, err)
 		}
 	}
-	if n := len(host.Policy()); n != 22 {
+	if n := len(settled(host)); n != 22 {
 		t.Errorf("%d rules after 22 good loads, want 22", n)
 	}
 
@@ -331,7 +331,7 @@ func TestPolicyFile(t *testing.T) {
 		t.Errorf("pwrite at 5: %v, want EINVAL", err)
 	}
 	w1.Close()
-	if n := len(host.Policy()); n != 22 {
+	if n := len(settled(host)); n != 22 {
 		t.Errorf("failed session changed the policy: %d rules", n)
 	}
 	// Without a trailing newline (count+1 in the kernel; capped for FUSE).
@@ -343,7 +343,7 @@ func TestPolicyFile(t *testing.T) {
 		t.Errorf("write without newline: %d, %v", n, err)
 	}
 	w2.Close()
-	if p := host.Policy(); p[len(p)-1].String() != "measure func=MODULE_CHECK " {
+	if p := settled(host); p[len(p)-1].String() != "measure func=MODULE_CHECK " {
 		t.Errorf("last rule %q", p[len(p)-1].String())
 	}
 	// Non-root: EACCES for reading and writing.
@@ -366,10 +366,10 @@ func TestPolicyPerNamespace(t *testing.T) {
 	if _, err := run(t, pid, "sh", "-c", "echo 'measure func=FILE_CHECK' > "+pol); err != nil {
 		t.Fatal(err)
 	}
-	if got := ns.Policy().String(); got != "measure func=FILE_CHECK \n" {
+	if got := settled(ns).String(); got != "measure func=FILE_CHECK \n" {
 		t.Errorf("container policy %q: the first load replaces the default", got)
 	}
-	if got := fx.reg.Host().Policy().String(); got != "" {
+	if got := settled(fx.reg.Host()).String(); got != "" {
 		t.Errorf("host policy changed by the container: %q", got)
 	}
 	// The container's writer claim does not block the host's.
@@ -490,7 +490,7 @@ func TestPolicySessionsLikeTheKernel(t *testing.T) {
 		if tt.want != "" {
 			want = tt.want
 		}
-		if got := fx.reg.Host().Policy().String(); got != want {
+		if got := settled(fx.reg.Host()).String(); got != want {
 			t.Errorf("%s: policy %q, want %q", tt.name, got, want)
 		}
 	}

@@ -2,7 +2,7 @@ package fs
 
 import (
 	"context"
-	"errors"
+	"os"
 	"sync"
 	"syscall"
 
@@ -11,7 +11,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/imafs/imafs/imans"
-	"github.com/imafs/imafs/policy"
 )
 
 var (
@@ -30,10 +29,14 @@ type policyNode struct {
 	root *Root
 }
 
-// Getattr implements fs.NodeGetattrer.
+// Getattr implements fs.NodeGetattrer. The size is the caller's policy
+// text's, cached per load (never rendered per stat).
 func (n *policyNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.root.setAttr(&out.Attr, syscall.S_IFREG|modePolicy)
-	out.Size = n.root.sizeFor(ctx, func(ns *imans.Namespace) int64 { return int64(len(ns.Policy().String())) })
+	out.Size = n.root.sizeFor(ctx, func(ns *imans.Namespace) int64 {
+		writers.wait(ns, closingDirty)
+		return int64(len(ns.PolicyText()))
+	})
 	return 0
 }
 
@@ -48,7 +51,9 @@ func (n *policyNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.S
 }
 
 // Open implements fs.NodeOpener with ima_open_policy's rules: O_RDWR is
-// EACCES, reading needs privilege, one writer per namespace (EBUSY).
+// EACCES, reading needs privilege, one writer per namespace (EBUSY). Both
+// first wait for the RELEASE of a writer that was just closed (see
+// settleTimeout).
 func (n *policyNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	switch flags & syscall.O_ACCMODE {
 	case syscall.O_RDONLY:
@@ -56,26 +61,39 @@ func (n *policyNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 		if errno != 0 {
 			return nil, 0, errno
 		}
-		return &policyReader{text: []byte(ns.Policy().String())}, readOnlyOpenFlags, 0
+		writers.wait(ns, closingDirty)
+		return &policyReader{text: ns.PolicyText()}, readOnlyOpenFlags, 0
 	case syscall.O_WRONLY:
-		c, ns, errno := n.root.authorize(ctx, "write policy")
-		if errno != 0 {
-			return nil, 0, errno
-		}
-		if !ns.AcquirePolicyWriter() {
-			return nil, 0, syscall.EBUSY
-		}
-		w := &policyWriter{root: n.root, ns: ns, pid: c.PID, holding: true}
-		w.sess = n.root.newWriteSession(ns, c.PID)
-		return w, fuse.FOPEN_DIRECT_IO, 0
+		return n.openWriter(ctx, flags)
 	default:
 		return nil, 0, syscall.EACCES
 	}
 }
 
+func (n *policyNode) openWriter(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	c, ns, errno := n.root.authorize(ctx, "write policy")
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	writers.wait(ns, closing)
+	if !ns.AcquirePolicyWriter() {
+		return nil, 0, syscall.EBUSY
+	}
+	root, err := pinRoot(c)
+	if err != nil {
+		ns.ReleasePolicyWriter()
+		n.root.log.WithError(err).WithFields(logrus.Fields{"ns": ns.ID, "pid": c.PID}).Debug("policy writer gone at open")
+		return nil, 0, errnoOf(err)
+	}
+	w := &policyWriter{root: n.root, ns: ns, pid: c.PID, rootDir: root, appendMode: flags&syscall.O_APPEND != 0}
+	w.sess = newWriteSession(ns, root)
+	writers.set(w, writerState{}, true)
+	return w, fuse.FOPEN_DIRECT_IO, 0
+}
+
 // policyReader serves the canonical policy text as it was at open.
 type policyReader struct {
-	text []byte
+	text string
 }
 
 // Read implements fs.FileReader.
@@ -90,45 +108,48 @@ func (h *policyReader) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
-// policyWriter is one writer's policy update session.
+// policyWriter is one open file's policy update session.
 //
 // Kernel semantics map onto FUSE like this. The kernel never advances the
 // file position of the policy file, FUSE does (by each write's result): a
 // write at the position the earlier writes on this handle reached is the
-// kernel's "*ppos == 0"; any other offset is EINVAL. What was written is
-// applied at FLUSH (synchronous with close(2)); a shell's `> policy` closes
-// a dup of the fd before writing, so a FLUSH also hands the writer claim back
-// and the next write on the handle claims it again (EBUSY if another writer
-// took it meanwhile). RELEASE repeats the FLUSH work when there is any left.
+// kernel's "*ppos == 0"; any other offset is EINVAL. With O_APPEND FUSE
+// sends every write at the file's size; the kernel's position stays 0, so
+// every write of an O_APPEND handle is at position 0. What was written is
+// applied all or nothing at RELEASE, the last close of the open file (a
+// child's exit or a shell's dup'd fd only FLUSHes); the handle holds the
+// namespace's writer claim from OPEN to RELEASE, like IMA_FS_BUSY. "/path"
+// loads resolve in the opener's root, pinned at OPEN (rootDir).
 type policyWriter struct {
-	root *Root
-	ns   *imans.Namespace
-	pid  int
+	root       *Root
+	ns         *imans.Namespace
+	pid        int
+	rootDir    *os.File // the opener's root directory (O_PATH)
+	appendMode bool     // opened O_APPEND
 
-	mu      sync.Mutex
-	sess    writeSession
-	pos     int64 // file position FUSE has reached on this handle
-	dirty   bool  // written since the last commit
-	holding bool  // holds ns's writer claim
+	mu    sync.Mutex
+	sess  writeSession
+	pos   int64 // file position FUSE has reached on this handle
+	dirty bool  // written since open
+	done  bool  // released
 }
 
 // Write implements fs.FileWriter.
 func (w *policyWriter) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.holding {
-		if !w.ns.AcquirePolicyWriter() {
-			return 0, syscall.EBUSY
-		}
-		w.holding = true
+	if w.done {
+		return 0, syscall.EBADF
 	}
 	sessOff := off
-	if off == w.pos {
+	if w.appendMode || off == w.pos {
 		sessOff = 0
 	}
 	w.dirty = true
+	writers.set(w, writerState{dirty: true}, true)
 	n, err := w.sess.Write(data, sessOff)
 	if err != nil {
+		// err never holds a loaded file's content (policy.Session).
 		w.root.log.WithError(err).WithFields(logrus.Fields{"ns": w.ns.ID, "pid": w.pid}).Info("policy write rejected")
 		return 0, errnoOfPolicy(err)
 	}
@@ -141,42 +162,28 @@ func (w *policyWriter) Write(ctx context.Context, data []byte, off int64) (uint3
 	return uint32(n), 0
 }
 
-// Flush implements fs.FileFlusher: apply what this handle has written.
+// Flush implements fs.FileFlusher: one close(2) of a descriptor of the
+// open file, maybe not the last; the session stays open until RELEASE.
 func (w *policyWriter) Flush(ctx context.Context) syscall.Errno {
-	w.commit()
-	return 0
-}
-
-// Release implements fs.FileReleaser.
-func (w *policyWriter) Release(ctx context.Context) syscall.Errno {
-	w.commit()
-	return 0
-}
-
-// errnoOfPolicy maps a policy.Session error to the kernel's errno.
-func errnoOfPolicy(err error) syscall.Errno {
-	var errno syscall.Errno
-	switch {
-	case errors.Is(err, policy.ErrAccess):
-		return syscall.EACCES
-	case errors.Is(err, policy.ErrInvalid):
-		return syscall.EINVAL
-	case errors.As(err, &errno):
-		return errno
-	}
-	// A policy file that can't be read: the kernel returns the read error;
-	// anything else is a bad request.
-	return syscall.EINVAL
-}
-
-func (w *policyWriter) commit() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.holding {
-		return
+	if !w.done {
+		writers.set(w, writerState{closing: true, dirty: w.dirty}, true)
 	}
-	log := w.root.log.WithFields(logrus.Fields{"ns": w.ns.ID, "pid": w.pid})
+	return 0
+}
+
+// Release implements fs.FileReleaser: the last close of the open file
+// applies the session (ima_release_policy) and gives the claim back.
+func (w *policyWriter) Release(ctx context.Context) syscall.Errno {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return 0
+	}
+	w.done = true
 	if w.dirty {
+		log := w.root.log.WithFields(logrus.Fields{"ns": w.ns.ID, "pid": w.pid})
 		rules, err := w.sess.Commit()
 		if err == nil {
 			err = w.ns.LoadPolicy(rules)
@@ -186,9 +193,10 @@ func (w *policyWriter) commit() {
 		} else {
 			log.WithField("rules", len(rules)).Info("policy update completed")
 		}
-		w.sess = w.root.newWriteSession(w.ns, w.pid)
-		w.dirty = false
 	}
+	w.sess = nil
+	w.rootDir.Close()
 	w.ns.ReleasePolicyWriter()
-	w.holding = false
+	writers.set(w, writerState{}, false)
+	return 0
 }

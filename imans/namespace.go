@@ -2,6 +2,7 @@ package imans
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,8 +34,11 @@ type Namespace struct {
 	template string
 
 	mu           sync.RWMutex
-	policy       policy.Policy
-	policyLoaded bool // a load replaced the default policy; later loads append
+	policy       policy.Policy // never changed in place: a load makes a new slice
+	policyText   string        // policy.String(), rendered once per load
+	policyBytes  int64         // policy.Bytes(), what counts against limits
+	policyLoaded bool          // a load replaced the default policy; later loads append
+	limits       policy.Limits
 
 	policyWriter atomic.Bool   // one policy writer at a time (EBUSY for a second)
 	detached     chan struct{} // closed by Detach
@@ -47,8 +51,8 @@ type Namespace struct {
 	savePolicy func(text string) error
 }
 
-func newNamespace(id string, init int, pinned *nsresolve.Pinned, algo measurelog.Algo, template string, defaultPolicy policy.Policy) *Namespace {
-	return &Namespace{
+func newNamespace(id string, init int, pinned *nsresolve.Pinned, algo measurelog.Algo, template string, defaultPolicy policy.Policy, limits policy.Limits) *Namespace {
+	n := &Namespace{
 		ID:       id,
 		Init:     init,
 		Pinned:   pinned,
@@ -56,9 +60,19 @@ func newNamespace(id string, init int, pinned *nsresolve.Pinned, algo measurelog
 		Attached: time.Now(),
 		algo:     algo,
 		template: template,
-		policy:   append(policy.Policy(nil), defaultPolicy...),
+		limits:   limits.OrDefault(),
 		detached: make(chan struct{}),
 	}
+	n.setPolicy(append(policy.Policy(nil), defaultPolicy...))
+	return n
+}
+
+// setPolicy replaces the policy and its cached renderings; n.mu is held (or
+// n is not shared yet).
+func (n *Namespace) setPolicy(p policy.Policy) {
+	n.policy = p[:len(p):len(p)]
+	n.policyText = p.String()
+	n.policyBytes = p.Bytes()
 }
 
 // IsHost reports whether n is the host namespace.
@@ -73,16 +87,43 @@ func (n *Namespace) Label() string {
 	return n.ID
 }
 
-// Policy returns a snapshot of n's current policy.
+// Policy returns n's current policy: a snapshot that no load changes (a
+// load makes a new slice), shared with every other caller, so read-only
+// (its capacity ends at its length: an append copies).
 func (n *Namespace) Policy() policy.Policy {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	return append(policy.Policy(nil), n.policy...)
+	return n.policy
+}
+
+// PolicyText returns the policy file's content (Policy().String()),
+// rendered once per load rather than at every read or stat.
+func (n *Namespace) PolicyText() string {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.policyText
+}
+
+// PolicyLimits returns n's limits.
+func (n *Namespace) PolicyLimits() policy.Limits { return n.limits }
+
+// PolicyRoom returns what a load may still add to n's policy: the whole of
+// n's limits while the default policy is active (the first load replaces
+// it), else what the current rules leave.
+func (n *Namespace) PolicyRoom() policy.Limits {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if !n.policyLoaded {
+		return n.limits
+	}
+	return policy.Limits{MaxRules: n.limits.MaxRules - len(n.policy), MaxBytes: n.limits.MaxBytes - n.policyBytes}
 }
 
 // LoadPolicy applies a successful policy load: the first one replaces the
 // default policy, later ones append, as the kernel does with its boot policy.
-// A load without rules changes nothing and returns ErrEmptyPolicy.
+// A load without rules changes nothing and returns ErrEmptyPolicy; one that
+// would exceed n's limits changes nothing and returns an error wrapping
+// policy.ErrNoSpace.
 func (n *Namespace) LoadPolicy(rules policy.Policy) error {
 	if len(rules) == 0 {
 		return ErrEmptyPolicy
@@ -91,16 +132,23 @@ func (n *Namespace) LoadPolicy(rules policy.Policy) error {
 	defer n.mu.Unlock()
 	next := append(policy.Policy(nil), rules...)
 	if n.policyLoaded {
-		next = append(append(policy.Policy(nil), n.policy...), rules...)
+		next = append(append(make(policy.Policy, 0, len(n.policy)+len(rules)), n.policy...), rules...)
 	}
+	if !n.limits.Fits(len(next), next.Bytes()) {
+		return fmt.Errorf("policy of %s: %d rules, %d bytes: %w (limits %d rules, %d bytes)",
+			n.ID, len(next), next.Bytes(), policy.ErrNoSpace, n.limits.MaxRules, n.limits.MaxBytes)
+	}
+	text := next.String()
 	if n.savePolicy != nil {
 		// Durable before it applies: a restarted daemon enforces what
 		// the namespace's root last loaded.
-		if err := n.savePolicy(next.String()); err != nil {
+		if err := n.savePolicy(text); err != nil {
 			return err
 		}
 	}
-	n.policy = next
+	n.policy = next[:len(next):len(next)]
+	n.policyText = text
+	n.policyBytes = next.Bytes()
 	n.policyLoaded = true
 	return nil
 }

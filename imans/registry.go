@@ -47,6 +47,9 @@ type Options struct {
 	// BootAggregate returns the boot_aggregate digest in algo; nil (or an
 	// error) means no TPM: an all-zero digest, like a kernel without a TPM.
 	BootAggregate func(algo measurelog.Algo) ([]byte, error)
+	// PolicyLimits bound each namespace's policy (zero fields: the
+	// policy package's defaults); a load beyond them fails with ENOSPC.
+	PolicyLimits policy.Limits
 }
 
 // Registry holds the host namespace and every registered container.
@@ -100,7 +103,7 @@ func NewRegistry(opts Options) (*Registry, error) {
 		byID:     map[string]*Namespace{},
 		byPidNS:  map[nsresolve.NSID]*Namespace{},
 	}
-	r.host = newNamespace(HostID, 0, nil, opts.Algo, opts.Template, opts.HostPolicy)
+	r.host = newNamespace(HostID, 0, nil, opts.Algo, opts.Template, opts.HostPolicy, opts.PolicyLimits)
 	if opts.StateDir != "" {
 		if err := r.openState(); err != nil {
 			return nil, fmt.Errorf("new registry: %w", err)
@@ -170,7 +173,7 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 		pinned.Close()
 		return nil, fmt.Errorf("attach %s: pid %d: %w", id, pid, ErrHostPidNS)
 	}
-	ns := newNamespace(id, pid, pinned, r.opts.Algo, r.opts.Template, r.opts.DefaultContainerPolicy)
+	ns := newNamespace(id, pid, pinned, r.opts.Algo, r.opts.Template, r.opts.DefaultContainerPolicy, r.opts.PolicyLimits)
 	initial, err := r.initialEntries(ns, ociConfig)
 	if err != nil {
 		pinned.Close()

@@ -238,7 +238,7 @@ func mustParse(t *testing.T, text string) policy.Policy {
 
 func TestLoadPolicy(t *testing.T) {
 	def := mustParse(t, "measure func=BPRM_CHECK\n")
-	ns := newNamespace("x", 1, &nsresolve.Pinned{}, measurelog.SHA256, "ima-ng", def)
+	ns := newNamespace("x", 1, &nsresolve.Pinned{}, measurelog.SHA256, "ima-ng", def, policy.Limits{})
 	if got := ns.Policy().String(); got != def.String() {
 		t.Fatalf("initial policy %q, want the default %q", got, def.String())
 	}
@@ -266,7 +266,7 @@ func TestLoadPolicy(t *testing.T) {
 }
 
 func TestPolicyWriterClaim(t *testing.T) {
-	ns := newNamespace("x", 1, &nsresolve.Pinned{}, measurelog.SHA256, "ima-ng", nil)
+	ns := newNamespace("x", 1, &nsresolve.Pinned{}, measurelog.SHA256, "ima-ng", nil, policy.Limits{})
 	if !ns.AcquirePolicyWriter() {
 		t.Fatal("first claim refused")
 	}

@@ -176,7 +176,7 @@ func (r *Registry) restoreOne(id string) (*Namespace, error) {
 		r.state.moveAside(id, quarantineName, "corrupt journal: "+err.Error())
 		return nil, err
 	}
-	ns := newNamespace(id, rec.Pid, pinned, r.opts.Algo, r.opts.Template, r.opts.DefaultContainerPolicy)
+	ns := newNamespace(id, rec.Pid, pinned, r.opts.Algo, r.opts.Template, r.opts.DefaultContainerPolicy, r.opts.PolicyLimits)
 	ns.Attached = rec.Attached
 	ns.journal = j
 	ns.record = rec
@@ -185,7 +185,7 @@ func (r *Registry) restoreOne(id string) (*Namespace, error) {
 	if err == nil && saved {
 		var rules policy.Policy
 		if rules, err = policy.Parse(text); err == nil {
-			ns.policy = rules
+			ns.setPolicy(rules)
 			ns.policyLoaded = true
 		}
 	}

@@ -8,7 +8,7 @@ import (
 )
 
 func TestTarget(t *testing.T) {
-	ns := newNamespace("c1", 0, nil, measurelog.SHA256, "ima-ng", nil)
+	ns := newNamespace("c1", 0, nil, measurelog.SHA256, "ima-ng", nil, policy.Limits{})
 	for _, tc := range []struct {
 		d        policy.Decision
 		template string

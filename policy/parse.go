@@ -12,10 +12,16 @@ type ParseError struct {
 	Line   int    // 1-based line number in the text (or write session)
 	Token  string // the offending token as written, "" when the rule as a whole is at fault
 	Reason string // human-readable reason
+	// Err is ErrRange when the kernel answers ERANGE rather than EINVAL (a
+	// kstrtoul overflow in uid=, fowner=, fsmagic= ...), else nil.
+	Err error
 }
 
 // Error returns "line N: <reason>".
 func (e *ParseError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Reason) }
+
+// Unwrap returns Err (ErrRange or nil).
+func (e *ParseError) Unwrap() error { return e.Err }
 
 // ParseOptions selects the kernel configuration and state a rule is parsed
 // against. The zero value mirrors the golden Linux 6.12 kernel
@@ -160,7 +166,7 @@ func parseLine(line string, lineNo int, o *ParseOptions) (*Rule, error) {
 			continue
 		}
 		if reason := p.token(tok); reason != "" {
-			return nil, &ParseError{Line: lineNo, Token: tok, Reason: fmt.Sprintf("%q: %s", tok, reason)}
+			return nil, &ParseError{Line: lineNo, Token: tok, Reason: fmt.Sprintf("%q: %s", tok, reason), Err: p.rangeErr}
 		}
 	}
 	if tok, reason := p.r.validate(&p.toks); reason != "" {
@@ -430,6 +436,16 @@ type ruleParser struct {
 	opts *ParseOptions
 	toks tokenNames
 	algo bool // appraise_algos seen (allowed_algos != 0)
+	// rangeErr is ErrRange once a kstrtoul of the kernel's overflowed (it
+	// returns -ERANGE, which ima_parse_rule passes on).
+	rangeErr error
+}
+
+// overflow notes that err is kstrtoul's -ERANGE.
+func (p *ruleParser) overflow(err error) {
+	if errors.Is(err, errRange) {
+		p.rangeErr = ErrRange
+	}
 }
 
 // token applies one token like one iteration of ima_parse_rule's loop; it
@@ -501,6 +517,7 @@ func (p *ruleParser) token(tok string) string {
 		}
 		v, err := kstrtoull(val, 16)
 		if err != nil {
+			p.overflow(err)
 			return "fsmagic must be a hexadecimal number: " + err.Error()
 		}
 		r.FSMagic, r.HasFSMagic = v, true
@@ -654,6 +671,7 @@ func (p *ruleParser) id(key string, op byte, val string) string {
 	}
 	v, err := kstrtoull(val, 10)
 	if err != nil {
+		p.overflow(err)
 		return key + " must be a decimal number: " + err.Error()
 	}
 	if v >= invalidID {

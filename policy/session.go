@@ -51,12 +51,16 @@ const PageSize = 4096
 //     invalid);
 //   - an invalid rule fails that write with EINVAL and marks the whole
 //     session failed: Commit then returns ErrFailed and no rules, even for
-//     rules accepted earlier in the session;
+//     rules accepted earlier in the session; a number kstrtoul overflows on
+//     (uid=, fowner=, fsmagic= ...) fails it with ERANGE (ErrRange);
+//   - (imafs's own) a rule beyond Room fails its write with ErrNoSpace
+//     (ENOSPC), which also fails the session;
 //   - a write whose data begins with '/' names a policy file to load
 //     (ReadFile): its path ends at the first "\n"; the file's lines are
 //     parsed as above; the write returns the whole data's length (up to a
 //     NUL); a missing file, an invalid rule or a last line without "\n"
 //     fails the write (ima_read_policy's size accounting) and the session;
+//     an error names the file's line by number, never its content;
 //   - with RequireSignedPolicy, any other write fails with EACCES;
 //   - Commit (close) of a session that added no rule returns ErrNoRules:
 //     the writer saw success, the policy does not change;
@@ -75,7 +79,12 @@ type Session struct {
 	// ReadFile reads a policy file named by a "/path" write, as the writer
 	// would see it. Nil: such writes fail with ErrInvalid.
 	ReadFile func(path string) ([]byte, error)
+	// Room, when set, is what the session may still add to the policy:
+	// a rule beyond it fails its write (and so the session) with an error
+	// wrapping ErrNoSpace, before the session grows any further.
+	Room *Limits
 
+	bytes     int64 // RuleBytes of rules
 	rules     Policy
 	failed    error // first failure, sticky
 	lines     int   // lines written, for error positions
@@ -153,10 +162,30 @@ func (s *Session) addLine(line []byte, lineNo int) error {
 	if err != nil {
 		return fmt.Errorf("policy write: %w: %w", ErrInvalid, err)
 	}
-	if r != nil {
-		s.rules = append(s.rules, r)
+	if r == nil {
+		return nil
 	}
+	n := RuleBytes(r)
+	if s.Room != nil && !s.Room.Fits(len(s.rules)+1, s.bytes+n) {
+		return fmt.Errorf("policy write: %w: the limits leave room for %d more rules, %d more bytes", ErrNoSpace, s.Room.MaxRules, s.Room.MaxBytes)
+	}
+	s.rules = append(s.rules, r)
+	s.bytes += n
 	return nil
+}
+
+// loadErr is the error of line lineNo of a loaded policy file: it names the
+// line, never its content (the file is the writer's to read, not the
+// daemon log's: a host file's line must not end up there).
+func loadErr(path []byte, lineNo int, err error) error {
+	var pe *ParseError
+	if !errors.As(err, &pe) {
+		return fmt.Errorf("policy load %q: line %d: %w", path, lineNo, err)
+	}
+	if pe.Err != nil {
+		return fmt.Errorf("policy load %q: line %d: invalid rule: %w: %w", path, lineNo, ErrInvalid, pe.Err)
+	}
+	return fmt.Errorf("policy load %q: line %d: invalid rule: %w", path, lineNo, ErrInvalid)
 }
 
 // load mirrors ima_read_policy.
@@ -166,11 +195,11 @@ func (s *Session) load(data []byte) (int, error) {
 		path = path[:i]
 	}
 	if s.ReadFile == nil {
-		return 0, fmt.Errorf("policy load %s: %w: loading a policy file is not supported here", path, ErrInvalid)
+		return 0, fmt.Errorf("policy load %q: %w: loading a policy file is not supported here", path, ErrInvalid)
 	}
 	content, err := s.ReadFile(string(path))
 	if err != nil {
-		return 0, fmt.Errorf("policy load %s: %w", path, err)
+		return 0, fmt.Errorf("policy load %q: %w", path, err)
 	}
 	rest := content
 	lineNo := 0
@@ -182,18 +211,18 @@ func (s *Session) load(data []byte) (int, error) {
 			// The kernel's size accounting (strlen+1 per line) underflows
 			// on a last line without "\n": the load fails with EINVAL.
 			if err := s.addLine(line, lineNo); err != nil {
-				return 0, fmt.Errorf("policy load %s: %w", path, err)
+				return 0, loadErr(path, lineNo, err)
 			}
-			return 0, fmt.Errorf("policy load %s: %w: last line has no newline", path, ErrInvalid)
+			return 0, fmt.Errorf("policy load %q: %w: last line has no newline", path, ErrInvalid)
 		}
 		line = rest[:end]
 		if err := s.addLine(line, lineNo); err != nil {
-			return 0, fmt.Errorf("policy load %s: %w", path, err)
+			return 0, loadErr(path, lineNo, err)
 		}
 		if rest[end] == 0 {
 			// strsep stops at the NUL: the bytes after it are never
 			// parsed and the size check fails.
-			return 0, fmt.Errorf("policy load %s: %w: NUL byte in policy file", path, ErrInvalid)
+			return 0, fmt.Errorf("policy load %q: %w: NUL byte in policy file", path, ErrInvalid)
 		}
 		rest = rest[end+1:]
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/imafs/imafs/imans"
 )
 
-
 func runPs(args []string) int {
 	fl, socket := clientFlags("ps")
 	asJSON := fl.Bool("json", false, "print JSON")
@@ -147,7 +146,7 @@ func runPolicyClient(args []string) int {
 			fmt.Fprintln(os.Stderr, "imafs policy:", err)
 			return 1
 		}
-		if _, err := client.Call(context.Background(), &control.Request{Op: control.OpPolicySet, ID: id, Policy: string(text)}); err != nil {
+		if _, err := client.Call(context.Background(), &control.Request{Op: control.OpPolicySet, ID: id, Policy: string(text), PolicyBytes: text}); err != nil {
 			fmt.Fprintln(os.Stderr, "imafs policy:", err)
 			return 1
 		}
@@ -158,7 +157,11 @@ func runPolicyClient(args []string) int {
 		fmt.Fprintln(os.Stderr, "imafs policy:", err)
 		return 1
 	}
-	fmt.Print(resp.Policy)
+	if resp.PolicyBytes != nil {
+		os.Stdout.Write(resp.PolicyBytes)
+	} else {
+		fmt.Print(resp.Policy)
+	}
 	return 0
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/imafs/imafs/control"
 	"github.com/imafs/imafs/fanotify"
 	"github.com/imafs/imafs/internal/daemon"
+	"github.com/imafs/imafs/policy"
 )
 
 // `imafs serve` runs the daemon (package internal/daemon; its life cycle
@@ -48,6 +49,9 @@ func serveConfig(args []string) (daemon.Config, *logrus.Logger, int) {
 	vtpmKind := fl.String("vtpm", "", "per-container virtual TPM: swtpm (one swtpm process per container) or none")
 	fl.StringVar(&cfg.VTPMSocketDir, "vtpm-socket-dir", "/run/imafs/vtpm", "directory for the vTPMs' sockets (STATE/run if empty)")
 	fl.IntVar(&cfg.TakeoverFD, "takeover-fd", 0, "internal (imafs upgrade): take over from the daemon that started this one and report readiness on this fd")
+	cfg.PolicyLimits = policy.DefaultLimits()
+	fl.IntVar(&cfg.PolicyLimits.MaxRules, "policy-max-rules", cfg.PolicyLimits.MaxRules, "most rules one namespace's policy may hold (a load beyond: ENOSPC)")
+	fl.Int64Var(&cfg.PolicyLimits.MaxBytes, "policy-max-bytes", cfg.PolicyLimits.MaxBytes, "most bytes one namespace's policy text may take; also the largest policy file a \"/path\" load reads (larger: EFBIG)")
 	sourceFlags(fl, &cfg)
 	if err := fl.Parse(args); err != nil {
 		return cfg, nil, 2

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"time"
+
+	"github.com/imafs/imafs/policy"
 )
 
 // SecurityFSTarget is where a container's tree is mounted.
@@ -16,6 +18,8 @@ type Config struct {
 	TPM             string // host TPM for boot_aggregate; "": zeros
 	VTPM            bool   // one swtpm per container
 	VTPMSocketDir   string // "" → StateDir/run
+	// PolicyLimits bound every namespace's policy (a load beyond: ENOSPC).
+	PolicyLimits policy.Limits
 
 	// TakeoverFD > 0: this daemon is an upgrade's successor; it replaces
 	// its predecessor's mounts and reports readiness on this fd.

@@ -238,7 +238,8 @@ func (c *control) policyGet(req *ctl.Request, rw *ctl.ReplyWriter) error {
 	if err != nil {
 		return err
 	}
-	return rw.Reply(&ctl.Response{Policy: ns.Policy().String()})
+	text := ns.PolicyText()
+	return rw.Reply(&ctl.Response{Policy: text, PolicyBytes: []byte(text)})
 }
 
 func (c *control) policySet(req *ctl.Request, rw *ctl.ReplyWriter) error {
@@ -246,7 +247,11 @@ func (c *control) policySet(req *ctl.Request, rw *ctl.ReplyWriter) error {
 	if err != nil {
 		return err
 	}
-	rules, err := policy.Parse(req.Policy)
+	text := req.Policy
+	if req.PolicyBytes != nil {
+		text = string(req.PolicyBytes) // exact bytes, also where not UTF-8
+	}
+	rules, err := policy.Parse(text)
 	if err != nil {
 		return fmt.Errorf("policy for %s: %w", ns.ID, err)
 	}

@@ -48,7 +48,7 @@ func (g *registry) Start(env *Env) error {
 // containers' initial policy, boot_aggregate from the kernel source, else
 // the host TPM, else zeros.
 func (g *registry) options(env *Env) (imans.Options, error) {
-	opts := imans.Options{StateDir: g.cfg.StateDir, Log: env.Log}
+	opts := imans.Options{StateDir: g.cfg.StateDir, Log: env.Log, PolicyLimits: g.cfg.PolicyLimits}
 	if p := g.cfg.ContainerPolicy; p != "" {
 		text, err := os.ReadFile(p)
 		if err != nil {
