@@ -538,9 +538,13 @@ func TestOpenHandles(t *testing.T) {
 		}
 	}
 	waitHandles(0)
+	before := time.Now()
 	list, err := os.Open(filepath.Join(f.ima, "ascii_runtime_measurements"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if last := f.root.LastOpen(); last.Before(before) || last.After(time.Now()) {
+		t.Errorf("LastOpen = %v, want the open just made (after %v)", last, before)
 	}
 	dir, err := os.Open(f.ima)
 	if err != nil {

@@ -3,6 +3,7 @@ package fs
 import (
 	"fmt"
 	"os"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -20,14 +21,22 @@ import (
 // the page cache.
 //
 // It also counts the open file and directory handles of its tree (see
-// Root.OpenHandles).
+// Root.OpenHandles) and notes when a path was last looked up or opened
+// (Root.LastOpen).
 type rawFS struct {
 	fuse.RawFileSystem
 	root *Root
 }
 
+// Lookup implements fuse.RawFileSystem.
+func (r rawFS) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	r.root.lastOpen.Store(time.Now().UnixNano())
+	return r.RawFileSystem.Lookup(cancel, header, name, out)
+}
+
 // Open implements fuse.RawFileSystem.
 func (r rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	r.root.lastOpen.Store(time.Now().UnixNano())
 	st := r.RawFileSystem.Open(cancel, in, out)
 	if st == fuse.OK {
 		r.root.handles.Add(1)
@@ -43,6 +52,7 @@ func (r rawFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 
 // OpenDir implements fuse.RawFileSystem.
 func (r rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	r.root.lastOpen.Store(time.Now().UnixNano())
 	st := r.RawFileSystem.OpenDir(cancel, in, out)
 	if st == fuse.OK {
 		r.root.handles.Add(1)
@@ -73,6 +83,17 @@ func (r *Root) RawFileSystem() fuse.RawFileSystem {
 // (opened and not yet released). A daemon handing its mounts over waits for
 // this to reach 0 before it exits, so that no reader's open file dies with it.
 func (r *Root) OpenHandles() int64 { return r.handles.Load() }
+
+// LastOpen is when the tree last received a LOOKUP, OPEN or OPENDIR (zero:
+// never). A daemon handing its mounts over also waits until this is a
+// while ago: a path walk that entered the old mount just before the swap
+// opens its file right after.
+func (r *Root) LastOpen() time.Time {
+	if ns := r.lastOpen.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
 
 // Serve serves r on dev, a /dev/fuse file already mounted (see
 // mountns.MountFUSE), through go-fuse's "/dev/fd/N" convention; it takes

@@ -53,7 +53,8 @@ type Root struct {
 	reg   *imans.Registry
 	mtime time.Time
 
-	handles atomic.Int64 // open file and directory handles (rawFS counts them)
+	handles  atomic.Int64 // open file and directory handles (rawFS counts them)
+	lastOpen atomic.Int64 // unix ns of the last LOOKUP, OPEN or OPENDIR received (rawFS)
 }
 
 var (

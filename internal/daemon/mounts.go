@@ -27,6 +27,7 @@ type mount struct {
 	target string // mount point as resolved at mount time
 	srv    *fuse.Server
 	root   *imafsfs.Root
+	ended  chan struct{} // closed when the connection ended (no user left)
 }
 
 // mounts serves one FUSE connection per attached container (plus one for
@@ -199,9 +200,10 @@ func (ms *mounts) serveAt(owner *imans.Namespace, pid int, target string, swap b
 		}
 		return nil, err
 	}
-	m := &mount{id: id, pid: pid, target: target, srv: srv, root: root}
+	m := &mount{id: id, pid: pid, target: target, srv: srv, root: root, ended: make(chan struct{})}
 	go func() {
 		srv.Wait()
+		close(m.ended)
 		ms.log.WithFields(fields).Info("fuse connection ended")
 		ms.mu.Lock()
 		if ms.byID[id] == m {
@@ -234,30 +236,47 @@ func (ms *mounts) unmount(m *mount) {
 // the files still open on its old mounts.
 const handoverDrainTimeout = 5 * time.Second
 
-// drain waits until no file or directory of these mounts is open, or
-// timeout: a reader that opened a file on a mount just before the successor
-// slid its own beneath gets its reads answered instead of ECONNABORTED when
-// this process exits.
+// handoverQuiet: a handed-over mount that has no open file and has seen
+// no LOOKUP, OPEN or OPENDIR for this long counts as unused even if its
+// connection has not ended (a copy of it in a nested container's
+// namespace keeps it alive).
+const handoverQuiet = time.Second
+
+// drain waits until the connections of these mounts have ended: the
+// successor detached each, and the kernel ends a detached mount's
+// connection once no one uses it, no open file and no path walk in it. A
+// reader that entered an old mount just before the successor slid its own
+// beneath gets its open and its reads answered instead of ECONNABORTED
+// when this process exits. It gives up after timeout, and treats a mount
+// without open files that has been quiet for handoverQuiet as unused.
 func (ms *mounts) drain(timeout time.Duration) {
 	ms.mu.Lock()
-	roots := make([]*imafsfs.Root, 0, len(ms.byID)+1)
+	all := make([]*mount, 0, len(ms.byID)+1)
 	for _, m := range ms.byID {
-		roots = append(roots, m.root)
+		all = append(all, m)
 	}
 	if ms.host != nil {
-		roots = append(roots, ms.host.root)
+		all = append(all, ms.host)
 	}
 	ms.mu.Unlock()
-	open := func() (n int64) {
-		for _, r := range roots {
-			n += r.OpenHandles()
+	inUse := func() (n int64) {
+		for _, m := range all {
+			select {
+			case <-m.ended:
+				continue
+			default:
+			}
+			open := m.root.OpenHandles()
+			if open > 0 || time.Since(m.root.LastOpen()) < handoverQuiet {
+				n += max(open, 1)
+			}
 		}
 		return n
 	}
 	deadline := time.Now().Add(timeout)
-	for n := open(); n > 0; n = open() {
+	for n := inUse(); n > 0; n = inUse() {
 		if time.Now().After(deadline) {
-			ms.log.WithField("open", n).Warn("handover: files still open on the old mounts; their readers get ECONNABORTED")
+			ms.log.WithField("in_use", n).Warn("handover: old mounts still in use; their readers get ECONNABORTED")
 			return
 		}
 		time.Sleep(2 * time.Millisecond)
