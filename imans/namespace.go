@@ -43,6 +43,7 @@ type Namespace struct {
 	// With a state directory: the list's journal, the attach record and
 	// the hook that makes a policy load durable before it applies.
 	journal    *jfile
+	damaged    atomic.Pointer[string] // why the list is known incomplete (journal damage)
 	record     *ContainerRecord
 	savePolicy func(text string) error
 }
