@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -16,7 +17,8 @@ import (
 // field, a bad digest, an empty or missing journal next to a valid attach
 // record, an empty or missing host journal in a state directory that was in
 // use) is never cut silently: measurelog keeps the original byte for byte
-// (NAME.corrupt-<unix nanoseconds>), the valid prefix is restored, the
+// (NAME.corrupt-<unix nanoseconds>; an empty NAME.missing-<unix
+// nanoseconds> for a missing one), the valid prefix is restored, the
 // namespace is marked degraded (Registry.Degraded: imafs ps, the metric
 // imafs_namespace_degraded, an error in the log) for as long as the
 // quarantined original is there, and a violation entry named
@@ -48,6 +50,11 @@ func (s *state) replayExpecting(path string, expect bool) (j *jfile, entries []*
 				what = "journal empty"
 			}
 			saved, qerr := measurelog.Quarantine(path, nil)
+			if qerr == nil && saved == "" {
+				// Nothing to keep: an empty mark says it was missing.
+				saved = fmt.Sprintf("%s.missing-%d", path, time.Now().UnixNano())
+				qerr = writeFileSync(saved, nil)
+			}
 			if qerr != nil {
 				return nil, nil, nil, qerr
 			}
@@ -75,7 +82,9 @@ func (s *state) replayExpecting(path string, expect bool) (j *jfile, entries []*
 // its list and its journal is open.
 func (r *Registry) noteDamage(ns *Namespace, journal string, dmg *measurelog.DamageError) {
 	if dmg == nil {
-		if old, _ := filepath.Glob(journal + ".corrupt-*"); len(old) > 0 {
+		old, _ := filepath.Glob(journal + ".corrupt-*")
+		missing, _ := filepath.Glob(journal + ".missing-*")
+		if old = append(old, missing...); len(old) > 0 {
 			reason := "journal-damaged earlier: original kept as " + strings.Join(old, ", ")
 			ns.damaged.Store(&reason)
 			r.log.WithFields(logrus.Fields{"id": ns.ID, "journal": journal, "quarantined": old}).
