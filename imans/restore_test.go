@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +20,7 @@ import (
 // openRegistry is newTestRegistry without the Cleanup (the tests close
 // registries themselves, as a daemon shutdown or crash would) and with the
 // log captured.
-func openRegistry(t *testing.T, state string, log *bytes.Buffer) *Registry {
+func openRegistry(t *testing.T, state string, log io.Writer) *Registry {
 	t.Helper()
 	l := logrus.New()
 	l.SetOutput(log)

@@ -58,7 +58,7 @@ func TestStateDiskFull(t *testing.T) {
 	defer func(d time.Duration) { retryEvery = d }(retryEvery)
 	retryEvery = 20 * time.Millisecond
 	state := filepath.Join(smallTmpfs(t, 512<<10), "state")
-	var log bytes.Buffer
+	var log harness.SyncBuffer
 	r := openRegistry(t, state, &log)
 	c, err := r.Attach("c", harness.StartSleeper(t).Pid, []byte(`{"ociVersion":"1.0.2"}`))
 	if err != nil {
