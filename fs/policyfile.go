@@ -141,10 +141,11 @@ func (w *policyWriter) Write(ctx context.Context, data []byte, off int64) (uint3
 	return uint32(n), 0
 }
 
-// Flush implements fs.FileFlusher: apply what this handle has written.
+// Flush implements fs.FileFlusher: apply what this handle has written. A
+// load that cannot be made durable (the state directory's errno, e.g.
+// ENOSPC) changes nothing and is close(2)'s error.
 func (w *policyWriter) Flush(ctx context.Context) syscall.Errno {
-	w.commit()
-	return 0
+	return w.commit()
 }
 
 // Release implements fs.FileReleaser.
@@ -169,17 +170,21 @@ func errnoOfPolicy(err error) syscall.Errno {
 	return syscall.EINVAL
 }
 
-func (w *policyWriter) commit() {
+func (w *policyWriter) commit() (errno syscall.Errno) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.holding {
-		return
+		return 0
 	}
 	log := w.root.log.WithFields(logrus.Fields{"ns": w.ns.ID, "pid": w.pid})
 	if w.dirty {
 		rules, err := w.sess.Commit()
 		if err == nil {
 			err = w.ns.LoadPolicy(rules)
+		}
+		var storage syscall.Errno
+		if errors.Is(err, imans.ErrStorage) && errors.As(err, &storage) {
+			errno = storage // not saved, so not applied: the state directory's errno
 		}
 		if err != nil {
 			log.WithError(err).Info("policy update failed")
@@ -191,4 +196,5 @@ func (w *policyWriter) commit() {
 	}
 	w.ns.ReleasePolicyWriter()
 	w.holding = false
+	return errno
 }

@@ -286,7 +286,7 @@ func (s *state) moveAside(id, where, why string) string {
 // savePolicy makes ns's policy durable (write, fsync, rename, fsync dir).
 func (s *state) savePolicy(ns *Namespace, text string) error {
 	if err := writeFileSync(filepath.Join(s.nsDir(ns.ID), policyFileName), []byte(text)); err != nil {
-		return fmt.Errorf("save policy of %s: %w", ns.ID, err)
+		return fmt.Errorf("save policy of %s: %w: %w", ns.ID, ErrStorage, err)
 	}
 	return nil
 }
