@@ -103,6 +103,7 @@ type state struct {
 	frozen   bool // Freeze: a successor daemon owns the journals
 	syncs    int
 	failures uint64 // batches that failed on a write error
+	nfailing atomic.Int64 // journals whose last write failed
 }
 
 // ErrStorage wraps a Record that failed because the state directory could
@@ -228,6 +229,9 @@ func (s *state) closeJournal(j *jfile) {
 	}
 	if !j.closed {
 		j.closed = true
+		if j.failing.Swap(nil) != nil {
+			s.nfailing.Add(-1)
+		}
 		if err := j.f.Close(); err != nil {
 			s.log.WithError(err).WithField("journal", j.path).Warn("close journal")
 		}

@@ -154,6 +154,7 @@ func (s *state) write(j *jfile) error {
 		err = fmt.Errorf("journal %s: %w", j.path, err)
 		msg := err.Error()
 		if j.failing.Swap(&msg) == nil {
+			s.nfailing.Add(1)
 			s.log.WithError(err).WithFields(logrus.Fields{"journal": j.path, "records_bytes": len(buf)}).
 				Error("journal write failed: the records of this batch are not acknowledged; retrying while it fails")
 		}
@@ -161,6 +162,7 @@ func (s *state) write(j *jfile) error {
 	}
 	j.prev, j.size = j.size, j.size+int64(len(buf))
 	if j.failing.Swap(nil) != nil {
+		s.nfailing.Add(-1)
 		s.log.WithField("journal", j.path).Warn("journal writes succeed again")
 	}
 	return nil
@@ -259,8 +261,8 @@ func (s *state) probe(host *Namespace) {
 		return
 	}
 	for _, j := range s.journals(host) {
-		if j.failing.Load() != nil && j.repair() == nil {
-			j.failing.Store(nil)
+		if j.failing.Load() != nil && j.repair() == nil && j.failing.Swap(nil) != nil {
+			s.nfailing.Add(-1)
 			s.log.WithField("journal", j.path).Warn("journal writable again")
 		}
 	}
@@ -292,14 +294,22 @@ func (r *Registry) Degraded(ns *Namespace) string {
 		reasons = append(reasons, *d)
 	}
 	if r.state != nil {
+		failing := ""
 		for _, j := range []*jfile{ns.journal, r.state.host} {
 			if j == nil {
 				continue
 			}
 			if f := j.failing.Load(); f != nil {
-				reasons = append(reasons, "storage: "+*f)
+				failing = "storage: " + *f
 				break
 			}
+		}
+		if failing == "" && r.state.nfailing.Load() > 0 {
+			// Another journal fails: the disk is shared, so is the risk.
+			failing = "storage: the state directory fails writes"
+		}
+		if failing != "" {
+			reasons = append(reasons, failing)
 		}
 	}
 	return strings.Join(reasons, "; ")
