@@ -122,6 +122,10 @@ func (w *policyWriter) Write(ctx context.Context, data []byte, off int64) (uint3
 		}
 		w.holding = true
 	}
+	if err := w.ns.StorageError(); err != nil {
+		// The load could not be saved: refuse it now, not at close.
+		return 0, errnoOfPolicy(err)
+	}
 	sessOff := off
 	if off == w.pos {
 		sessOff = 0

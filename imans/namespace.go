@@ -46,6 +46,7 @@ type Namespace struct {
 	damaged    atomic.Pointer[string] // why the list is known incomplete (journal damage)
 	record     *ContainerRecord
 	savePolicy func(text string) error
+	storageErr func() error // the state directory's failure, nil when it takes writes
 }
 
 func newNamespace(id string, init int, pinned *nsresolve.Pinned, algo measurelog.Algo, template string, defaultPolicy policy.Policy) *Namespace {

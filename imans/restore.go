@@ -77,6 +77,7 @@ func (r *Registry) newNamespaceState(ns *Namespace, ociConfig []byte) error {
 	}
 	ns.record = rec
 	ns.savePolicy = func(text string) error { return r.state.savePolicy(ns, text) }
+	ns.storageErr = r.state.failingErr
 	return nil
 }
 
@@ -191,6 +192,7 @@ func (r *Registry) restoreOne(id string) (*Namespace, error) {
 	ns.journal = j
 	ns.record = rec
 	ns.savePolicy = func(text string) error { return r.state.savePolicy(ns, text) }
+	ns.storageErr = r.state.failingErr
 	text, saved, err := r.state.readPolicy(id)
 	if err == nil && saved {
 		var rules policy.Policy

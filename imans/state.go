@@ -102,8 +102,9 @@ type state struct {
 	flushing bool
 	frozen   bool // Freeze: a successor daemon owns the journals
 	syncs    int
-	failures uint64 // batches that failed on a write error
+	failures uint64       // batches that failed on a write error
 	nfailing atomic.Int64 // journals whose last write failed
+	lastFail atomic.Pointer[error]
 }
 
 // ErrStorage wraps a Record that failed because the state directory could

@@ -153,6 +153,7 @@ func (s *state) write(j *jfile) error {
 	if err != nil {
 		err = fmt.Errorf("journal %s: %w", j.path, err)
 		msg := err.Error()
+		s.lastFail.Store(&err)
 		if j.failing.Swap(&msg) == nil {
 			s.nfailing.Add(1)
 			s.log.WithError(err).WithFields(logrus.Fields{"journal": j.path, "records_bytes": len(buf)}).
@@ -313,6 +314,28 @@ func (r *Registry) Degraded(ns *Namespace) string {
 		}
 	}
 	return strings.Join(reasons, "; ")
+}
+
+// failingErr returns the state directory's last write error while a
+// journal fails, else nil.
+func (s *state) failingErr() error {
+	if s.nfailing.Load() == 0 {
+		return nil
+	}
+	if e := s.lastFail.Load(); e != nil {
+		return fmt.Errorf("%w: %w", ErrStorage, *e)
+	}
+	return ErrStorage
+}
+
+// StorageError returns an error wrapping ErrStorage and the errno (e.g.
+// ENOSPC) while the state directory fails writes, else nil: a policy
+// write can be refused at write(2) instead of at close(2).
+func (n *Namespace) StorageError() error {
+	if n.storageErr == nil {
+		return nil
+	}
+	return n.storageErr()
 }
 
 // StorageFailures returns how many journal batches failed on a write error
