@@ -286,6 +286,9 @@ func (r *Registry) Freeze() {
 	for s.flushing {
 		s.cond.Wait()
 	}
+	if len(s.owed) > 0 {
+		s.flush(r.host) // owed violations go to the successor in the journals
+	}
 	s.frozen = true
 	files := []*jfile{s.host}
 	for _, ns := range r.Namespaces() {

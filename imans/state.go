@@ -358,9 +358,8 @@ func mustJSON(v any) []byte {
 // writeFileSync replaces path with data atomically and durably.
 func writeFileSync(path string, data []byte) error {
 	tmp := path + ".tmp"
-	if err := writeFileSyncNoRename(tmp, data); err != nil {
-		os.Remove(tmp) // a full disk: leave nothing half-written behind
-		return err
+	if err := fsync.WriteFile(tmp, data); err != nil {
+		return err // (removed: a full disk leaves nothing half-written)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/imafs/imafs/internal/fsync"
 	"github.com/imafs/imafs/measurelog"
 )
 
@@ -256,7 +257,7 @@ func (s *state) probe(host *Namespace) {
 		return
 	}
 	path := filepath.Join(s.dir, ".probe")
-	err := writeFileSyncNoRename(path, make([]byte, 4096))
+	err := fsync.WriteFile(path, make([]byte, 4096))
 	os.Remove(path)
 	if err != nil {
 		return
@@ -267,22 +268,6 @@ func (s *state) probe(host *Namespace) {
 			s.log.WithField("journal", j.path).Warn("journal writable again")
 		}
 	}
-}
-
-// writeFileSyncNoRename writes and fsyncs path.
-func writeFileSyncNoRename(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // Degraded returns why ns's list cannot be trusted as complete or why its

@@ -136,3 +136,74 @@ func TestStateDiskFull(t *testing.T) {
 		}
 	}
 }
+
+// TestStorageContainerJournalFails: when only a container's journal fails
+// in a batch (here: its descriptor made read-only), that container's items
+// fail and are cut back off every journal, the host's items of the same
+// batch are recorded, the host journal holds exactly the host list, and
+// the retry loop clears the mark by itself once the journal takes writes.
+func TestStorageContainerJournalFails(t *testing.T) {
+	needRoot(t)
+	defer func(d time.Duration) { retryEvery = d }(retryEvery)
+	retryEvery = 20 * time.Millisecond
+	state := t.TempDir()
+	var log harness.SyncBuffer
+	r := openRegistry(t, state, &log)
+	c, err := r.Attach("c", harness.StartSleeper(t).Pid, []byte(`{"ociVersion":"1.0.2"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cJournal, _ := os.ReadFile(c.journal.path)
+	rw := c.journal.f
+	ro, err := os.Open(c.journal.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.journal.f = ro
+	hostLen, cLen := r.Host().List.Len(), c.List.Len()
+	err = r.RecordAll([]Item{
+		{NS: r.Host(), Entry: bufEntry(t, r.Host(), "/host-1")},
+		{NS: c, Entry: bufEntry(t, c, "/c-1")},
+		{NS: r.Host(), Entry: bufEntry(t, r.Host(), "/host-2")},
+	})
+	if !errors.Is(err, ErrStorage) {
+		t.Fatalf("RecordAll with a failing container journal: %v", err)
+	}
+	if c.List.Len() != cLen || r.Host().List.Len() != hostLen+2 {
+		t.Errorf("lists: c %d (want %d), host %d (want %d)", c.List.Len(), cLen, r.Host().List.Len(), hostLen+2)
+	}
+	hostNames := journalNames(t, filepath.Join(state, "host.journal"))
+	if len(hostNames) != r.Host().List.Len()+1 || hostNames[len(hostNames)-1] != "/host-2" { // +1: the container's boot_aggregate, a duplicate
+		t.Errorf("host journal %q does not hold exactly the host list", hostNames)
+	}
+	if now, _ := os.ReadFile(c.journal.path); !bytes.Equal(now, cJournal) {
+		t.Errorf("container journal changed by a failed batch")
+	}
+	if !strings.Contains(r.Degraded(c), "storage") || !strings.Contains(r.Degraded(r.Host()), "storage") {
+		t.Errorf("degraded: c %q, host %q", r.Degraded(c), r.Degraded(r.Host()))
+	}
+	r.state.mu.Lock()
+	c.journal.f = rw
+	r.state.mu.Unlock()
+	ro.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Degraded(c) != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("still degraded: %q", r.Degraded(c))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := r.Record(c, bufEntry(t, c, "/c-2")); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]byte{"c": listBytes(t, c.List), HostID: listBytes(t, r.Host().List)}
+	r.Close()
+	r2 := openRegistry(t, state, &log)
+	defer r2.Close()
+	r2.Restore()
+	for id, b := range want {
+		if ns, ok := r2.Get(id); !ok || !bytes.Equal(listBytes(t, ns.List), b) {
+			t.Errorf("%s: list differs after a restart", id)
+		}
+	}
+}

@@ -152,7 +152,7 @@ func cutTail(f *os.File, path string, at int64) error {
 // created with keep.
 func Quarantine(path string, keep []byte) (saved string, err error) {
 	tmp := path + ".repair"
-	if err := writeSync(tmp, keep); err != nil {
+	if err := fsync.WriteFile(tmp, keep); err != nil {
 		return "", fmt.Errorf("quarantine %s: %w", path, err)
 	}
 	saved = fmt.Sprintf("%s.corrupt-%d", path, time.Now().UnixNano())
@@ -170,25 +170,6 @@ func Quarantine(path string, keep []byte) (saved string, err error) {
 		return saved, fmt.Errorf("quarantine %s: %w", path, err)
 	}
 	return saved, nil
-}
-
-// writeSync creates path with data, fsynced.
-func writeSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-	}
-	return err
 }
 
 // Append writes e's record and returns once it is durable (written and

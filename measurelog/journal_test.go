@@ -200,3 +200,42 @@ func TestJournalOpenErrors(t *testing.T) {
 		t.Error("entry with pcr 99 journaled")
 	}
 }
+
+// TestJournalWriteFailure: a write that fails (here: the descriptor made
+// read-only, as a failing disk would refuse it) fails only its own appends;
+// the file keeps its durable records, and appends work again once writes do.
+func TestJournalWriteFailure(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j")
+	j, _, err := OpenJournalLogger(path, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := j.Append(testEntry(t, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good, _ := os.ReadFile(path)
+	rw := j.f
+	ro, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.f = ro
+	if err := j.Append(testEntry(t, 10)); err == nil {
+		t.Fatal("append through a read-only descriptor succeeded")
+	}
+	if now, _ := os.ReadFile(path); !bytes.Equal(now, good) {
+		t.Errorf("journal changed by a failed append: %d bytes, had %d", len(now), len(good))
+	}
+	j.f = rw
+	ro.Close()
+	if err := j.Append(testEntry(t, 11)); err != nil {
+		t.Fatalf("append after writes work again: %v", err)
+	}
+	j.Close()
+	_, entries, err := OpenJournalLogger(path, quietLog())
+	if err != nil || len(entries) != 4 || entries[3].Name() != testEntry(t, 11).Name() {
+		t.Errorf("reopened: %v, %d entries", err, len(entries))
+	}
+}
