@@ -249,23 +249,7 @@ func TestAttackHostJournalCorrupt(t *testing.T) {
 // space is freed the daemon resumes by itself (the owed violations written
 // first), and a restart replays identical lists and PCRs.
 func TestAttackStateDiskFull(t *testing.T) {
-	needFanotifyDaemon(t)
-	d := startDaemon(t)
-	d.stop()
-	if err := unix.Mount("imafs-attack-state", d.state, "tmpfs", 0, "size=2m,mode=0700"); err != nil {
-		t.Fatalf("mount state tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(d.state, unix.MNT_DETACH) })
-	metrics := freeLocalAddr(t)
-	d = restartDaemon(t, d, "--fanotify", "--metrics-addr", metrics)
-	root := tmpfsRootfs(t)
-	for i := 0; i < 40; i++ {
-		os.WriteFile(filepath.Join(root, "bin", fmt.Sprintf("s%d", i)), []byte(fmt.Sprintf("#!/bin/sh\n: script %d\n", i)), 0o755)
-	}
-	c := harness.NewRuncContainer(t, harness.RuncOptions{Hooks: hooks(d), Rootfs: root, Capabilities: []string{"CAP_SYS_ADMIN"}})
-	other := harness.NewRuncContainer(t, harness.RuncOptions{Hooks: hooks(d), Capabilities: []string{"CAP_SYS_ADMIN"}})
-	runIn(t, c, "sh", "-c", "echo 'measure func=BPRM_CHECK mask=MAY_EXEC' > "+ima+"/policy")
-	runIn(t, c, "/bin/s0")
+	d, metrics, c, other := fullDiskFixture(t)
 	policyBefore, _ := d.imafs("policy", c.ID)
 
 	filler := filepath.Join(d.state, "filler")
@@ -350,6 +334,81 @@ func TestAttackStateDiskFull(t *testing.T) {
 	d = restartDaemon(t, d, "--fanotify", "--metrics-addr", metrics)
 	sameSnapshot(t, "restart after the full disk", snap, takeSnapshot(t, d, []string{c.ID, other.ID}))
 	runIn(t, other, "cat", ima+"/runtime_measurements_count")
+}
+
+// fullDiskFixture starts `imafs serve --fanotify` (plus extra) on a state
+// directory that is a 2 MiB tmpfs (unmounted at cleanup), with a
+// container c measuring its execs of /bin/s0.. /bin/s39 (s0 run once) and
+// another one.
+func fullDiskFixture(t *testing.T, extra ...string) (d *daemon, metrics string, c, other *harness.RuncContainer) {
+	t.Helper()
+	needFanotifyDaemon(t)
+	d = startDaemon(t)
+	d.stop()
+	if err := unix.Mount("imafs-attack-state", d.state, "tmpfs", 0, "size=2m,mode=0700"); err != nil {
+		t.Fatalf("mount state tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(d.state, unix.MNT_DETACH) })
+	metrics = freeLocalAddr(t)
+	d = restartDaemon(t, d, append([]string{"--fanotify", "--metrics-addr", metrics}, extra...)...)
+	root := tmpfsRootfs(t)
+	for i := 0; i < 40; i++ {
+		os.WriteFile(filepath.Join(root, "bin", fmt.Sprintf("s%d", i)), []byte(fmt.Sprintf("#!/bin/sh\n: script %d\n", i)), 0o755)
+	}
+	c = harness.NewRuncContainer(t, harness.RuncOptions{Hooks: hooks(d), Rootfs: root, Capabilities: []string{"CAP_SYS_ADMIN"}})
+	other = harness.NewRuncContainer(t, harness.RuncOptions{Hooks: hooks(d), Capabilities: []string{"CAP_SYS_ADMIN"}})
+	runIn(t, c, "sh", "-c", "echo 'measure func=BPRM_CHECK mask=MAY_EXEC' > "+ima+"/policy")
+	runIn(t, c, "/bin/s0")
+	return d, metrics, c, other
+}
+
+// TestAttackStateDiskFullFailClosed: with --fanotify-fail-closed an exec
+// whose measurement cannot be journaled is denied (EPERM) and nothing is
+// recorded for it; once space is freed execs are measured again without a
+// restart, and a restart replays identical lists.
+func TestAttackStateDiskFullFailClosed(t *testing.T) {
+	d, _, c, other := fullDiskFixture(t, "--fanotify-fail-closed")
+	filler := filepath.Join(d.state, "filler")
+	fillFile(t, filler)
+	denied := 0
+	for i := 1; i < 30 && denied == 0; i++ {
+		if out, err := c.Exec(0, fmt.Sprintf("/bin/s%d", i)); err != nil {
+			if !strings.Contains(strings.ToLower(out+err.Error()), "not permitted") {
+				t.Fatalf("exec on a full disk: %v %s, want EPERM", err, out)
+			}
+			denied = i
+		}
+	}
+	if denied == 0 {
+		t.Fatalf("no exec denied with the state disk full:\n%s", d.logText())
+	}
+	row := d.ps(t)[c.ID]
+	if !strings.Contains(row.Degraded, "storage") || row.Violations != 0 {
+		t.Errorf("on a full disk, fail-closed: %+v", row)
+	}
+	if _, err := c.Exec(0, fmt.Sprintf("/bin/s%d", denied+1)); err == nil {
+		t.Errorf("a second exec on the full disk was allowed")
+	}
+	if now := d.ps(t)[c.ID]; now.Entries != row.Entries {
+		t.Errorf("entries changed on a full disk: %d, were %d", now.Entries, row.Entries)
+	}
+	os.Remove(filler)
+	deadline := time.Now().Add(20 * time.Second)
+	for d.ps(t)[c.ID].Degraded != "" {
+		if time.Now().After(deadline) {
+			t.Fatal("still degraded after space came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	runIn(t, c, fmt.Sprintf("/bin/s%d", denied))
+	list := runIn(t, c, "cat", ima+"/ascii_runtime_measurements")
+	if l := measured(list, fmt.Sprintf("/bin/s%d", denied)); len(l) != 1 || strings.HasPrefix(l[0], "10 "+strings.Repeat("0", 40)) {
+		t.Errorf("/bin/s%d after recovery: %q, want one measurement", denied, l)
+	}
+	snap := takeSnapshot(t, d, []string{c.ID, other.ID})
+	d.stop()
+	d = restartDaemon(t, d, "--fanotify", "--fanotify-fail-closed")
+	sameSnapshot(t, "restart after the full disk", snap, takeSnapshot(t, d, []string{c.ID, other.ID}))
 }
 
 // fillFile writes path until its file system is full.
