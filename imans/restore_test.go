@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -107,6 +108,14 @@ func TestRestore(t *testing.T) {
 	r.Close() // a shutdown keeps the state
 
 	sleeperC.Stop() // c2 exits while the daemon is down
+	// (Its init dies by its parent's death signal: wait for that, a
+	// loaded machine may take a moment.)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if _, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pidC)); err != nil {
+			break // gone (or a zombie: no namespaces left)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	// c1's journal gets a torn tail (a record cut short by a crash).
 	j1 := filepath.Join(state, "ns", "c1", "list.journal")
 	rec := bufEntry(t, nss[1], "/torn").AppendBinary(nil, measurelog.SHA1)
