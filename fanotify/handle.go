@@ -232,6 +232,11 @@ func (w *watch) handle(ev *event) (allow bool, reason string) {
 			log.WithError(err).Error("fanotify: record measurement")
 			if w.failClosed() {
 				allow, reason = false, ReasonError
+			} else {
+				// Allowed unmeasured: the list must show it (imans
+				// keeps a violation it cannot write yet and writes
+				// it first once the state directory takes writes).
+				w.violation(template, pcr, fileNameOnce(), algo, "record", log)
 			}
 		} else {
 			e.stats.measured.Add(1)

@@ -54,12 +54,19 @@
 //     after the fact, and a new container may reuse the id. The daemon never
 //     deletes archives; pruning them is the operator's (they are small:
 //     one binary record per measurement).
-//   - A container whose journal has a corrupt record (not a torn tail), or
-//     whose record or policy can't be read, moves to quarantine/ID.UNIXNANO
-//     (the corrupt bytes in list.journal.corrupt-*) and is not restored: a
-//     list that lost entries in its middle must not be served or quoted as
-//     if it were whole. Every other container is restored as usual; the host
-//     list keeps its own journal and is unaffected.
+//   - A journal damaged other than by a torn tail (a corrupt record or
+//     length field, a bad digest, an empty or missing journal next to its
+//     attach record, the host's likewise) is never cut silently: the
+//     original is kept byte for byte, the valid prefix restored, a
+//     <journal-damaged> violation entry recorded and the namespace marked
+//     degraded (see damage.go). A container whose record or policy can't
+//     be read, or whose journal can't be opened at all, moves to
+//     quarantine/ID.UNIXNANO and is not restored; the others are.
+//   - A full or failing state disk fails the Records of that moment
+//     (ErrStorage), never the journals: a failed write is cut back, the
+//     namespaces are marked degraded, violations are owed and written
+//     first once writes succeed, which a retry loop notices by itself
+//     (see storage.go).
 //   - Close (daemon shutdown, SIGTERM) keeps every container's state: the
 //     next daemon on the same state directory re-attaches them. Only an
 //     explicit detach or the container's exit ends a registration.

@@ -52,5 +52,7 @@
 // through ReadAt at stable offsets without blocking its writer.
 //
 // Journal is an append-only file of sha1 binary records with group commit;
-// OpenJournal replays it and cuts a torn tail.
+// OpenJournal replays it, cuts a torn tail (only the last record cut short)
+// and quarantines any other damage (the original kept, the valid prefix
+// restored: DamageError).
 package measurelog

@@ -568,6 +568,7 @@ func (d *daemon) info(ns *imans.Namespace) control.NamespaceInfo {
 		Rules:       len(ns.Policy()),
 		PCR10SHA1:   hex.EncodeToString(ns.List.PCR(measurelog.SHA1, imans.DefaultPCR)),
 		PCR10SHA256: hex.EncodeToString(ns.List.PCR(measurelog.SHA256, imans.DefaultPCR)),
+		Degraded:    d.reg.Degraded(ns),
 	}
 	if ns.IsHost() {
 		info.Namespace = fmt.Sprintf("pid:[%d]", d.reg.Resolver().HostPidNS().Ino)
