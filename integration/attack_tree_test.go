@@ -164,7 +164,9 @@ func TestAttackUnlinkPolicy(t *testing.T) {
 		{"uid 1000 of a user namespace", userns, harness.NonRootUID},
 	}
 	for _, cl := range callers {
-		exec := func(argv ...string) (string, error) { return cl.c.Exec(cl.uid, append([]string{"/treeop"}, argv...)...) }
+		exec := func(argv ...string) (string, error) {
+			return cl.c.Exec(cl.uid, append([]string{"/treeop"}, argv...)...)
+		}
 		attackTree(t, cl.name, sec, cl.uid == 0, exec)
 	}
 	for _, cl := range callers {
