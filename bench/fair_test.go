@@ -42,14 +42,7 @@ const (
 // asks ≤ 1.5), the same for a second quiet container's 2,000-entry list
 // (~320 KB, "-2k"), and the flood's throughput.
 func BenchmarkFloodFairness(b *testing.B) {
-	harness.RequireRoot(b)
-	log := logrus.New()
-	log.SetLevel(logrus.ErrorLevel)
-	reg, err := imans.NewRegistry(imans.Options{Log: log})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { reg.Close() })
+	reg := serve(b).reg
 	attach := func(id string, entries int) (int, *imans.Namespace) {
 		pid := harness.StartSleeper(b).Pid
 		ns, err := reg.Attach(id, pid, []byte(`{"ociVersion":"1.0.2"}`))
@@ -127,17 +120,22 @@ func helper(pid int, name string, env ...string) *exec.Cmd {
 func latency(b *testing.B, pid int, file string, n int) float64 {
 	b.Helper()
 	out, err := helper(pid, "TestLatencyHelper", "BENCH_LAT_FILE="+file, "BENCH_LAT_N="+strconv.Itoa(n)).CombinedOutput()
-	if err != nil {
+	v, ok := lineValue(string(out), "LAT ")
+	if err != nil || !ok {
 		b.Fatalf("latency in container: %v: %s", err, out)
 	}
-	for _, l := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(l, "LAT "); ok {
-			ns, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return ns
+	return v
+}
+
+// lineValue returns the number after prefix on a line of out.
+func lineValue(out, prefix string) (float64, bool) {
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, prefix); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f, err == nil
 		}
 	}
-	b.Fatalf("no latency: %s", out)
-	return 0
+	return 0, false
 }
 
 // flood starts floodReaders readers of file in pid's container; stop ends
@@ -162,11 +160,8 @@ func flood(b *testing.B, pid int, file string) (stop func() int64) {
 			if err := cmd.Wait(); err != nil {
 				b.Errorf("flood: %v: %s", err, out.String())
 			}
-			for _, l := range strings.Split(out.String(), "\n") {
-				if v, ok := strings.CutPrefix(l, "FLOOD "); ok {
-					total, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				}
-			}
+			v, _ := lineValue(out.String(), "FLOOD ")
+			total = int64(v)
 		})
 		return total
 	}

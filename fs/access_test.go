@@ -3,10 +3,7 @@ package fs
 import (
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-
-	"github.com/sirupsen/logrus"
 
 	"github.com/imafs/imafs/imans"
 	"github.com/imafs/imafs/integration/harness"
@@ -33,23 +30,8 @@ func TestListReadRule(t *testing.T) {
 	noAdmin := []string{"setpriv", "--inh-caps", "-sys_admin", "--bounding-set", "-sys_admin"}
 	nonRoot := []string{"setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups"}
 	for _, rule := range []ListReadRule{ListReadRoot, ListReadSysAdmin} {
-		log := logrus.New()
-		log.SetLevel(logrus.WarnLevel)
-		reg, err := imans.NewRegistry(imans.Options{Log: log})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { reg.Close() })
-		dir := harness.TempDir(t)
-		srv, err := Mount(dir, NewRoot(Options{Registry: reg, Log: log, ListRead: rule}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if srv.Unmount() != nil {
-				syscall.Unmount(dir, syscall.MNT_DETACH)
-			}
-		})
+		fx := mountWith(t, imans.Options{}, Options{ListRead: rule}, nil)
+		reg, dir := fx.reg, fx.dir
 		pid := harness.StartSleeper(t).Pid
 		ns, err := reg.Attach("c", pid, nil)
 		if err != nil {

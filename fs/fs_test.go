@@ -46,6 +46,13 @@ func mount(t *testing.T, opts imans.Options) *fixture {
 // with the new registry.
 func mountFor(t *testing.T, opts imans.Options, owner func(*imans.Registry) *imans.Namespace) *fixture {
 	t.Helper()
+	return mountWith(t, opts, Options{}, owner)
+}
+
+// mountWith is mountFor with the tree's options (Registry, Log and Owner
+// are set here).
+func mountWith(t *testing.T, opts imans.Options, fsOpts Options, owner func(*imans.Registry) *imans.Namespace) *fixture {
+	t.Helper()
 	needRoot(t)
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
@@ -60,7 +67,8 @@ func mountFor(t *testing.T, opts imans.Options, owner func(*imans.Registry) *ima
 	if owner != nil {
 		own = owner(reg)
 	}
-	root := NewRoot(Options{Registry: reg, Log: log, Owner: own})
+	fsOpts.Registry, fsOpts.Log, fsOpts.Owner = reg, log, own
+	root := NewRoot(fsOpts)
 	srv, err := Mount(dir, root)
 	if err != nil {
 		t.Fatalf("mount: %v", err)

@@ -3,7 +3,6 @@ package fs
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/imafs/imafs/imans"
@@ -91,20 +89,12 @@ func TestTreeOpHelper(t *testing.T) {
 // helperBinary copies the test binary where every uid can run it.
 func helperBinary(t *testing.T) string {
 	t.Helper()
-	self, err := os.Open("/proc/self/exe")
+	self, err := os.ReadFile("/proc/self/exe")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer self.Close()
 	bin := filepath.Join(harness.TempDir(t), "fs.test")
-	f, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(f, self); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return bin
@@ -139,24 +129,8 @@ func tryOp(t *testing.T, bin string, pid, uid int, mnt, op string) syscall.Errno
 // with securityfs's errno for root and non-root, on the host view and in a
 // container, and the tree is whole afterwards.
 func TestTreeImmutable(t *testing.T) {
-	needRoot(t)
-	log := logrus.New()
-	log.SetLevel(logrus.WarnLevel)
-	reg, err := imans.NewRegistry(imans.Options{Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reg.Close() })
-	dir := harness.TempDir(t) // non-root callers must reach the mount
-	srv, err := Mount(dir, NewRoot(Options{Registry: reg, Log: log}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if srv.Unmount() != nil {
-			syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	})
+	fx := mount(t, imans.Options{})
+	reg, dir := fx.reg, fx.dir
 	pid := harness.StartSleeper(t).Pid
 	if _, err := reg.Attach("c", pid, nil); err != nil {
 		t.Fatal(err)

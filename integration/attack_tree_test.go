@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,11 +21,15 @@ import (
 // sec is where a container sees the root of its tree.
 const sec = "/sys/kernel/security"
 
-// buildTreeop builds integration/treeop (static, so that it runs in a
-// busybox rootfs) into a directory every uid can reach.
-func buildTreeop(t *testing.T) string {
+// installTreeop builds integration/treeop (static, so that it runs in a
+// busybox rootfs) as /treeop in c's rootfs, or, for a nil c, into a
+// directory every uid can reach; it returns the binary's host path.
+func installTreeop(t *testing.T, c *harness.RuncContainer) string {
 	t.Helper()
 	bin := filepath.Join(harness.TempDir(t), "treeop")
+	if c != nil {
+		bin = filepath.Join(c.Bundle, "rootfs", "treeop")
+	}
 	gobin := "go"
 	if _, err := exec.LookPath(gobin); err != nil {
 		gobin = "/usr/local/go/bin/go"
@@ -37,26 +40,6 @@ func buildTreeop(t *testing.T) string {
 		t.Fatalf("build treeop: %v\n%s", err, out)
 	}
 	return bin
-}
-
-// installTreeop copies bin into c's rootfs as /treeop.
-func installTreeop(t *testing.T, c *harness.RuncContainer, bin string) {
-	t.Helper()
-	src, err := os.Open(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(filepath.Join(c.Bundle, "rootfs", "treeop"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // treeAttack is one change of the tree under root (a mount point) and
@@ -146,12 +129,11 @@ func treeWhole(t *testing.T, who string, root string, ls func(argv ...string) (s
 // daemon still serves the other container afterwards.
 func TestAttackUnlinkPolicy(t *testing.T) {
 	d := startDaemon(t)
-	bin := buildTreeop(t)
 	plain := harness.NewRuncContainer(t, harness.RuncOptions{Hooks: hooks(d)})
 	userns := harness.NewRuncContainer(t, harness.RuncOptions{Hooks: hooks(d), User: true, Capabilities: []string{"CAP_SYS_ADMIN"}})
 	other := harness.NewRuncContainer(t, harness.RuncOptions{Hooks: hooks(d), Capabilities: []string{"CAP_SYS_ADMIN"}})
 	for _, c := range []*harness.RuncContainer{plain, userns} {
-		installTreeop(t, c, bin)
+		installTreeop(t, c)
 	}
 	callers := []struct {
 		name string
@@ -196,7 +178,7 @@ func TestAttackHostViewUnlink(t *testing.T) {
 	if err := os.Chmod(filepath.Dir(d.hostMnt), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	bin := buildTreeop(t)
+	bin := installTreeop(t, nil)
 	c := harness.NewRuncContainer(t, harness.RuncOptions{Hooks: hooks(d)})
 	run := func(prefix ...string) func(argv ...string) (string, error) {
 		return func(argv ...string) (string, error) {
