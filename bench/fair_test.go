@@ -39,8 +39,9 @@ const (
 // (fair=on, fs.DefaultReadsPerNamespace) and without it (fair=off, imafs
 // before issue 11), side by side in this run. Reports the quiet read's
 // median idle and flooded (us) and their ratio (flooded/idle, the issue
-// asks ≤ 1.5), the same for a second quiet container's 2,000-entry list
-// (~320 KB, "-2k"), and the flood's throughput.
+// asks ≤ 1.5; also of the means and 99th percentiles: a flood shows in the
+// tail first), the median ratio for a second quiet container's 2,000-entry
+// list (~320 KB, "-2k"), and the flood's throughput.
 func BenchmarkFloodFairness(b *testing.B) {
 	reg := serve(b).reg
 	attach := func(id string, entries int) (int, *imans.Namespace) {
@@ -76,12 +77,14 @@ func BenchmarkFloodFairness(b *testing.B) {
 			if total == 0 {
 				b.Fatal("the flood read nothing")
 			}
-			b.ReportMetric(idle/1e3, "idle-us")
-			b.ReportMetric(flooded/1e3, "flooded-us")
-			b.ReportMetric(flooded/idle, "flooded/idle")
-			b.ReportMetric(idleBig/1e3, "idle-2k-us")
-			b.ReportMetric(floodedBig/1e3, "flooded-2k-us")
-			b.ReportMetric(floodedBig/idleBig, "flooded/idle-2k")
+			b.ReportMetric(idle.p50/1e3, "idle-us")
+			b.ReportMetric(flooded.p50/1e3, "flooded-us")
+			b.ReportMetric(flooded.p50/idle.p50, "flooded/idle")
+			b.ReportMetric(flooded.mean/idle.mean, "flooded/idle-mean")
+			b.ReportMetric(flooded.p99/idle.p99, "flooded/idle-p99")
+			b.ReportMetric(idleBig.p50/1e3, "idle-2k-us")
+			b.ReportMetric(floodedBig.p50/1e3, "flooded-2k-us")
+			b.ReportMetric(floodedBig.p50/idleBig.p50, "flooded/idle-2k")
 			b.ReportMetric(float64(total)/1e6/took.Seconds(), "flood-MB/s")
 		})
 	}
@@ -115,16 +118,21 @@ func helper(pid int, name string, env ...string) *exec.Cmd {
 	return cmd
 }
 
-// latency returns the median ns of n open+read+close of file in pid's
-// container.
-func latency(b *testing.B, pid int, file string, n int) float64 {
+// lat is the latency of a series of reads: median, mean and 99th
+// percentile, in ns.
+type lat struct{ p50, mean, p99 float64 }
+
+// latency times n open+read+close of file in pid's container.
+func latency(b *testing.B, pid int, file string, n int) lat {
 	b.Helper()
 	out, err := helper(pid, "TestLatencyHelper", "BENCH_LAT_FILE="+file, "BENCH_LAT_N="+strconv.Itoa(n)).CombinedOutput()
-	v, ok := lineValue(string(out), "LAT ")
-	if err != nil || !ok {
+	p50, ok1 := lineValue(string(out), "LAT p50 ")
+	mean, ok2 := lineValue(string(out), "LAT mean ")
+	p99, ok3 := lineValue(string(out), "LAT p99 ")
+	if err != nil || !ok1 || !ok2 || !ok3 {
 		b.Fatalf("latency in container: %v: %s", err, out)
 	}
-	return v
+	return lat{p50, mean, p99}
 }
 
 // lineValue returns the number after prefix on a line of out.
@@ -172,7 +180,7 @@ func flood(b *testing.B, pid int, file string) (stop func() int64) {
 
 // TestLatencyHelper is not a test: BenchmarkFloodFairness runs it in the
 // quiet container to time open, read to the end and close of BENCH_LAT_FILE
-// (median).
+// (median, mean, 99th percentile).
 func TestLatencyHelper(t *testing.T) {
 	path := os.Getenv("BENCH_LAT_FILE")
 	if path == "" {
@@ -201,7 +209,12 @@ func TestLatencyHelper(t *testing.T) {
 		times = append(times, time.Since(start))
 	}
 	slices.Sort(times)
-	fmt.Printf("LAT %d\n", times[len(times)/2].Nanoseconds())
+	var sum time.Duration
+	for _, d := range times {
+		sum += d
+	}
+	fmt.Printf("LAT p50 %d\nLAT mean %d\nLAT p99 %d\n", times[len(times)/2].Nanoseconds(),
+		sum.Nanoseconds()/int64(n), times[len(times)*99/100].Nanoseconds())
 }
 
 // TestFloodHelper is not a test: BenchmarkFloodFairness runs it in the
