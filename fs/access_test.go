@@ -68,6 +68,21 @@ func TestListReadRule(t *testing.T) {
 				t.Errorf("rule %d: %s: %v, want Permission denied", rule, tc.name, err)
 			}
 		}
+		// access(2) (test -r) of a list or counter answers as an open
+		// would. (The policy's is DAC alone, as the kernel's: its
+		// capability check is at open.)
+		for _, tc := range tests {
+			if tc.file == "policy" {
+				continue
+			}
+			argv := append(append([]string{}, tc.prefix...), "sh", "-c", `test -r "$0"`, filepath.Join(ima, tc.file))
+			if _, err := run(t, tc.pid, argv...); (err == nil) != tc.ok {
+				t.Errorf("rule %d: %s: test -r: %v, want readable %v", rule, tc.name, err, tc.ok)
+			}
+		}
+		if _, err := run(t, pid, "sh", "-c", `test -w "$0"`, filepath.Join(ima, "violations")); err == nil {
+			t.Errorf("rule %d: test -w violations: writable", rule)
+		}
 		if strict {
 			continue
 		}

@@ -9,12 +9,15 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/imafs/imafs/imans"
 	"github.com/imafs/imafs/measurelog"
 )
 
 var (
+	_ gofs.NodeAccesser  = (*listNode)(nil)
+	_ gofs.NodeAccesser  = (*counterNode)(nil)
 	_ gofs.NodeOpener    = (*listNode)(nil)
 	_ gofs.NodeGetattrer = (*listNode)(nil)
 	_ gofs.FileReader    = (*listHandle)(nil)
@@ -59,6 +62,26 @@ func (r *Root) openReadOnly(ctx context.Context, flags uint32, op string) (*iman
 	}
 	_, ns, errno := r.authorizeRead(ctx, op)
 	return ns, errno
+}
+
+// Access implements fs.NodeAccesser.
+func (n *listNode) Access(ctx context.Context, mask uint32) syscall.Errno {
+	return n.root.accessReadOnly(ctx, mask)
+}
+
+// accessReadOnly answers access(2) on a 0440 file as its open would: R_OK
+// by the read rule (go-fuse's default would compare the caller's host uid
+// with the file's owner, which container root in a user namespace is not),
+// W_OK and X_OK never.
+func (r *Root) accessReadOnly(ctx context.Context, mask uint32) syscall.Errno {
+	if mask&(unix.W_OK|unix.X_OK) != 0 {
+		return syscall.EACCES
+	}
+	if mask&unix.R_OK == 0 {
+		return 0
+	}
+	_, _, errno := r.authorizeRead(ctx, "access")
+	return errno
 }
 
 // Open implements fs.NodeOpener.
@@ -106,6 +129,11 @@ func (n *counterNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse
 	n.root.setAttr(&out.Attr, syscall.S_IFREG|modeList)
 	out.Size = n.root.listSizeFor(ctx, func(ns *imans.Namespace) int64 { return int64(len(formatCounter(nil, n.value(ns)))) })
 	return 0
+}
+
+// Access implements fs.NodeAccesser.
+func (n *counterNode) Access(ctx context.Context, mask uint32) syscall.Errno {
+	return n.root.accessReadOnly(ctx, mask)
 }
 
 // Open implements fs.NodeOpener.
