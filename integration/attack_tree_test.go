@@ -221,6 +221,12 @@ func TestAttackRootReadsListWithoutCaps(t *testing.T) {
 				t.Errorf("root without CAP_SYS_ADMIN: cat %s: %v", f, err)
 			}
 		}
+		if _, err := c.Exec(0, "sh", "-c", "test -r "+ima+"/ascii_runtime_measurements"); err != nil {
+			t.Errorf("root without CAP_SYS_ADMIN: test -r list: %v, want readable", err)
+		}
+		if _, err := c.Exec(harness.NonRootUID, "sh", "-c", "test -r "+ima+"/ascii_runtime_measurements"); err == nil {
+			t.Error("uid 1000: test -r list: readable")
+		}
 		for _, argv := range [][]string{
 			{"cat", ima + "/ascii_runtime_measurements"},
 			{"cat", ima + "/runtime_measurements_count"},
