@@ -49,16 +49,16 @@ type Stamp struct {
 // Event is one executable mapping of a file, reported once per (Dev, Ino,
 // MntNS) and Stamp, or (Kind Lost) a count of mappings that were not.
 type Event struct {
-	Kind       Kind
-	Pid, Tid   int    // host ids of the mapping task
-	PidNS      uint64 // inode of the task's pid namespace
-	MntNS      uint64 // inode of the task's mount namespace
-	Dev, Ino   uint64 // the mapped file (Dev as in stat(2))
-	Stamp      Stamp  // the file's version when it was mapped
-	Addr, Len  uint64 // the mapping (mmap: its address; mprotect: the argument)
-	Prot       uint32
-	Fd         int    // mmap's descriptor, -1 for mprotect
-	Count      uint64 // Lost: mappings not reported
+	Kind      Kind
+	Pid, Tid  int    // host ids of the mapping task
+	PidNS     uint64 // inode of the task's pid namespace
+	MntNS     uint64 // inode of the task's mount namespace
+	Dev, Ino  uint64 // the mapped file (Dev as in stat(2))
+	Stamp     Stamp  // the file's version when it was mapped
+	Addr, Len uint64 // the mapping (mmap: its address; mprotect: the argument)
+	Prot      uint32
+	Fd        int    // mmap's descriptor, -1 for mprotect
+	Count     uint64 // Lost: mappings not reported
 	// File is the mapped file itself, opened read-only through
 	// /proc/TID/map_files or the mmap's descriptor and checked against
 	// Dev and Ino; the receiver closes it. Nil when Err is set.
