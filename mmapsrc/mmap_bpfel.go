@@ -58,6 +58,7 @@ const (
 	mmapProgEnterPkeyMprotect = "enter_pkey_mprotect"
 	mmapProgExitMap           = "exit_map"
 	mmapVarFilterPidns        = "filter_pidns"
+	mmapVarNpending           = "npending"
 )
 
 // loadMmap returns the embedded CollectionSpec for mmap.
@@ -125,6 +126,7 @@ type mmapMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type mmapVariableSpecs struct {
 	FilterPidns *ebpf.VariableSpec `ebpf:"filter_pidns"`
+	Npending    *ebpf.VariableSpec `ebpf:"npending"`
 }
 
 // mmapObjects contains all objects after they have been loaded into the kernel.
@@ -171,6 +173,7 @@ func (m *mmapMaps) Close() error {
 // It can be passed to loadMmapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mmapVariables struct {
 	FilterPidns *ebpf.Variable `ebpf:"filter_pidns"`
+	Npending    *ebpf.Variable `ebpf:"npending"`
 }
 
 // mmapPrograms contains all programs after they have been loaded into the kernel.

@@ -296,3 +296,27 @@ func (s *Source) ForgetMntNS(mntns uint64) error {
 // (MAJOR << 20 | MINOR) and userDev back.
 func kernelDev(dev uint64) uint32 { return unix.Major(dev)<<20 | unix.Minor(dev) }
 func userDev(kdev uint32) uint64  { return unix.Mkdev(kdev>>20, kdev&0xfffff) }
+
+// ProgramStat is one BPF program's run count and total run time (the
+// kernel counts them only while kernel.bpf_stats_enabled is 1).
+type ProgramStat struct {
+	Runs    uint64
+	Runtime time.Duration
+}
+
+// ProgramStats returns the run counts and times of the programs by name
+// (enter_mmap, enter_mprotect, enter_pkey_mprotect, exit_map).
+func (s *Source) ProgramStats() (map[string]ProgramStat, error) {
+	out := map[string]ProgramStat{}
+	for name, p := range map[string]*ebpf.Program{
+		mmapProgEnterMmap: s.objs.EnterMmap, mmapProgEnterMprotect: s.objs.EnterMprotect,
+		mmapProgEnterPkeyMprotect: s.objs.EnterPkeyMprotect, mmapProgExitMap: s.objs.ExitMap,
+	} {
+		st, err := p.Stats()
+		if err != nil {
+			return nil, fmt.Errorf("mmap source: stats of %s: %w", name, err)
+		}
+		out[name] = ProgramStat{Runs: st.RunCount, Runtime: st.Runtime}
+	}
+	return out, nil
+}

@@ -27,7 +27,10 @@ struct pid_namespace {
 	struct pid_namespace *parent;
 	struct ns_common ns;
 } PAI;
-struct nsproxy { struct mnt_namespace *mnt_ns; } PAI;
+struct nsproxy {
+	struct mnt_namespace *mnt_ns;
+	struct pid_namespace *pid_ns_for_children;
+} PAI;
 struct upid { int nr; struct pid_namespace *ns; } PAI;
 struct pid { unsigned int level; struct upid numbers[1]; } PAI;
 struct fdtable { unsigned int max_fds; struct file **fd; } PAI;
@@ -90,6 +93,10 @@ struct event {
 };
 
 const volatile __u32 filter_pidns = 0; // 1: only watched pid namespaces (and descendants)
+
+// Entries in pending, or more (a hint that lets a system call's exit skip
+// the lookup; an entry the LRU evicted leaves it too high, never too low).
+__u64 npending = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -182,15 +189,19 @@ static __always_inline struct pid_namespace *task_pidns(struct task_struct *task
 }
 
 // wanted: the task's pid namespace or one of its ancestors is watched.
-static __always_inline int wanted(struct pid_namespace *ns)
+// It starts at the namespace of the task's children, which is the task's
+// own or (after unshare(CLONE_NEWPID)) a child of it, because that one
+// costs no probe read (task is a trusted BTF pointer: direct loads).
+static __always_inline int wanted(struct task_struct *task)
 {
 	if (!filter_pidns)
 		return 1;
+	struct pid_namespace *ns = task->nsproxy->pid_ns_for_children;
 	for (int i = 0; i < PIDNS_DEPTH && ns; i++) {
-		__u32 inum = BPF_CORE_READ(ns, ns.inum);
+		__u32 inum = ns->ns.inum;
 		if (bpf_map_lookup_elem(&watched, &inum))
 			return 1;
-		ns = BPF_CORE_READ(ns, parent);
+		ns = ns->parent;
 	}
 	return 0;
 }
@@ -213,6 +224,41 @@ static __always_inline void read_stamp(struct inode *inode, struct stamp *st)
 	}
 }
 
+// The inode fields read on every mapping, in one probe read where the
+// running kernel keeps them within CHUNK bytes from i_sb (6.11+: 84
+// bytes), else one read each. The offsets are CO-RE constants, so the
+// verifier keeps only one of the two paths.
+#define CHUNK 96
+#define OFF(f) bpf_core_field_offset(struct inode, f)
+#define IN_CHUNK(f) (OFF(f) >= OFF(i_sb) && OFF(f) + bpf_core_field_size(struct inode, f) <= OFF(i_sb) + CHUNK)
+#define AT(T, f) (*(T *)(buf + (OFF(f) - OFF(i_sb))))
+
+static __always_inline int read_inode(struct inode *inode, struct key *k, struct stamp *st)
+{
+	struct super_block *sb;
+	if (bpf_core_field_exists(inode->i_ctime_sec) && IN_CHUNK(i_ino) && IN_CHUNK(i_size) &&
+	    IN_CHUNK(i_mtime_sec) && IN_CHUNK(i_ctime_sec) && IN_CHUNK(i_mtime_nsec) && IN_CHUNK(i_ctime_nsec) &&
+	    bpf_core_field_size(struct inode, i_ino) == 8 && bpf_core_field_size(struct inode, i_size) == 8 &&
+	    bpf_core_field_size(struct inode, i_mtime_sec) == 8 && bpf_core_field_size(struct inode, i_mtime_nsec) == 4) {
+		__u8 buf[CHUNK];
+		if (bpf_probe_read_kernel(buf, CHUNK, (void *)inode + OFF(i_sb)))
+			return -1;
+		sb = AT(struct super_block *, i_sb);
+		k->ino = AT(__u64, i_ino);
+		st->size = AT(__s64, i_size);
+		st->mtime_sec = AT(__s64, i_mtime_sec);
+		st->ctime_sec = AT(__s64, i_ctime_sec);
+		st->mtime_nsec = AT(__u32, i_mtime_nsec);
+		st->ctime_nsec = AT(__u32, i_ctime_nsec) & NSEC_MASK;
+	} else {
+		sb = BPF_CORE_READ(inode, i_sb);
+		k->ino = BPF_CORE_READ(inode, i_ino);
+		read_stamp(inode, st);
+	}
+	k->dev = BPF_CORE_READ(sb, s_dev);
+	return 0;
+}
+
 static __always_inline int same_stamp(const struct stamp *a, const struct stamp *b)
 {
 	return a->size == b->size && a->mtime_sec == b->mtime_sec && a->ctime_sec == b->ctime_sec &&
@@ -226,17 +272,19 @@ static __always_inline void begin(struct task_struct *task, struct file *file, s
 	struct inode *inode = BPF_CORE_READ(file, f_inode);
 	if (!inode)
 		return;
-	ev->key.ino = BPF_CORE_READ(inode, i_ino);
-	ev->key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
-	ev->key.mntns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
-	read_stamp(inode, &ev->stamp);
+	if (read_inode(inode, &ev->key, &ev->stamp))
+		return;
+	ev->key.mntns = task->nsproxy->mnt_ns->ns.inum;
 	struct stamp *old = bpf_map_lookup_elem(&seen, &ev->key);
 	if (old && same_stamp(old, &ev->stamp))
 		return;
 	__u64 id = bpf_get_current_pid_tgid();
 	ev->pid = id >> 32;
 	ev->tid = (__u32)id;
-	bpf_map_update_elem(&pending, &id, ev, BPF_ANY);
+	ev->pidns = BPF_CORE_READ(task_pidns(task), ns.inum);
+	__sync_fetch_and_add(&npending, 1);
+	if (bpf_map_update_elem(&pending, &id, ev, BPF_ANY))
+		__sync_fetch_and_add(&npending, -1);
 }
 
 SEC("tracepoint/syscalls/sys_enter_mmap")
@@ -246,14 +294,13 @@ int enter_mmap(struct sys_enter_ctx *ctx)
 	__s32 fd = (__s32)ctx->args[4];
 	if (!(prot & PROT_EXEC) || (flags & MAP_ANONYMOUS) || fd < 0)
 		return 0;
-	struct task_struct *task = (void *)bpf_get_current_task();
-	struct pid_namespace *pidns = task_pidns(task);
-	if (!wanted(pidns))
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (!wanted(task))
 		return 0;
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if ((__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+	struct fdtable *fdt = task->files->fdt;
+	if ((__u32)fd >= fdt->max_fds)
 		return 0;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file **fds = fdt->fd;
 	struct file *file = NULL;
 	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
 	if (!file)
@@ -263,7 +310,6 @@ int enter_mmap(struct sys_enter_ctx *ctx)
 		.len = ctx->args[1],
 		.fd = fd,
 		.prot = (__u32)prot,
-		.pidns = BPF_CORE_READ(pidns, ns.inum),
 	};
 	begin(task, file, &ev);
 	return 0;
@@ -287,15 +333,14 @@ static __always_inline int mprotect(struct sys_enter_ctx *ctx)
 	if (!(prot & PROT_EXEC))
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct pid_namespace *pidns = task_pidns(task);
-	if (!wanted(pidns))
+	if (!wanted(task))
 		return 0;
 	struct vma_ctx c = {};
 	long err = bpf_find_vma(task, addr, vma_cb, &c, 0);
 	if (err == -2) // ENOENT: no mapping there, mprotect fails too
 		return 0;
 	if (err) { // EBUSY: mmap_lock contended; we cannot tell what this was
-		count_lost(BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum));
+		count_lost(task->nsproxy->mnt_ns->ns.inum);
 		return 0;
 	}
 	// Only a file mapping that becomes executable, as IMA's file_mprotect.
@@ -307,7 +352,6 @@ static __always_inline int mprotect(struct sys_enter_ctx *ctx)
 		.len = ctx->args[1],
 		.fd = -1,
 		.prot = (__u32)prot,
-		.pidns = BPF_CORE_READ(pidns, ns.inum),
 	};
 	begin(task, c.file, &ev);
 	return 0;
@@ -325,12 +369,15 @@ int enter_pkey_mprotect(struct sys_enter_ctx *ctx) { return mprotect(ctx); }
 SEC("tracepoint/syscalls/sys_exit")
 int exit_map(struct sys_exit_ctx *ctx)
 {
+	if (!npending)
+		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	struct event *p = bpf_map_lookup_elem(&pending, &id);
 	if (!p)
 		return 0;
 	struct event ev = *p;
-	bpf_map_delete_elem(&pending, &id);
+	if (!bpf_map_delete_elem(&pending, &id))
+		__sync_fetch_and_add(&npending, -1);
 	long ret = ctx->ret;
 	if (ret < 0 && ret >= -MAX_ERRNO)
 		return 0;

@@ -9,7 +9,7 @@
 //                   stays until this process exits; answers "ok" once the
 //                   child's ld.so has mapped it
 //   loop PATH N     N times mmap(PROT_READ|PROT_EXEC)+munmap of PATH; answers
-//                   "ok NANOSECONDS"
+//                   "ok WALL CPU": elapsed and thread CPU nanoseconds
 //   exit
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -58,23 +58,31 @@ static int preload(const char *self, const char *path)
 	return n == 1 ? 0 : -1;
 }
 
-static long long loop(const char *path, long n)
+static long long ns(clockid_t clk)
+{
+	struct timespec t;
+	clock_gettime(clk, &t);
+	return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static long long loop(const char *path, long n, long long *cpu)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0)
 		return -1;
-	struct timespec a, b;
-	clock_gettime(CLOCK_MONOTONIC, &a);
+	long long wall = ns(CLOCK_MONOTONIC);
+	*cpu = ns(CLOCK_THREAD_CPUTIME_ID);
 	for (long i = 0; i < n; i++) {
 		void *m = mmap(NULL, st.st_size, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0);
 		if (m == MAP_FAILED)
 			return -1;
 		munmap(m, st.st_size);
 	}
-	clock_gettime(CLOCK_MONOTONIC, &b);
+	*cpu = ns(CLOCK_THREAD_CPUTIME_ID) - *cpu;
+	wall = ns(CLOCK_MONOTONIC) - wall;
 	close(fd);
-	return (b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec);
+	return wall;
 }
 
 int main(int argc, char **argv)
@@ -114,8 +122,11 @@ int main(int argc, char **argv)
 			char *n = arg ? strchr(arg, ' ') : NULL;
 			if (n)
 				*n++ = 0;
-			long long ns = n ? loop(arg, atol(n)) : -1;
-			printf(ns >= 0 ? "ok %lld\n" : "err %m\n", ns);
+			long long cpu = 0, wall = n ? loop(arg, atol(n), &cpu) : -1;
+			if (wall >= 0)
+				printf("ok %lld %lld\n", wall, cpu);
+			else
+				printf("err %m\n");
 		} else {
 			printf("err unknown command %s\n", line);
 		}
