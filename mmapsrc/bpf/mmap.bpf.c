@@ -51,9 +51,13 @@ struct inode {
 	__u32 i_mtime_nsec;
 	__u32 i_ctime_nsec;
 } PAI;
-struct inode___timespec { // before 6.11
+struct inode___v66 { // 6.6-6.10 (__i_mtime from 6.7)
 	struct timespec64 __i_mtime;
 	struct timespec64 __i_ctime;
+} PAI;
+struct inode___v65 { // before 6.6 (i_mtime until 6.6)
+	struct timespec64 i_mtime;
+	struct timespec64 i_ctime;
 } PAI;
 struct file { struct inode *f_inode; } PAI;
 struct vm_area_struct {
@@ -206,21 +210,34 @@ static __always_inline int wanted(struct task_struct *task)
 	return 0;
 }
 
+// read_stamp reads size, mtime and ctime by their names in the running
+// kernel (CO-RE): i_{m,c}time_{sec,nsec} (6.11+), __i_{m,c}time (6.6-6.10),
+// i_{m,c}time (older). Only the 6.11+ layout is tested (6.18).
 static __always_inline void read_stamp(struct inode *inode, struct stamp *st)
 {
+	struct inode___v66 *v66 = (void *)inode;
+	struct inode___v65 *v65 = (void *)inode;
 	st->size = BPF_CORE_READ(inode, i_size);
-	if (bpf_core_field_exists(inode->i_ctime_sec)) {
+	if (bpf_core_field_exists(inode->i_mtime_sec)) {
 		st->mtime_sec = BPF_CORE_READ(inode, i_mtime_sec);
 		st->mtime_nsec = BPF_CORE_READ(inode, i_mtime_nsec);
+	} else if (bpf_core_field_exists(v66->__i_mtime)) {
+		st->mtime_sec = BPF_CORE_READ(v66, __i_mtime.tv_sec);
+		st->mtime_nsec = BPF_CORE_READ(v66, __i_mtime.tv_nsec);
+	} else {
+		st->mtime_sec = BPF_CORE_READ(v65, i_mtime.tv_sec);
+		st->mtime_nsec = BPF_CORE_READ(v65, i_mtime.tv_nsec);
+	}
+	if (bpf_core_field_exists(inode->i_ctime_sec)) {
 		st->ctime_sec = BPF_CORE_READ(inode, i_ctime_sec);
 		// 6.13+ keeps I_CTIME_QUERIED (bit 31) in i_ctime_nsec
 		st->ctime_nsec = BPF_CORE_READ(inode, i_ctime_nsec) & NSEC_MASK;
+	} else if (bpf_core_field_exists(v66->__i_ctime)) {
+		st->ctime_sec = BPF_CORE_READ(v66, __i_ctime.tv_sec);
+		st->ctime_nsec = BPF_CORE_READ(v66, __i_ctime.tv_nsec);
 	} else {
-		struct inode___timespec *old = (void *)inode;
-		st->mtime_sec = BPF_CORE_READ(old, __i_mtime.tv_sec);
-		st->mtime_nsec = BPF_CORE_READ(old, __i_mtime.tv_nsec);
-		st->ctime_sec = BPF_CORE_READ(old, __i_ctime.tv_sec);
-		st->ctime_nsec = BPF_CORE_READ(old, __i_ctime.tv_nsec);
+		st->ctime_sec = BPF_CORE_READ(v65, i_ctime.tv_sec);
+		st->ctime_nsec = BPF_CORE_READ(v65, i_ctime.tv_nsec);
 	}
 }
 
