@@ -58,6 +58,7 @@ const (
 	mmapProgEnterPkeyMprotect = "enter_pkey_mprotect"
 	mmapProgExitMap           = "exit_map"
 	mmapVarFilterPidns        = "filter_pidns"
+	mmapVarFmodeBacking       = "fmode_backing"
 	mmapVarNpending           = "npending"
 )
 
@@ -125,8 +126,9 @@ type mmapMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type mmapVariableSpecs struct {
-	FilterPidns *ebpf.VariableSpec `ebpf:"filter_pidns"`
-	Npending    *ebpf.VariableSpec `ebpf:"npending"`
+	FilterPidns  *ebpf.VariableSpec `ebpf:"filter_pidns"`
+	FmodeBacking *ebpf.VariableSpec `ebpf:"fmode_backing"`
+	Npending     *ebpf.VariableSpec `ebpf:"npending"`
 }
 
 // mmapObjects contains all objects after they have been loaded into the kernel.
@@ -172,8 +174,9 @@ func (m *mmapMaps) Close() error {
 //
 // It can be passed to loadMmapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mmapVariables struct {
-	FilterPidns *ebpf.Variable `ebpf:"filter_pidns"`
-	Npending    *ebpf.Variable `ebpf:"npending"`
+	FilterPidns  *ebpf.Variable `ebpf:"filter_pidns"`
+	FmodeBacking *ebpf.Variable `ebpf:"fmode_backing"`
+	Npending     *ebpf.Variable `ebpf:"npending"`
 }
 
 // mmapPrograms contains all programs after they have been loaded into the kernel.

@@ -159,6 +159,9 @@ func Open(opts Options) (*Source, error) {
 	if err := spec.Variables[mmapVarFilterPidns].Set(filter); err != nil {
 		return nil, fmt.Errorf("mmap source: set filter: %w", err)
 	}
+	if err := spec.Variables[mmapVarFmodeBacking].Set(fmodeBacking()); err != nil {
+		return nil, fmt.Errorf("mmap source: set FMODE_BACKING: %w", err)
+	}
 	s := &Source{opts: opts, log: opts.Log, events: make(chan Event, opts.Queue), lostSeen: map[uint32]uint64{}}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
@@ -290,6 +293,26 @@ func (s *Source) ForgetMntNS(mntns uint64) error {
 		}
 	}
 	return nil
+}
+
+// fmodeBacking is the running kernel's FMODE_BACKING (a #define, so not
+// in BTF): 1<<25 from 6.6 (backing files), 1<<24 from 6.12; 0 before. The
+// BPF program checks the file it finds through it is an overlayfs or FUSE
+// file, so a wrong bit on an unusual kernel changes nothing.
+func fmodeBacking() uint32 {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return 0
+	}
+	var major, minor int
+	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
+	switch v := major*1000 + minor; {
+	case v >= 6012:
+		return 1 << 24
+	case v >= 6006:
+		return 1 << 25
+	}
+	return 0
 }
 
 // kernelDev converts a stat(2) device number to the kernel's encoding

@@ -204,3 +204,45 @@ func fileSize(t *testing.T, p string) int64 {
 	}
 	return st.Size()
 }
+
+// A library on overlayfs (as in a container's rootfs) is reported with the
+// overlay's dev/ino and path for mmap and mprotect alike: the vma holds the
+// real file, the source reports the file the task mapped.
+func TestOverlay(t *testing.T) {
+	dir := tmpfs(t)
+	for _, d := range []string{"lower", "upper", "work", "merged"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyLib(t, filepath.Join(dir, "lower"), "libt.so")
+	copyLib(t, filepath.Join(dir, "lower"), "fence1.so")
+	copyLib(t, filepath.Join(dir, "lower"), "fence2.so")
+	merged := filepath.Join(dir, "merged")
+	opts := fmt.Sprintf("lowerdir=%s/lower,upperdir=%s/upper,workdir=%s/work", dir, dir, dir)
+	if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
+		t.Fatalf("mount overlay: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(merged, unix.MNT_DETACH) })
+	lib := filepath.Join(merged, "libt.so")
+	s := open(t, mmapsrc.Options{})
+	for i, tc := range []struct {
+		cmds []string
+		kind mmapsrc.Kind
+	}{
+		{[]string{"mprotect " + lib, "mmapx " + lib}, mmapsrc.Mprotect},
+		{[]string{"mmapx " + lib, "mprotect " + lib}, mmapsrc.Mmap},
+	} {
+		m := startMapper(t)
+		watch(t, s, m)
+		for _, c := range tc.cmds {
+			m.do(t, c)
+		}
+		fence := filepath.Join(merged, fmt.Sprintf("fence%d.so", i+1))
+		m.do(t, "mmapx "+fence)
+		got := of(t, until(t, s, fence, m.MntNS), lib, m.MntNS)
+		if len(got) != 1 || got[0].Kind != tc.kind || got[0].Path != lib || got[0].Sum != sum(t, lib) || got[0].Err != nil {
+			t.Errorf("%v: events %+v, want one %v of %s", tc.cmds, got, tc.kind, lib)
+		}
+	}
+}

@@ -13,6 +13,8 @@
 #define MAP_ANONYMOUS 0x20
 #define VM_EXEC 0x4UL
 #define MAX_ERRNO 4095
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#define FUSE_SUPER_MAGIC 0x65735546
 #define NSEC_MASK 0x3fffffffU // nanoseconds need 30 bits
 #define PIDNS_DEPTH 8 // pid namespace ancestors searched for a watched one
 
@@ -40,7 +42,10 @@ struct task_struct {
 	struct nsproxy *nsproxy;
 	struct files_struct *files;
 } PAI;
-struct super_block { __u32 s_dev; } PAI;
+struct super_block {
+	__u32 s_dev;
+	unsigned long s_magic;
+} PAI;
 struct timespec64 { long long tv_sec; long tv_nsec; } PAI;
 struct inode {
 	struct super_block *i_sb;
@@ -59,7 +64,18 @@ struct inode___v65 { // before 6.6 (i_mtime until 6.6)
 	struct timespec64 i_mtime;
 	struct timespec64 i_ctime;
 } PAI;
-struct file { struct inode *f_inode; } PAI;
+struct file {
+	unsigned int f_mode;
+	struct inode *f_inode;
+} PAI;
+struct dentry { struct inode *d_inode; } PAI;
+struct path { struct dentry *dentry; } PAI;
+// A stacking file system's (overlayfs) file mapped in a vma (6.6+): the
+// task mapped user_path's file.
+struct backing_file {
+	struct file file;
+	struct path user_path;
+} PAI;
 struct vm_area_struct {
 	unsigned long vm_start;
 	unsigned long vm_end;
@@ -97,6 +113,10 @@ struct event {
 };
 
 const volatile __u32 filter_pidns = 0; // 1: only watched pid namespaces (and descendants)
+// FMODE_BACKING of the running kernel (1 << 25 in 6.6-6.11, 1 << 24 from
+// 6.12; 0 before 6.6), set by the loader from the kernel's version: it is
+// a #define, not in BTF.
+const volatile __u32 fmode_backing = 0;
 
 // Entries in pending, or more (a hint that lets a system call's exit skip
 // the lookup; an entry the LRU evicted leaves it too high, never too low).
@@ -284,11 +304,8 @@ static __always_inline int same_stamp(const struct stamp *a, const struct stamp 
 
 // begin: a mapping of file with PROT_EXEC is starting; unless its key and
 // stamp were reported already, remember it until the system call returns.
-static __always_inline void begin(struct task_struct *task, struct file *file, struct event *ev)
+static __always_inline void begin(struct task_struct *task, struct inode *inode, struct event *ev)
 {
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
-	if (!inode)
-		return;
 	if (read_inode(inode, &ev->key, &ev->stamp))
 		return;
 	ev->key.mntns = task->nsproxy->mnt_ns->ns.inum;
@@ -322,13 +339,16 @@ int enter_mmap(struct sys_enter_ctx *ctx)
 	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
 	if (!file)
 		return 0;
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	if (!inode)
+		return 0;
 	struct event ev = {
 		.kind = KIND_MMAP,
 		.len = ctx->args[1],
 		.fd = fd,
 		.prot = (__u32)prot,
 	};
-	begin(task, file, &ev);
+	begin(task, inode, &ev);
 	return 0;
 }
 
@@ -361,7 +381,23 @@ static __always_inline int mprotect(struct sys_enter_ctx *ctx)
 		return 0;
 	}
 	// Only a file mapping that becomes executable, as IMA's file_mprotect.
-	if (!c.file || (c.flags & VM_EXEC))
+	struct file *file = c.file; // (BPF_CORE_READ(c.file) would relocate vma_ctx)
+	if (!file || (c.flags & VM_EXEC))
+		return 0;
+	// The vma of an overlayfs file holds the real file (a backing file):
+	// report the file the task mapped, as mmap does (and as
+	// /proc/PID/map_files opens it).
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	if (fmode_backing && (BPF_CORE_READ(file, f_mode) & fmode_backing)) {
+		// Checked: the user file of the two stacking file systems
+		// that have backing files (a wrong FMODE_BACKING bit for an
+		// unusual kernel then changes nothing).
+		struct inode *user = BPF_CORE_READ((struct backing_file *)file, user_path.dentry, d_inode);
+		unsigned long magic = BPF_CORE_READ(user, i_sb, s_magic);
+		if (user && (magic == OVERLAYFS_SUPER_MAGIC || magic == FUSE_SUPER_MAGIC))
+			inode = user;
+	}
+	if (!inode)
 		return 0;
 	struct event ev = {
 		.kind = KIND_MPROTECT,
@@ -370,7 +406,7 @@ static __always_inline int mprotect(struct sys_enter_ctx *ctx)
 		.fd = -1,
 		.prot = (__u32)prot,
 	};
-	begin(task, c.file, &ev);
+	begin(task, inode, &ev);
 	return 0;
 }
 
