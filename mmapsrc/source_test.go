@@ -246,3 +246,27 @@ func TestOverlay(t *testing.T) {
 		}
 	}
 }
+
+// A mapping whose file can no longer be opened (the task exited before
+// the receiver got to it) is delivered with Err and no file, and counted:
+// not dropped.
+func TestUnresolvedIsDelivered(t *testing.T) {
+	dir := tmpfs(t)
+	m := startMapper(t)
+	s := open(t, mmapsrc.Options{Queue: 1})
+	watch(t, s, m)
+	var libs []string
+	for i := range 3 { // 1 waits in the channel, 2 in the reader, 3 in the ring buffer
+		libs = append(libs, copyLib(t, dir, fmt.Sprintf("lib%d.so", i)))
+		m.do(t, "mmapx "+libs[i])
+	}
+	m.exit(t)
+	evs := until(t, s, libs[2], m.MntNS)
+	last := evs[len(evs)-1]
+	if last.Err == nil || last.Sum != ([32]byte{}) || last.Path != "" || last.Pid != m.Pid {
+		t.Errorf("event of an exited task: %+v, want Err and no file", last.Event)
+	}
+	if st := s.Stats(); st.Unresolved == 0 {
+		t.Errorf("stats %+v: unresolved not counted", st)
+	}
+}

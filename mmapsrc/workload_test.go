@@ -81,6 +81,7 @@ type mapper struct {
 	PidNS, MntNS uint64
 	in           io.WriteCloser
 	out          *bufio.Reader
+	cmd          *exec.Cmd
 }
 
 func startMapper(t *testing.T) *mapper {
@@ -101,7 +102,7 @@ func startMapper(t *testing.T) *mapper {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	m := &mapper{Pid: cmd.Process.Pid, in: in, out: bufio.NewReader(out)}
+	m := &mapper{Pid: cmd.Process.Pid, in: in, out: bufio.NewReader(out), cmd: cmd}
 	if m.PidNS, err = harness.NSIno(m.Pid, "pid"); err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +130,22 @@ func (m *mapper) do(t *testing.T, cmd string) string {
 		t.Fatalf("mapper %s: no answer within %v", cmd, harness.DefaultTimeout)
 	}
 	return ""
+}
+
+// exit ends the mapper and waits until it is gone.
+func (m *mapper) exit(t *testing.T) {
+	t.Helper()
+	fmt.Fprintln(m.in, "exit")
+	done := make(chan error, 1)
+	go func() { done <- m.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("mapper exit: %v", err)
+		}
+	case <-time.After(harness.DefaultTimeout):
+		t.Fatalf("mapper did not exit within %v", harness.DefaultTimeout)
+	}
 }
 
 // open opens a source (closed on cleanup).
