@@ -207,12 +207,17 @@ func (s *Source) attach() error {
 	return nil
 }
 
-// detach closes the links (entries first) and the objects.
-func (s *Source) detach() {
+// unlink detaches the programs (entries first).
+func (s *Source) unlink() {
 	for i := len(s.links) - 1; i >= 0; i-- {
 		s.links[i].Close()
 	}
 	s.links = nil
+}
+
+// detach detaches the programs and closes the objects.
+func (s *Source) detach() {
+	s.unlink()
 	s.objs.Close()
 }
 
@@ -223,10 +228,7 @@ func (s *Source) Events() <-chan Event { return s.events }
 // a last Lost report). Files of events not yet received are closed.
 func (s *Source) Close() error {
 	s.once.Do(func() {
-		for i := len(s.links) - 1; i >= 0; i-- {
-			s.links[i].Close()
-		}
-		s.links = nil
+		s.unlink()
 		s.cancel()
 		s.rd.Close()
 		s.wg.Wait()

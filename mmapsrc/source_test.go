@@ -34,9 +34,9 @@ func TestReportsExecMappingOnce(t *testing.T) {
 			s := open(t, mmapsrc.Options{})
 			watch(t, s, m)
 			for _, c := range tc.cmds {
-				m.do(t, fmt.Sprintf(c, lib))
+				m.Do(t, fmt.Sprintf(c, lib))
 			}
-			m.do(t, "mmapx "+fence)
+			m.Do(t, "mmapx "+fence)
 			got := of(t, until(t, s, fence, m.MntNS), lib, m.MntNS)
 			if len(got) != 1 {
 				t.Fatalf("%d events for %s, want 1: %+v", len(got), lib, got)
@@ -64,10 +64,10 @@ func TestNotReported(t *testing.T) {
 	m, unwatched := startMapper(t), startMapper(t)
 	s := open(t, mmapsrc.Options{})
 	watch(t, s, m)
-	m.do(t, "mmapr "+readonly)
-	unwatched.do(t, "mmapx "+other)
-	unwatched.do(t, "dlopen "+other)
-	m.do(t, "mmapx "+fence)
+	m.Do(t, "mmapr "+readonly)
+	unwatched.Do(t, "mmapx "+other)
+	unwatched.Do(t, "dlopen "+other)
+	m.Do(t, "mmapx "+fence)
 	evs := until(t, s, fence, m.MntNS)
 	if got := of(t, evs, readonly, m.MntNS); len(got) != 0 {
 		t.Errorf("read-only mapping reported: %+v", got)
@@ -87,12 +87,12 @@ func TestSecondMountNamespace(t *testing.T) {
 	s := open(t, mmapsrc.Options{})
 	watch(t, s, a)
 	watch(t, s, b)
-	a.do(t, "mmapx "+lib)
-	a.do(t, "mmapx "+fence)
-	b.do(t, "dlopen "+lib)
-	b.do(t, "mmapx "+fence)
+	a.Do(t, "mmapx "+lib)
+	a.Do(t, "mmapx "+fence)
+	b.Do(t, "dlopen "+lib)
+	b.Do(t, "mmapx "+fence)
 	evs := until(t, s, fence, b.MntNS)
-	for _, m := range []*mapper{a, b} {
+	for _, m := range []*harness.Mapper{a, b} {
 		got := of(t, evs, lib, m.MntNS)
 		if len(got) != 1 || got[0].Pid != m.Pid || got[0].Path != lib {
 			t.Errorf("mnt ns %d: events %+v, want one of pid %d", m.MntNS, got, m.Pid)
@@ -129,8 +129,8 @@ func TestReportedAgain(t *testing.T) {
 			}
 		}
 		fence := copyLib(t, dir, fmt.Sprintf("fence%d.so", i))
-		m.do(t, "mmapx "+lib)
-		m.do(t, "mmapx "+fence)
+		m.Do(t, "mmapx "+lib)
+		m.Do(t, "mmapx "+fence)
 		got := of(t, until(t, s, fence, m.MntNS), lib, m.MntNS)
 		if len(got) != step.want {
 			t.Fatalf("%s: %d events, want %d: %+v", step.name, len(got), step.want, got)
@@ -156,7 +156,7 @@ func TestLostEventsAreCounted(t *testing.T) {
 		if err := os.WriteFile(p, page, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		m.do(t, "mmapx "+p)
+		m.Do(t, "mmapx "+p)
 	}
 	var reported, lost uint64
 	timeout := time.After(harness.DefaultTimeout)
@@ -236,10 +236,10 @@ func TestOverlay(t *testing.T) {
 		m := startMapper(t)
 		watch(t, s, m)
 		for _, c := range tc.cmds {
-			m.do(t, c)
+			m.Do(t, c)
 		}
 		fence := filepath.Join(merged, fmt.Sprintf("fence%d.so", i+1))
-		m.do(t, "mmapx "+fence)
+		m.Do(t, "mmapx "+fence)
 		got := of(t, until(t, s, fence, m.MntNS), lib, m.MntNS)
 		if len(got) != 1 || got[0].Kind != tc.kind || got[0].Path != lib || got[0].Sum != sum(t, lib) || got[0].Err != nil {
 			t.Errorf("%v: events %+v, want one %v of %s", tc.cmds, got, tc.kind, lib)
@@ -258,9 +258,9 @@ func TestUnresolvedIsDelivered(t *testing.T) {
 	var libs []string
 	for i := range 3 { // 1 waits in the channel, 2 in the reader, 3 in the ring buffer
 		libs = append(libs, copyLib(t, dir, fmt.Sprintf("lib%d.so", i)))
-		m.do(t, "mmapx "+libs[i])
+		m.Do(t, "mmapx "+libs[i])
 	}
-	m.exit(t)
+	m.Exit(t)
 	evs := until(t, s, libs[2], m.MntNS)
 	last := evs[len(evs)-1]
 	if last.Err == nil || last.Sum != ([32]byte{}) || last.Path != "" || last.Pid != m.Pid {

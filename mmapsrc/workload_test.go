@@ -1,15 +1,11 @@
 package mmapsrc_test
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,7 +16,7 @@ import (
 )
 
 // built holds the test workload and library, compiled once per test binary.
-var built struct{ dir, mapper, lib string }
+var built struct{ mapper, lib string }
 
 func TestMain(m *testing.M) {
 	code := func() int {
@@ -31,15 +27,9 @@ func TestMain(m *testing.M) {
 				return 1
 			}
 			defer os.RemoveAll(dir)
-			built.dir, built.mapper, built.lib = dir, filepath.Join(dir, "mapper"), filepath.Join(dir, "libt.so")
-			for _, args := range [][]string{
-				{"-O2", "-Wall", "-o", built.mapper, "testdata/mapper.c"},
-				{"-shared", "-fPIC", "-o", built.lib, "testdata/lib.c"},
-			} {
-				if out, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
-					fmt.Fprintf(os.Stderr, "gcc %s: %v\n%s", strings.Join(args, " "), err, out)
-					return 1
-				}
+			if built.mapper, built.lib, err = harness.BuildMapper(dir); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
 			}
 		}
 		return m.Run()
@@ -75,77 +65,9 @@ func copyLib(t *testing.T, dir, name string) string {
 	return p
 }
 
-// mapper is the workload running as pid 1 of new pid and mount namespaces.
-type mapper struct {
-	Pid          int
-	PidNS, MntNS uint64
-	in           io.WriteCloser
-	out          *bufio.Reader
-	cmd          *exec.Cmd
-}
-
-func startMapper(t *testing.T) *mapper {
+func startMapper(t *testing.T) *harness.Mapper {
 	t.Helper()
-	harness.RequireRoot(t)
-	cmd := exec.Command(built.mapper)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	m := &mapper{Pid: cmd.Process.Pid, in: in, out: bufio.NewReader(out), cmd: cmd}
-	if m.PidNS, err = harness.NSIno(m.Pid, "pid"); err != nil {
-		t.Fatal(err)
-	}
-	if m.MntNS, err = harness.NSIno(m.Pid, "mnt"); err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-// do runs one command and fails t unless it answers "ok".
-func (m *mapper) do(t *testing.T, cmd string) string {
-	t.Helper()
-	if _, err := fmt.Fprintln(m.in, cmd); err != nil {
-		t.Fatalf("mapper %s: %v", cmd, err)
-	}
-	line := make(chan string, 1)
-	go func() { s, _ := m.out.ReadString('\n'); line <- strings.TrimSpace(s) }()
-	select {
-	case s := <-line:
-		if !strings.HasPrefix(s, "ok") {
-			t.Fatalf("mapper %s: %q", cmd, s)
-		}
-		return strings.TrimSpace(strings.TrimPrefix(s, "ok"))
-	case <-time.After(harness.DefaultTimeout):
-		t.Fatalf("mapper %s: no answer within %v", cmd, harness.DefaultTimeout)
-	}
-	return ""
-}
-
-// exit ends the mapper and waits until it is gone.
-func (m *mapper) exit(t *testing.T) {
-	t.Helper()
-	fmt.Fprintln(m.in, "exit")
-	done := make(chan error, 1)
-	go func() { done <- m.cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("mapper exit: %v", err)
-		}
-	case <-time.After(harness.DefaultTimeout):
-		t.Fatalf("mapper did not exit within %v", harness.DefaultTimeout)
-	}
+	return harness.StartMapper(t, built.mapper)
 }
 
 // open opens a source (closed on cleanup).
@@ -167,7 +89,7 @@ func open(t *testing.T, opts mmapsrc.Options) *mmapsrc.Source {
 	return s
 }
 
-func watch(t *testing.T, s *mmapsrc.Source, m *mapper) {
+func watch(t *testing.T, s *mmapsrc.Source, m *harness.Mapper) {
 	t.Helper()
 	undo, err := s.Watch(m.PidNS)
 	if err != nil {

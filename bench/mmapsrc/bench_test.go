@@ -3,15 +3,10 @@
 package mmapsrcbench
 
 import (
-	"bufio"
 	"fmt"
-	"io"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,45 +23,11 @@ const (
 	rounds = 11
 )
 
-type mapper struct {
-	pid   int
-	pidns uint64
-	in    io.Writer
-	out   *bufio.Reader
-}
-
-// start runs the test workload (mmapsrc/testdata/mapper.c) as pid 1 of new
-// pid and mount namespaces.
-func start(t *testing.T, bin string) *mapper {
-	cmd := exec.Command(bin)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
-	in, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ns, err := harness.NSIno(cmd.Process.Pid, "pid")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &mapper{pid: cmd.Process.Pid, pidns: ns, in: in, out: bufio.NewReader(out)}
-}
-
-func (m *mapper) do(t *testing.T, cmd string) string {
-	fmt.Fprintln(m.in, cmd)
-	s, err := m.out.ReadString('\n')
-	if err != nil || !strings.HasPrefix(s, "ok") {
-		t.Fatalf("mapper %s: %q %v", cmd, s, err)
-	}
-	return strings.TrimSpace(strings.TrimPrefix(s, "ok"))
-}
-
 // loop returns the CPU time of one mmap+munmap in the mapper's loop (the
 // mapper thread's CPU clock: the kernel's and the BPF programs' work,
 // without the waits of a loaded machine) and its elapsed time.
-func (m *mapper) loop(t *testing.T, lib string) (cpu, wall time.Duration) {
-	f := strings.Fields(m.do(t, fmt.Sprintf("loop %s %d", lib, maps)))
+func loop(t *testing.T, m *harness.Mapper, lib string) (cpu, wall time.Duration) {
+	f := strings.Fields(m.Do(t, fmt.Sprintf("loop %s %d", lib, maps)))
 	if len(f) != 2 {
 		t.Fatalf("loop answered %q", f)
 	}
@@ -76,12 +37,6 @@ func (m *mapper) loop(t *testing.T, lib string) (cpu, wall time.Duration) {
 		t.Fatalf("loop answered %q", f)
 	}
 	return time.Duration(c / maps), time.Duration(w / maps)
-}
-
-func gcc(t *testing.T, args ...string) {
-	if out, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
-		t.Fatalf("gcc %v: %v\n%s", args, err, out)
-	}
 }
 
 func median[T float64 | time.Duration](d []T) T {
@@ -95,11 +50,11 @@ type sample struct{ cpu, wall time.Duration }
 
 func TestMmapSourceBench(t *testing.T) {
 	harness.RequireRoot(t)
-	dir := t.TempDir()
-	bin, lib := filepath.Join(dir, "mapper"), filepath.Join(dir, "libt.so")
-	gcc(t, "-O2", "-o", bin, "../../mmapsrc/testdata/mapper.c")
-	gcc(t, "-shared", "-fPIC", "-o", lib, "../../mmapsrc/testdata/lib.c")
-	watched, other := start(t, bin), start(t, bin)
+	bin, lib, err := harness.BuildMapper(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	watched, other := harness.StartMapper(t, bin), harness.StartMapper(t, bin)
 	log := logrus.New()
 	log.SetLevel(logrus.ErrorLevel)
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
@@ -113,12 +68,12 @@ func TestMmapSourceBench(t *testing.T) {
 	for i := range rounds {
 		var d sample
 		if i%2 == 0 { // alternate the order against drift
-			d.cpu, d.wall = watched.loop(t, lib)
+			d.cpu, d.wall = loop(t, watched, lib)
 		}
 		a, u, p := attachedRound(t, log, watched, other, lib)
 		progNs = append(progNs, p)
 		if i%2 == 1 {
-			d.cpu, d.wall = watched.loop(t, lib)
+			d.cpu, d.wall = loop(t, watched, lib)
 		}
 		detached, attached, unwatched = append(detached, d), append(attached, a), append(unwatched, u)
 		ratioA = append(ratioA, float64(a.cpu)/float64(d.cpu))
@@ -151,7 +106,7 @@ func TestMmapSourceBench(t *testing.T) {
 // namespace, has the library reported once, and runs the loop in both
 // mappers.
 // It also returns the programs' run time per map of the watched loop.
-func attachedRound(t *testing.T, log *logrus.Logger, watched, other *mapper, lib string) (a, u sample, progNs float64) {
+func attachedRound(t *testing.T, log *logrus.Logger, watched, other *harness.Mapper, lib string) (a, u sample, progNs float64) {
 	s, err := mmapsrc.Open(mmapsrc.Options{Log: log})
 	if err != nil {
 		t.Fatal(err)
@@ -164,14 +119,14 @@ func attachedRound(t *testing.T, log *logrus.Logger, watched, other *mapper, lib
 			}
 		}
 	}()
-	if _, err := s.Watch(watched.pidns); err != nil {
+	if _, err := s.Watch(watched.PidNS); err != nil {
 		t.Fatal(err)
 	}
-	watched.do(t, "mmapx "+lib) // reported once; the loop's maps are not
+	watched.Do(t, "mmapx "+lib) // reported once; the loop's maps are not
 	before := progTime(t, s)
-	a.cpu, a.wall = watched.loop(t, lib)
+	a.cpu, a.wall = loop(t, watched, lib)
 	progNs = float64(progTime(t, s)-before) / maps
-	u.cpu, u.wall = other.loop(t, lib)
+	u.cpu, u.wall = loop(t, other, lib)
 	if st := s.Stats(); st.Reported != 1 || st.Lost != 0 {
 		t.Errorf("stats of an attached round: %+v, want the library reported once", st)
 	}

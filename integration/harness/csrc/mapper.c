@@ -1,5 +1,5 @@
-// mapper: the mmap source's test workload. It reads commands from stdin,
-// one a line, and answers each with one line on stdout ("ok ..." or
+// mapper: the test workload of executable mappings (harness.StartMapper).
+// It reads commands from stdin, one a line, and answers each with one line on stdout ("ok ..." or
 // "err ..."):
 //   mmapx PATH      map PATH PROT_READ|PROT_EXEC (kept mapped; fd closed)
 //   mmapr PATH      map PATH PROT_READ only
