@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 // tmpfs mounts a tmpfs on a new temp dir (unmounted on cleanup).
 func tmpfs(t *testing.T) string {
 	t.Helper()
+	harness.RequireRoot(t)
 	dir := filepath.Join(t.TempDir(), "tmpfs")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
