@@ -119,7 +119,7 @@ const volatile __u32 filter_pidns = 0; // 1: only watched pid namespaces (and de
 const volatile __u32 fmode_backing = 0;
 
 // Entries in pending, or more (a hint that lets a system call's exit skip
-// the lookup; an entry the LRU evicted leaves it too high, never too low).
+// the lookup; it is never too low).
 __u64 npending = 0;
 
 struct {
@@ -136,10 +136,14 @@ struct {
 	__type(value, struct stamp);
 } seen SEC(".maps");
 
-// A mapping between its system call's entry and exit, by thread.
+// A mapping between its system call's entry and exit, by thread. A plain
+// hash, not an LRU: an entry is never evicted (it would be a mapping lost
+// without a count); a full map counts the mapping as lost. An entry lives
+// only during its thread's system call (the exit always runs), and a
+// thread id used again overwrites its stale entry.
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct event);
 } pending SEC(".maps");
@@ -317,8 +321,10 @@ static __always_inline void begin(struct task_struct *task, struct inode *inode,
 	ev->tid = (__u32)id;
 	ev->pidns = BPF_CORE_READ(task_pidns(task), ns.inum);
 	__sync_fetch_and_add(&npending, 1);
-	if (bpf_map_update_elem(&pending, &id, ev, BPF_ANY))
+	if (bpf_map_update_elem(&pending, &id, ev, BPF_ANY)) {
 		__sync_fetch_and_add(&npending, -1);
+		count_lost(ev->key.mntns);
+	}
 }
 
 SEC("tracepoint/syscalls/sys_enter_mmap")
