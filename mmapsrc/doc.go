@@ -23,7 +23,8 @@
 // it reads and can say the mapped version is unknown.
 //
 // A mapping the kernel cannot report (ring buffer full, a vma it could not
-// inspect) is counted per mount namespace and delivered as a Lost event:
+// inspect, too many pending calls) is counted per mount namespace and
+// delivered as a Lost event:
 // a failure to measure is never silent. The receiver must keep reading
 // Events; while it does not, the ring buffer fills.
 //
