@@ -13,10 +13,10 @@
 //
 // An event arrives after the fact: the task may already run the code, and
 // may have closed the descriptor (ld.so does at once) or unmapped the
-// file. Open therefore opens the mapping itself, /proc/TID/map_files/
-// START-END of the mapping holding the address (valid while it is mapped),
-// else the mmap's /proc/TID/fd/N (valid until closed; the number may be
-// reused), and checks the opened file's device and inode against the
+// file. The source therefore opens the mapping itself,
+// /proc/TID/map_files/START-END of the mapping holding the address (valid
+// while it is mapped), else the mmap's /proc/TID/fd/N (valid until closed;
+// the number may be reused), and checks the opened file's device and inode against the
 // event. What cannot be opened arrives with Err set, never dropped. A file
 // written between the mapping and the open is flagged Changed (its size,
 // mtime or ctime differ from the event's Stamp): the receiver measures what
