@@ -3,6 +3,7 @@ module github.com/imafs/imafs
 go 1.26.8
 
 require (
+	github.com/cilium/ebpf v0.22.0
 	github.com/google/go-tpm v0.9.8
 	github.com/google/go-tpm-tools v0.4.10
 	github.com/hanwen/go-fuse/v2 v2.12.1
@@ -28,3 +29,5 @@ require (
 	golang.org/x/crypto v0.51.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+tool github.com/cilium/ebpf/cmd/bpf2go

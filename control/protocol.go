@@ -92,4 +92,9 @@ type NamespaceInfo struct {
 	PCR10SHA1   string `json:"pcr10_sha1"`
 	PCR10SHA256 string `json:"pcr10_sha256"`
 	Mount       string `json:"mount,omitempty"`
+	// Degraded says why the list is known incomplete (its journal was
+	// found damaged: a <journal-damaged> violation entry marks the spot)
+	// or why measurements fail right now (the state directory fails
+	// writes); empty when neither.
+	Degraded string `json:"degraded,omitempty"`
 }

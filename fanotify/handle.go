@@ -293,8 +293,15 @@ func (w *watch) collect(p *plan) (*collected, *verdict) {
 // an ignore mark when the decision holds for every later access.
 func (w *watch) finish(p *plan, c *collected) (allow bool, reason string) {
 	allow = true
-	if p.measure && !w.store(p, c) && w.failClosed() {
-		allow, reason = false, ReasonError
+	if p.measure && !w.store(p, c) {
+		if w.failClosed() {
+			allow, reason = false, ReasonError
+		} else {
+			// Allowed unmeasured: the list must show it (imans keeps a
+			// violation it cannot write yet and writes it first once the
+			// state directory takes writes).
+			w.violation(p.template, p.pcr, w.fileName(p), c.algo, "record", p.log)
+		}
 	}
 	if p.appraise {
 		if cause := w.appraise(p, c); cause != "" {

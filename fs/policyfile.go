@@ -141,6 +141,10 @@ func (w *policyWriter) Write(ctx context.Context, data []byte, off int64) (uint3
 	if w.done {
 		return 0, syscall.EBADF
 	}
+	if err := w.ns.StorageError(); err != nil {
+		// The load could not be saved: refuse it now, not at close.
+		return 0, errnoOfPolicy(err)
+	}
 	sessOff := off
 	if w.appendMode || off == w.pos {
 		sessOff = 0

@@ -17,8 +17,10 @@
 //   - A namespace's template and PCR for a decision come from
 //     Namespace.Target only.
 //   - Restore brings back exactly the containers whose init is the same
-//     process (pid, start time, boot id); a corrupt journal quarantines its
-//     container, never the others.
+//     process (pid, start time, boot id). A damaged journal is never cut
+//     silently: its valid prefix is restored, a <journal-damaged> violation
+//     recorded and the namespace marked degraded; a full or failing state
+//     disk fails Records (ErrStorage), never the journals.
 //   - Detach (explicit or init exit) archives the state; Close keeps it.
 //   - Freeze/Thaw hand the state directory to an upgrade's successor and
 //     take it back (Records fail with ErrFrozen meanwhile).

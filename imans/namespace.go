@@ -47,8 +47,10 @@ type Namespace struct {
 	// With a state directory: the list's journal, the attach record and
 	// the hook that makes a policy load durable before it applies.
 	journal    *jfile
+	damaged    atomic.Pointer[string] // why the list is known incomplete (journal damage)
 	record     *ContainerRecord
 	savePolicy func(text string) error
+	storageErr func() error // the state directory's failure, nil when it takes writes
 }
 
 func newNamespace(id string, init int, pinned *nsresolve.Pinned, algo measurelog.Algo, template string, defaultPolicy policy.Policy, limits policy.Limits) *Namespace {

@@ -118,6 +118,9 @@ func NewRegistry(opts Options) (*Registry, error) {
 			return nil, fmt.Errorf("new registry: record boot_aggregate: %w", err)
 		}
 	}
+	if r.state != nil {
+		r.state.markInitialized()
+	}
 	w, err := newWatcher(r.initExited, r.log)
 	if err != nil {
 		r.closeState()
@@ -202,8 +205,12 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 			return nil, fmt.Errorf("attach %s: %w", id, err)
 		}
 	}
-	for _, e := range initial {
-		if err := r.Record(ns, e); err != nil {
+	if err := r.RecordAll(itemsOf(ns, initial)); err != nil {
+		r.remove(ns, true)
+		return nil, fmt.Errorf("attach %s: %w", id, err)
+	}
+	if r.state != nil {
+		if err := r.state.saveRecord(ns.StateRecord()); err != nil {
 			r.remove(ns, true)
 			return nil, fmt.Errorf("attach %s: %w", id, err)
 		}
@@ -244,6 +251,14 @@ func (r *Registry) initialEntries(ns *Namespace, ociConfig []byte) ([]*measurelo
 		entries = append(entries, e)
 	}
 	return entries, nil
+}
+
+func itemsOf(ns *Namespace, entries []*measurelog.Entry) []Item {
+	items := make([]Item, len(entries))
+	for i, e := range entries {
+		items[i] = Item{NS: ns, Entry: e}
+	}
+	return items
 }
 
 func (r *Registry) hostPidNS() (nsresolve.NSID, error) {

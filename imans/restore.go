@@ -18,24 +18,20 @@ import (
 
 // openState opens the state directory and replays the host's journal.
 func (r *Registry) openState() error {
-	s, err := newState(r.opts.StateDir, r.log)
+	s, err := newState(r.opts.StateDir, r.log, r)
 	if err != nil {
 		return err
 	}
 	path := filepath.Join(s.dir, hostJournalName)
-	j, entries, err := s.replayJournal(path)
-	if j == nil {
-		return fmt.Errorf("host journal: %w", err)
-	}
+	j, entries, dmg, err := s.replayExpecting(path, s.hostJournalExpected())
 	if err != nil {
-		// The corrupt tail is saved next to the journal and cut; the
-		// host's list goes on from the good prefix.
-		r.log.WithError(err).WithField("journal", path).Error("host journal corrupt: continuing with the entries before the damage")
+		return fmt.Errorf("host journal: %w", err)
 	}
 	s.apply(HostID, r.host.List, entries)
 	s.host = j
 	r.host.journal = j
 	r.state = s
+	r.noteDamage(r.host, path, dmg)
 	return nil
 }
 
@@ -43,7 +39,16 @@ func (r *Registry) closeState() {
 	if r.state == nil {
 		return
 	}
-	r.state.closeJournal(r.state.host)
+	s := r.state
+	s.mu.Lock()
+	for s.flushing {
+		s.cond.Wait()
+	}
+	if len(s.owed) > 0 && !s.frozen && !s.host.closed {
+		s.flush(r.host) // a last try for the owed violations
+	}
+	s.mu.Unlock()
+	s.closeJournal(s.host)
 }
 
 // newNamespaceState writes the attach record and starts the journal of a
@@ -67,11 +72,12 @@ func (r *Registry) newNamespaceState(ns *Namespace, ociConfig []byte) error {
 		sum := sha256.Sum256(ociConfig)
 		rec.Config = hex.EncodeToString(sum[:])
 	}
-	if err := r.state.createNamespaceState(ns, rec); err != nil {
+	if err := r.state.createNamespaceState(ns); err != nil {
 		return err
 	}
 	ns.record = rec
 	ns.savePolicy = func(text string) error { return r.state.savePolicy(ns, text) }
+	ns.storageErr = r.state.failingErr
 	return nil
 }
 
@@ -141,6 +147,13 @@ func (r *Registry) restoreOne(id string) (*Namespace, error) {
 	log := r.log.WithField("id", id)
 	start := time.Now()
 	rec, err := r.state.readRecord(id)
+	if errors.Is(err, os.ErrNotExist) && validID.MatchString(id) && id != HostID {
+		// The record is written once the first entries are durable: an
+		// attach cut short by a crash, never acknowledged.
+		log.WithError(err).Info("restore: attach never completed; archived")
+		r.state.moveAside(id, archiveDirName, "attach never completed")
+		return nil, err
+	}
 	if err != nil || !validID.MatchString(id) || id == HostID {
 		if err == nil {
 			err = ErrInvalidID
@@ -166,14 +179,12 @@ func (r *Registry) restoreOne(id string) (*Namespace, error) {
 		r.state.moveAside(id, archiveDirName, "gone at restore")
 		return nil, err
 	}
-	j, entries, err := r.state.replayJournal(filepath.Join(r.state.nsDir(id), listJournalName))
+	jpath := filepath.Join(r.state.nsDir(id), listJournalName)
+	j, entries, dmg, err := r.state.replayExpecting(jpath, true)
 	if err != nil {
-		if j != nil {
-			j.f.Close()
-		}
 		pinned.Close()
-		log.WithError(err).Error("restore: journal corrupt; container quarantined, not restored")
-		r.state.moveAside(id, quarantineName, "corrupt journal: "+err.Error())
+		log.WithError(err).Error("restore: journal unreadable; container quarantined, not restored")
+		r.state.moveAside(id, quarantineName, "unreadable journal: "+err.Error())
 		return nil, err
 	}
 	ns := newNamespace(id, rec.Pid, pinned, r.opts.Algo, r.opts.Template, r.opts.DefaultContainerPolicy, r.opts.PolicyLimits)
@@ -181,6 +192,7 @@ func (r *Registry) restoreOne(id string) (*Namespace, error) {
 	ns.journal = j
 	ns.record = rec
 	ns.savePolicy = func(text string) error { return r.state.savePolicy(ns, text) }
+	ns.storageErr = r.state.failingErr
 	text, saved, err := r.state.readPolicy(id)
 	if err == nil && saved {
 		var rules policy.Policy
@@ -197,6 +209,7 @@ func (r *Registry) restoreOne(id string) (*Namespace, error) {
 		return nil, err
 	}
 	r.state.apply(id, ns.List, entries)
+	r.noteDamage(ns, jpath, dmg)
 
 	r.mu.Lock()
 	_, dupID := r.byID[id]
@@ -273,6 +286,9 @@ func (r *Registry) Freeze() {
 	for s.flushing {
 		s.cond.Wait()
 	}
+	if len(s.owed) > 0 {
+		s.flush(r.host) // owed violations go to the successor in the journals
+	}
 	s.frozen = true
 	files := []*jfile{s.host}
 	for _, ns := range r.Namespaces() {
@@ -313,12 +329,12 @@ func (r *Registry) Thaw() error {
 		if !j.closed {
 			continue
 		}
-		f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND, 0o600)
+		nj, err := openJFile(j.path)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("thaw: %w", err))
 			continue
 		}
-		j.f, j.closed = f, false
+		j.f, j.size, j.prev, j.broken, j.closed = nj.f, nj.size, nj.size, nil, false
 	}
 	s.frozen = false
 	r.log.Info("registry thawed")

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -59,13 +60,20 @@ type ContainerRecord struct {
 	Attached  time.Time `json:"attached"`
 }
 
-// jfile is one journal file open for appending.
+// jfile is one journal file open for appending. A write that fails is cut
+// back off the file (size is the length of its durable records), so a
+// later write starts right after the last acknowledged record: a full or
+// failing disk fails the records of that moment, never the journal.
 type jfile struct {
 	path   string
 	f      *os.File
 	buf    []byte
-	err    error // sticky: the file's tail is in an unknown state
+	size   int64 // bytes of durable records: where the next write goes
+	prev   int64 // size before the last successful write (rollback)
+	broken error // a failed write could not be cut back; retried first next time
 	closed bool
+
+	failing atomic.Pointer[string] // the last write's error while writes fail; nil once one succeeds
 }
 
 // pending is one Record waiting for its journals.
@@ -83,23 +91,37 @@ type pending struct {
 type state struct {
 	dir  string
 	log  *logrus.Logger
+	reg  *Registry
 	host *jfile
 
 	mu       sync.Mutex
 	cond     *sync.Cond
 	queue    []*pending
+	owed     []*pending // violations whose write failed: written before anything later
+	retrying bool       // the retry loop runs
 	flushing bool
 	frozen   bool // Freeze: a successor daemon owns the journals
 	syncs    int
+	failures uint64       // batches that failed on a write error
+	nfailing atomic.Int64 // journals whose last write failed
+	lastFail atomic.Pointer[error]
 }
 
-func newState(dir string, log *logrus.Logger) (*state, error) {
+// ErrStorage wraps a Record that failed because the state directory could
+// not be written (full disk, I/O error): nothing of it was acknowledged.
+var ErrStorage = errors.New("state directory write failed")
+
+// retryEvery is how often, while journal writes fail, the daemon tries
+// again by itself (owed violations, a probe write) (a variable for tests).
+var retryEvery = time.Second
+
+func newState(dir string, log *logrus.Logger, reg *Registry) (*state, error) {
 	for _, d := range []string{dir, filepath.Join(dir, nsDirName), filepath.Join(dir, archiveDirName), filepath.Join(dir, quarantineName)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("state dir: %w", err)
 		}
 	}
-	s := &state{dir: dir, log: log}
+	s := &state{dir: dir, log: log, reg: reg}
 	s.cond = sync.NewCond(&s.mu)
 	return s, nil
 }
@@ -118,14 +140,28 @@ func (s *state) replayJournal(path string) (*jfile, []*measurelog.Entry, error) 
 	if cerr := j.Close(); cerr != nil {
 		return nil, nil, cerr
 	}
-	f, oerr := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
+	jf, oerr := openJFile(path)
 	if oerr != nil {
-		return nil, nil, fmt.Errorf("open journal %s: %w", path, oerr)
+		return nil, nil, oerr
 	}
 	if len(entries) >= replayProgressEvery {
 		s.log.WithFields(logrus.Fields{"journal": path, "entries": len(entries), "took": time.Since(start).String()}).Info("journal read")
 	}
-	return &jfile{path: path, f: f}, entries, err
+	return jf, entries, err
+}
+
+// openJFile opens an existing journal for appending at its end.
+func openJFile(path string) (*jfile, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	return &jfile{path: path, f: f, size: fi.Size()}, nil
 }
 
 // apply appends replayed entries to list, logging progress for large journals.
@@ -177,100 +213,6 @@ func (s *state) commitAll(host *Namespace, items []Item) (int, error) {
 	return -1, nil
 }
 
-// flush writes, syncs and applies the queue; s.mu is held on entry and exit
-// but not during I/O. Only one flush runs at a time, so lists are appended
-// in record order.
-func (s *state) flush(host *Namespace) {
-	s.flushing = true
-	batch := s.queue
-	s.queue = nil
-	s.mu.Unlock()
-
-	var files []*jfile
-	touch := func(j *jfile, rec []byte) {
-		if len(j.buf) == 0 {
-			files = append(files, j)
-		}
-		j.buf = append(j.buf, rec...)
-	}
-	for _, p := range batch {
-		j := p.ns.journal
-		if j == nil || j.closed {
-			p.err = fmt.Errorf("record in %s: %w", p.ns.ID, ErrDetached)
-			continue
-		}
-		rec := p.e.AppendBinary(nil, measurelog.SHA1)
-		if p.ns != host {
-			touch(j, rec)
-		}
-		touch(s.host, rec)
-	}
-	write := func(j *jfile) {
-		if j.err != nil {
-			return
-		}
-		_, err := j.f.Write(j.buf)
-		if err == nil {
-			err = j.f.Sync()
-		}
-		if err != nil {
-			j.err = fmt.Errorf("journal %s: %w", j.path, err)
-			s.log.WithError(err).WithField("journal", j.path).Error("journal write failed; later records of its namespace fail too")
-		}
-	}
-	// The host journal is durable before any container's: a crash between
-	// the two leaves the host list holding every container entry (and maybe
-	// one of an unacknowledged batch that the container lacks), never a
-	// container entry the host list lacks. The containers' journals are
-	// then written in parallel.
-	if len(s.host.buf) > 0 {
-		write(s.host)
-	}
-	var wg sync.WaitGroup
-	for _, j := range files {
-		if j == s.host {
-			continue
-		}
-		wg.Add(1)
-		go func(j *jfile) {
-			defer wg.Done()
-			if s.host.err != nil {
-				return // the batch fails: keep the containers' journals unchanged too
-			}
-			write(j)
-		}(j)
-	}
-	wg.Wait()
-	for _, j := range files {
-		j.buf = j.buf[:0]
-	}
-	for _, p := range batch {
-		if p.err != nil {
-			continue
-		}
-		if err := s.host.err; err != nil {
-			p.err = err
-			continue
-		}
-		if err := p.ns.journal.err; err != nil {
-			p.err = err
-			continue
-		}
-		p.ns.List.Append(p.e)
-		if p.ns != host {
-			host.List.Append(p.e)
-		}
-	}
-
-	s.mu.Lock()
-	s.syncs++
-	for _, p := range batch {
-		p.done = true
-	}
-	s.flushing = false
-	s.cond.Broadcast()
-}
-
 func (s *state) isFrozen() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -288,6 +230,9 @@ func (s *state) closeJournal(j *jfile) {
 	}
 	if !j.closed {
 		j.closed = true
+		if j.failing.Swap(nil) != nil {
+			s.nfailing.Add(-1)
+		}
 		if err := j.f.Close(); err != nil {
 			s.log.WithError(err).WithField("journal", j.path).Warn("close journal")
 		}
@@ -298,7 +243,7 @@ func (s *state) closeJournal(j *jfile) {
 // createNamespaceState starts a fresh state directory for a container
 // being attached: a directory left by an earlier container of the same id
 // (one the daemon could not restore) is archived first.
-func (s *state) createNamespaceState(ns *Namespace, rec *ContainerRecord) error {
+func (s *state) createNamespaceState(ns *Namespace) error {
 	dir := s.nsDir(ns.ID)
 	if _, err := os.Lstat(dir); err == nil {
 		s.moveAside(ns.ID, archiveDirName, "stale state of an earlier container with this id")
@@ -306,11 +251,11 @@ func (s *state) createNamespaceState(ns *Namespace, rec *ContainerRecord) error 
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return fmt.Errorf("state of %s: %w", ns.ID, err)
 	}
-	if err := writeFileSync(filepath.Join(dir, recordFileName), mustJSON(rec)); err != nil {
-		return fmt.Errorf("state of %s: %w", ns.ID, err)
-	}
+	// The attach record is written once the list's first entries are
+	// durable (Attach): a record next to an empty or missing journal is
+	// damage, never an attach cut short.
 	path := filepath.Join(dir, listJournalName)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("state of %s: %w", ns.ID, err)
 	}
@@ -346,7 +291,7 @@ func (s *state) moveAside(id, where, why string) string {
 // savePolicy makes ns's policy durable (write, fsync, rename, fsync dir).
 func (s *state) savePolicy(ns *Namespace, text string) error {
 	if err := writeFileSync(filepath.Join(s.nsDir(ns.ID), policyFileName), []byte(text)); err != nil {
-		return fmt.Errorf("save policy of %s: %w", ns.ID, err)
+		return fmt.Errorf("save policy of %s: %w: %w", ns.ID, ErrStorage, err)
 	}
 	return nil
 }
@@ -413,22 +358,11 @@ func mustJSON(v any) []byte {
 // writeFileSync replaces path with data atomically and durably.
 func writeFileSync(path string, data []byte) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
+	if err := fsync.WriteFile(tmp, data); err != nil {
+		return err // (removed: a full disk leaves nothing half-written)
 	}
 	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
 		return err
 	}
 	return fsync.Dir(filepath.Dir(path))

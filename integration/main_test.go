@@ -182,6 +182,7 @@ type nsInfo struct {
 	Rules       int    `json:"rules"`
 	PCR10SHA1   string `json:"pcr10_sha1"`
 	PCR10SHA256 string `json:"pcr10_sha256"`
+	Degraded    string `json:"degraded"`
 }
 
 func (d *daemon) ps(t *testing.T) map[string]nsInfo {

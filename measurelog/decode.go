@@ -195,6 +195,12 @@ func DecodeBinary(data []byte, bank Algo) ([]*Entry, error) {
 	for off < len(data) {
 		e, n, more, err := parseRecord(data[off:], bank)
 		if more != nil {
+			if next := validRecordAfter(data, off, bank); next >= 0 {
+				// Not a write cut short: a length field points past
+				// the end while a whole record follows (corruption).
+				return entries, &DecodeError{Offset: int64(off),
+					Reason: fmt.Sprintf("record %d: %s claims %d bytes, %d present, but a valid record follows at offset %d", len(entries), more.what, more.need, len(data)-off, next)}
+			}
 			return entries, &DecodeError{Offset: int64(off), Torn: true,
 				Reason: fmt.Sprintf("record %d torn: %s needs %d bytes, %d present", len(entries), more.what, more.need, len(data)-off)}
 		}
@@ -205,6 +211,22 @@ func DecodeBinary(data []byte, bank Algo) ([]*Entry, error) {
 		off += n
 	}
 	return entries, nil
+}
+
+// validRecordAfter returns the offset of the first whole, valid record
+// that starts after off (digest checked against its data), or -1. A torn
+// tail is the prefix of one record: nothing valid can start inside it
+// unless a corrupt length field made a record swallow its successors.
+func validRecordAfter(data []byte, off int, bank Algo) int {
+	for p := off + 1; p+4 <= len(data); p++ {
+		if data[p+1]|data[p+2]|data[p+3] != 0 || data[p] >= NumPCRs {
+			continue // not a pcr 0..23: the cheap common case
+		}
+		if e, _, more, err := parseRecord(data[p:], bank); e != nil && more == nil && err == nil {
+			return p
+		}
+	}
+	return -1
 }
 
 // Decoder reads a binary list entry by entry from a stream, for tailing a
@@ -230,7 +252,9 @@ const readChunk = 64 << 10
 // Next returns the next entry. At a clean end of the stream it returns
 // io.EOF. When the stream ends inside a record it returns a *DecodeError
 // with Torn set and keeps the partial record, so a later call continues
-// once the reader has more data (a growing file). Corruption is a
+// once the reader has more data (a growing file); not seeing the rest, it
+// cannot tell a length field that points past the end from a corrupt one,
+// which DecodeBinary does. Corruption is a
 // *DecodeError that every later call returns again.
 func (d *Decoder) Next() (*Entry, error) {
 	if d.err != nil {

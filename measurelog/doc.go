@@ -17,8 +17,8 @@
 //     grows, without blocking the writer.
 //   - Decoders check every template digest; a torn or corrupt tail is a
 //     *DecodeError with the offset of the first unreadable record.
-//   - OpenJournal replays a journal and cuts a torn tail, never a record in
-//     the middle.
+//   - OpenJournal replays a journal and cuts a torn tail (only the last
+//     record cut short); any other damage is quarantined (DamageError).
 //
 // The kernel's rendering rules, templates (including imafs's ima-ns) and
 // violations are described in docs/packages/measurelog.md.

@@ -54,7 +54,9 @@ func FuzzDecodeBinary(f *testing.F) {
 			}
 			if serr != nil {
 				var a, b *DecodeError
-				if !errors.As(serr, &a) || !errors.As(err, &b) || a.Offset != b.Offset || a.Torn != b.Torn {
+				if !errors.As(serr, &a) || !errors.As(err, &b) || a.Offset != b.Offset || (!a.Torn && b.Torn) {
+					// (A Decoder reads a growing stream: it may call torn what
+					// DecodeBinary, seeing a valid record after it, calls corrupt.)
 					t.Fatalf("Decoder: %v; DecodeBinary: %v", serr, err)
 				}
 				break

@@ -32,22 +32,45 @@ type Journal struct {
 	flushing   bool
 	syncs      int // fsyncs done, for tests of group commit
 	closed     bool
-	err        error // sticky: the file's tail is in an unknown state
+	failedSeq  uint64 // every record up to this one not durable yet failed
+	lastErr    error
+	size       int64 // bytes of whole, durable records: the file's length after a good flush
+	broken     error // a failed write could not be cut back to size; retried on the next flush
 }
 
 // ErrJournalClosed is returned by Append after Close.
 var ErrJournalClosed = errors.New("journal closed")
 
 // OpenJournal opens the journal at path, creating it when missing, and
-// returns the entries it holds. A torn tail (the file ends inside a record:
-// a write cut short by a crash) is cut off and logged; that is not an error.
-// A corrupt record is cut off too, so the journal stays appendable, but its
-// bytes are first saved to path+".corrupt-<unix nanoseconds>" and OpenJournal returns the
-// journal and the entries before it together with an error wrapping the
-// *DecodeError; callers decide whether to go on.
+// returns the entries it holds. A torn tail (the file ends inside its last
+// record and nothing valid follows: a write cut short by a crash, never
+// acknowledged) is cut off and logged; that is not an error. Any other
+// damage (a corrupt record or length field, a bad digest) is quarantined:
+// the original file is kept byte for byte as path+".corrupt-<unix
+// nanoseconds>" (a hard link, so a full disk does not prevent it), the
+// journal is replaced by its valid prefix, and OpenJournal returns the
+// journal, the prefix's entries and a *DamageError (which wraps the
+// *DecodeError); callers decide what the loss means.
 func OpenJournal(path string) (*Journal, []*Entry, error) {
 	return OpenJournalLogger(path, logrus.StandardLogger())
 }
+
+// DamageError reports a journal that was damaged other than by a torn
+// tail, and where its original bytes were kept.
+type DamageError struct {
+	Path    string // the journal
+	Saved   string // the original file, byte for byte
+	Size    int64  // its size
+	Kept    int    // entries of the valid prefix restored
+	Decode  *DecodeError
+	Missing bool // (for callers) the journal was missing or empty where it must not be
+}
+
+func (e *DamageError) Error() string {
+	return fmt.Sprintf("journal %s damaged at offset %d (%s): %d entries kept, original saved as %s", e.Path, e.Decode.Offset, e.Decode.Reason, e.Kept, e.Saved)
+}
+
+func (e *DamageError) Unwrap() error { return e.Decode }
 
 // OpenJournalLogger is OpenJournal logging through log.
 func OpenJournalLogger(path string, log logrus.FieldLogger) (*Journal, []*Entry, error) {
@@ -73,34 +96,80 @@ func OpenJournalLogger(path string, log logrus.FieldLogger) (*Journal, []*Entry,
 			return nil, nil, fmt.Errorf("replay journal %s: %w", path, derr)
 		}
 		fields := logrus.Fields{"journal": path, "offset": de.Offset, "size": len(data), "entries": len(entries), "reason": de.Reason}
-		if !de.Torn {
-			saved := fmt.Sprintf("%s.corrupt-%d", path, time.Now().UnixNano())
-			fields["saved"] = saved
-			if err := os.WriteFile(saved, data[de.Offset:], 0o600); err != nil {
-				f.Close()
-				return nil, nil, fmt.Errorf("save corrupt tail of journal %s: %w", path, err)
-			}
-			log.WithFields(fields).Error("journal: corrupt record; tail saved and cut")
-			retErr = fmt.Errorf("replay journal %s: %w", path, derr)
-		} else {
+		if de.Torn {
 			log.WithFields(fields).Warn("journal: torn tail cut")
-		}
-		if err := f.Truncate(de.Offset); err != nil {
+			err = cutTail(f, path, de.Offset)
+		} else {
 			f.Close()
-			return nil, nil, fmt.Errorf("cut journal %s at %d: %w", path, de.Offset, err)
+			var saved string
+			saved, err = Quarantine(path, data[:de.Offset])
+			if err == nil {
+				f, err = os.OpenFile(path, os.O_RDWR, 0o600)
+			}
+			fields["saved"] = saved
+			log.WithFields(fields).Error("journal: damaged; original kept, valid prefix restored")
+			retErr = &DamageError{Path: path, Saved: saved, Size: int64(len(data)), Kept: len(entries), Decode: de}
 		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return nil, nil, fmt.Errorf("sync journal %s: %w", path, err)
+		if err != nil {
+			if f != nil {
+				f.Close()
+			}
+			return nil, nil, fmt.Errorf("repair journal %s: %w", path, err)
 		}
 	}
 	if _, err := f.Seek(0, io.SeekEnd); err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("seek journal %s: %w", path, err)
 	}
-	j := &Journal{path: path, f: f, log: log}
+	size := int64(len(data))
+	if retErr != nil {
+		size = retErr.(*DamageError).Decode.Offset
+	} else if derr != nil {
+		size = derr.(*DecodeError).Offset
+	}
+	j := &Journal{path: path, f: f, log: log, size: size}
 	j.cond = sync.NewCond(&j.mu)
 	return j, entries, retErr
+}
+
+// cutTail truncates a torn tail off and makes that durable.
+func cutTail(f *os.File, path string, at int64) error {
+	if err := f.Truncate(at); err != nil {
+		return fmt.Errorf("cut journal %s at %d: %w", path, at, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync journal %s: %w", path, err)
+	}
+	return nil
+}
+
+// Quarantine keeps the file at path byte for byte as
+// path+".corrupt-<unix nanoseconds>" and replaces path with keep, durably.
+// The original is kept by a hard link (no data copied, so it works on a
+// full disk) before the replacement is renamed over it: a crash at any
+// point leaves either the original at path or both files. A missing path
+// is not an error (there is nothing to keep; saved is ""), path is then
+// created with keep.
+func Quarantine(path string, keep []byte) (saved string, err error) {
+	tmp := path + ".repair"
+	if err := fsync.WriteFile(tmp, keep); err != nil {
+		return "", fmt.Errorf("quarantine %s: %w", path, err)
+	}
+	saved = fmt.Sprintf("%s.corrupt-%d", path, time.Now().UnixNano())
+	if err := os.Link(path, saved); errors.Is(err, os.ErrNotExist) {
+		saved = ""
+	} else if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("quarantine %s: keep original: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return saved, fmt.Errorf("quarantine %s: %w", path, err)
+	}
+	if err := fsync.Dir(filepath.Dir(path)); err != nil {
+		return saved, fmt.Errorf("quarantine %s: %w", path, err)
+	}
+	return saved, nil
 }
 
 // Append writes e's record and returns once it is durable (written and
@@ -116,9 +185,6 @@ func (j *Journal) Append(e *Entry) error {
 	if j.closed {
 		return fmt.Errorf("journal %s: append: %w", j.path, ErrJournalClosed)
 	}
-	if j.err != nil {
-		return j.err
-	}
 	j.nextSeq++
 	my := j.nextSeq
 	j.pending = append(j.pending, rec...)
@@ -126,8 +192,8 @@ func (j *Journal) Append(e *Entry) error {
 		if j.durableSeq >= my {
 			return nil
 		}
-		if j.err != nil {
-			return j.err
+		if j.failedSeq >= my {
+			return j.lastErr
 		}
 		if !j.flushing {
 			j.flush()
@@ -138,27 +204,50 @@ func (j *Journal) Append(e *Entry) error {
 }
 
 // flush writes and syncs everything pending; j.mu is held on entry and
-// exit but not during I/O.
+// exit but not during I/O. A write or fsync that fails fails the whole
+// batch and is cut back off the file, so the file always ends with the
+// last durable record and later appends start there (a full disk that
+// gets space again works again).
 func (j *Journal) flush() {
 	j.flushing = true
 	buf, upto := j.pending, j.nextSeq
 	j.pending = j.spare[:0]
 	j.mu.Unlock()
-	_, err := j.f.Write(buf)
-	if err == nil {
-		err = j.f.Sync()
-	}
+	err := j.writeAt(buf)
 	j.mu.Lock()
 	j.flushing = false
 	j.spare = buf[:0]
 	if err != nil {
-		j.err = fmt.Errorf("journal %s: write: %w", j.path, err)
-		j.log.WithFields(logrus.Fields{"journal": j.path, "error": err}).Error("journal: write failed; later appends fail too")
+		j.failedSeq, j.lastErr = upto, fmt.Errorf("journal %s: write: %w", j.path, err)
+		j.log.WithFields(logrus.Fields{"journal": j.path, "error": err, "records_failed": upto - j.durableSeq}).Error("journal: write failed; batch cut back, not acknowledged")
 	} else {
 		j.durableSeq = upto
 		j.syncs++
 	}
 	j.cond.Broadcast()
+}
+
+// writeAt appends buf at j.size and syncs it; on failure the file is cut
+// back to j.size (or that is retried by the next call).
+func (j *Journal) writeAt(buf []byte) error {
+	if j.broken != nil {
+		if err := j.f.Truncate(j.size); err != nil {
+			return fmt.Errorf("cut back to %d: %w", j.size, err)
+		}
+		j.broken = nil
+	}
+	_, err := j.f.WriteAt(buf, j.size)
+	if err == nil {
+		err = j.f.Sync()
+	}
+	if err != nil {
+		if terr := j.f.Truncate(j.size); terr != nil {
+			j.broken = terr
+		}
+		return err
+	}
+	j.size += int64(len(buf))
+	return nil
 }
 
 // Close waits for pending appends and closes the file. Append fails after it.
@@ -169,7 +258,7 @@ func (j *Journal) Close() error {
 		return nil
 	}
 	j.closed = true
-	for j.flushing || (j.durableSeq < j.nextSeq && j.err == nil) {
+	for j.flushing || (j.durableSeq < j.nextSeq && j.failedSeq < j.nextSeq) {
 		if !j.flushing {
 			j.flush()
 			continue

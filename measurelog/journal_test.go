@@ -2,6 +2,7 @@ package measurelog
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -90,33 +91,50 @@ func TestJournalRoundTrip(t *testing.T) {
 	}
 }
 
-// TestJournalDamagedTail opens journals whose last record was cut in the
-// middle (a crash during write: cut silently) or followed by garbage
-// (corruption: cut, saved, reported).
-func TestJournalDamagedTail(t *testing.T) {
+// TestJournalDamage opens journals damaged in each way: a torn tail (the
+// last record cut short by a crash, nothing valid after it) is cut
+// silently; any other damage keeps the original file byte for byte
+// (quarantine), restores the valid prefix and is reported as a
+// *DamageError.
+func TestJournalDamage(t *testing.T) {
 	var good []*Entry
 	for i := 0; i < 5; i++ {
 		good = append(good, testEntry(t, i))
 	}
 	full := encodeAll(good)
 	lastStart := len(encodeAll(good[:4]))
+	midStart := len(encodeAll(good[:2]))
+	// ima-ng record: pcr 4, digest 20, name length 4, "ima-ng", data length at 34.
+	const dataLenAt = 4 + 20 + 4 + 6
+	withLen := func(at int, n uint32) []byte {
+		b := append([]byte(nil), full...)
+		binary.LittleEndian.PutUint32(b[at+dataLenAt:], n)
+		return b
+	}
+	flip := func(at int) []byte {
+		b := append([]byte(nil), full...)
+		b[at] ^= 0x40
+		return b
+	}
 	tests := []struct {
 		name    string
 		data    []byte
-		entries int
-		cutAt   int
-		corrupt bool
+		entries int  // restored
+		cutAt   int  // journal length afterwards
+		damaged bool // quarantined and reported
 	}{
 		{"clean", full, 5, len(full), false},
-		{"truncated in the middle of the last record", full[:lastStart+(len(full)-lastStart)/2], 4, lastStart, false},
-		{"truncated inside the pcr", full[:lastStart+1], 4, lastStart, false},
+		{"torn: last record cut in its middle", full[:lastStart+(len(full)-lastStart)/2], 4, lastStart, false},
+		{"torn: cut inside the pcr", full[:lastStart+1], 4, lastStart, false},
+		{"torn: last record's length points past the end", withLen(lastStart, 1<<20), 4, lastStart, false},
+		{"corrupt length in the middle, pointing past the end", withLen(midStart, 1<<20), 2, midStart, true},
+		{"corrupt length in the middle, pointing inside the file", withLen(midStart, 60), 2, midStart, true},
+		{"length beyond the decoder's bound", withLen(midStart, 1<<30), 2, midStart, true},
+		{"bad digest in the middle", flip(midStart + 10), 2, midStart, true},
+		{"flipped byte in the last record", flip(len(full) - 2), 4, lastStart, true},
 		{"garbage tail", append(append([]byte(nil), full...), []byte("\xde\xad\xbe\xefgarbage that is not a record......")...), 5, len(full), true},
 		{"zeroed tail", append(append([]byte(nil), full...), make([]byte, 4096)...), 5, len(full), true},
-		{"flipped byte in the last record", func() []byte {
-			b := append([]byte(nil), full...)
-			b[len(b)-2] ^= 0x40
-			return b
-		}(), 4, lastStart, true},
+		{"garbage from the start", []byte("not a journal at all, not at all...."), 0, 0, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -129,22 +147,25 @@ func TestJournalDamagedTail(t *testing.T) {
 				t.Fatalf("no journal: %v", err)
 			}
 			defer j.Close()
-			var de *DecodeError
-			if tc.corrupt != errors.As(err, &de) {
-				t.Fatalf("error %v, corrupt=%v", err, tc.corrupt)
+			var dmg *DamageError
+			if tc.damaged != errors.As(err, &dmg) {
+				t.Fatalf("error %v, damaged=%v", err, tc.damaged)
 			}
-			if tc.corrupt {
-				if de.Offset != int64(tc.cutAt) {
-					t.Errorf("DecodeError offset %d, want %d", de.Offset, tc.cutAt)
+			matches, _ := filepath.Glob(path + ".corrupt-*")
+			if tc.damaged {
+				var de *DecodeError
+				if !errors.As(err, &de) || de.Offset != int64(tc.cutAt) || de.Torn {
+					t.Errorf("DecodeError %v, want offset %d", de, tc.cutAt)
 				}
-				matches, _ := filepath.Glob(path + ".corrupt-*")
-				if len(matches) != 1 {
-					t.Fatalf("saved tails: %v", matches)
+				if len(matches) != 1 || dmg.Saved != matches[0] || dmg.Kept != tc.entries || dmg.Size != int64(len(tc.data)) {
+					t.Fatalf("saved originals %v, damage %+v", matches, dmg)
 				}
 				saved, err := os.ReadFile(matches[0])
-				if err != nil || !bytes.Equal(saved, tc.data[tc.cutAt:]) {
-					t.Errorf("saved corrupt tail: %v (%d bytes)", err, len(saved))
+				if err != nil || !bytes.Equal(saved, tc.data) {
+					t.Errorf("quarantined copy differs from the original: %v (%d of %d bytes)", err, len(saved), len(tc.data))
 				}
+			} else if len(matches) != 0 {
+				t.Errorf("quarantined a torn tail: %v", matches)
 			}
 			if len(entries) != tc.entries {
 				t.Errorf("%d entries, want %d", len(entries), tc.entries)
@@ -177,5 +198,44 @@ func TestJournalOpenErrors(t *testing.T) {
 	defer j.Close()
 	if err := j.Append(&Entry{PCR: 99, Template: TemplateIMANG}); err == nil {
 		t.Error("entry with pcr 99 journaled")
+	}
+}
+
+// TestJournalWriteFailure: a write that fails (here: the descriptor made
+// read-only, as a failing disk would refuse it) fails only its own appends;
+// the file keeps its durable records, and appends work again once writes do.
+func TestJournalWriteFailure(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j")
+	j, _, err := OpenJournalLogger(path, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := j.Append(testEntry(t, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good, _ := os.ReadFile(path)
+	rw := j.f
+	ro, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.f = ro
+	if err := j.Append(testEntry(t, 10)); err == nil {
+		t.Fatal("append through a read-only descriptor succeeded")
+	}
+	if now, _ := os.ReadFile(path); !bytes.Equal(now, good) {
+		t.Errorf("journal changed by a failed append: %d bytes, had %d", len(now), len(good))
+	}
+	j.f = rw
+	ro.Close()
+	if err := j.Append(testEntry(t, 11)); err != nil {
+		t.Fatalf("append after writes work again: %v", err)
+	}
+	j.Close()
+	_, entries, err := OpenJournalLogger(path, quietLog())
+	if err != nil || len(entries) != 4 || entries[3].Name() != testEntry(t, 11).Name() {
+		t.Errorf("reopened: %v, %d entries", err, len(entries))
 	}
 }

@@ -56,6 +56,11 @@ var (
 		[]string{namespaceLabel}, nil)
 	rulesDesc = prometheus.NewDesc("imafs_namespace_policy_rules",
 		"Rules of the namespace's active policy.", []string{namespaceLabel}, nil)
+	degradedDesc = prometheus.NewDesc("imafs_namespace_degraded",
+		"1 while the namespace's list is known incomplete (its journal was found damaged) or its measurements fail (the state directory fails writes), else 0; imafs ps says why.",
+		[]string{namespaceLabel}, nil)
+	storageFailuresDesc = prometheus.NewDesc("imafs_state_write_failures_total",
+		"Journal write batches that failed on a state directory write error (full disk, I/O error); their records were not acknowledged.", nil, nil)
 )
 
 // RegistryCollector reads an imans.Registry on every scrape.
@@ -76,6 +81,8 @@ func (c *RegistryCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- entriesDesc
 	ch <- violationsDesc
 	ch <- rulesDesc
+	ch <- degradedDesc
+	ch <- storageFailuresDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -86,7 +93,13 @@ func (c *RegistryCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.GaugeValue, float64(ns.List.Len()), ns.ID)
 		ch <- prometheus.MustNewConstMetric(violationsDesc, prometheus.CounterValue, float64(ns.List.Violations()), ns.ID)
 		ch <- prometheus.MustNewConstMetric(rulesDesc, prometheus.GaugeValue, float64(len(ns.Policy())), ns.ID)
+		degraded := 0.0
+		if c.reg.Degraded(ns) != "" {
+			degraded = 1
+		}
+		ch <- prometheus.MustNewConstMetric(degradedDesc, prometheus.GaugeValue, degraded, ns.ID)
 	}
+	ch <- prometheus.MustNewConstMetric(storageFailuresDesc, prometheus.CounterValue, float64(c.reg.StorageFailures()))
 }
 
 // forgetter deletes a detached namespace's source-updated series.

@@ -36,9 +36,13 @@ func runPs(args []string) int {
 		return 0
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tPID\tNAMESPACE\tENTRIES\tVIOLATIONS\tRULES\tPCR10 (SHA256)")
+	fmt.Fprintln(tw, "ID\tPID\tNAMESPACE\tENTRIES\tVIOLATIONS\tRULES\tPCR10 (SHA256)\tDEGRADED")
 	for _, ns := range resp.Namespaces {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%s\n", ns.ID, ns.Pid, ns.Namespace, ns.Entries, ns.Violations, ns.Rules, ns.PCR10SHA256)
+		degraded := ns.Degraded
+		if degraded == "" {
+			degraded = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%s\t%s\n", ns.ID, ns.Pid, ns.Namespace, ns.Entries, ns.Violations, ns.Rules, ns.PCR10SHA256, degraded)
 	}
 	tw.Flush()
 	return 0

@@ -13,6 +13,7 @@ import (
 
 	"github.com/imafs/imafs/control"
 	"github.com/imafs/imafs/fanotify"
+	imafsfs "github.com/imafs/imafs/fs"
 	"github.com/imafs/imafs/internal/daemon"
 	"github.com/imafs/imafs/policy"
 )
@@ -48,6 +49,7 @@ func serveConfig(args []string) (daemon.Config, *logrus.Logger, int) {
 	fl.StringVar(&cfg.TPM, "tpm", "", "host TPM (/dev/tpmrm0 or a swtpm unixio socket) for boot_aggregate; none: zeros")
 	vtpmKind := fl.String("vtpm", "", "per-container virtual TPM: swtpm (one swtpm process per container) or none")
 	fl.StringVar(&cfg.VTPMSocketDir, "vtpm-socket-dir", "/run/imafs/vtpm", "directory for the vTPMs' sockets (STATE/run if empty)")
+	listReadCap := fl.String("list-read-cap", "none", "capability a container's uid 0 also needs to read its lists and counters: none (the kernel's rule) or sys_admin")
 	fl.IntVar(&cfg.TakeoverFD, "takeover-fd", 0, "internal (imafs upgrade): take over from the daemon that started this one and report readiness on this fd")
 	cfg.PolicyLimits = policy.DefaultLimits()
 	fl.IntVar(&cfg.PolicyLimits.MaxRules, "policy-max-rules", cfg.PolicyLimits.MaxRules, "most rules one namespace's policy may hold (a load beyond: ENOSPC)")
@@ -68,6 +70,12 @@ func serveConfig(args []string) (daemon.Config, *logrus.Logger, int) {
 		fmt.Fprintf(os.Stderr, "imafs serve: --vtpm %q: want swtpm or none\n", *vtpmKind)
 		return cfg, nil, 2
 	}
+	listRead, err := imafsfs.ParseListReadCap(*listReadCap)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "imafs serve: --list-read-cap:", err)
+		return cfg, nil, 2
+	}
+	cfg.ListRead = listRead
 	log := logrus.New()
 	lvl, err := logrus.ParseLevel(*logLevel)
 	if err != nil {

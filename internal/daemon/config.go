@@ -3,6 +3,7 @@ package daemon
 import (
 	"time"
 
+	imafsfs "github.com/imafs/imafs/fs"
 	"github.com/imafs/imafs/policy"
 )
 
@@ -20,6 +21,9 @@ type Config struct {
 	VTPMSocketDir   string // "" → StateDir/run
 	// PolicyLimits bound every namespace's policy (a load beyond: ENOSPC).
 	PolicyLimits policy.Limits
+	// ListRead is what a container's uid 0 also needs to read its lists
+	// and counters (--list-read-cap).
+	ListRead imafsfs.ListReadRule
 
 	// TakeoverFD > 0: this daemon is an upgrade's successor; it replaces
 	// its predecessor's mounts and reports readiness on this fd.

@@ -120,6 +120,7 @@ func (c *control) info(ns *imans.Namespace) ctl.NamespaceInfo {
 		Rules:       len(ns.Policy()),
 		PCR10SHA1:   hex.EncodeToString(ns.List.PCR(measurelog.SHA1, imans.DefaultPCR)),
 		PCR10SHA256: hex.EncodeToString(ns.List.PCR(measurelog.SHA256, imans.DefaultPCR)),
+		Degraded:    c.reg.Degraded(ns),
 	}
 	if ns.IsHost() {
 		info.Namespace = fmt.Sprintf("pid:[%d]", c.reg.Resolver().HostPidNS().Ino)

@@ -67,7 +67,7 @@ func New(cfg Config, log *logrus.Logger) (*Daemon, error) {
 	kernel := &kernelSource{cfg: cfg.KernelSource, stateDir: cfg.StateDir}
 	vt := &vtpmPart{cfg: cfg, host: host}
 	d.reg = &registry{cfg: cfg, host: host, kernel: kernel}
-	d.mounts = &mounts{log: log, quoter: vt.quoter, hostTarget: cfg.HostMount}
+	d.mounts = &mounts{log: log, quoter: vt.quoter, hostTarget: cfg.HostMount, listRead: cfg.ListRead}
 	d.upgrade = newUpgrade(d)
 	d.control = &control{cfg: cfg, log: log, mounts: d.mounts, vtpm: vt, upgrade: d.upgrade, errs: make(chan error, 1)}
 	d.list = []Component{host, d.reg, vt, d.mounts, kernel,

@@ -40,6 +40,7 @@ type mounts struct {
 	reg    *imans.Registry
 
 	hostTarget string
+	listRead   imafsfs.ListReadRule
 	unobserve  func()
 
 	mu   sync.Mutex
@@ -192,7 +193,7 @@ func (ms *mounts) serveAt(owner *imans.Namespace, pid int, target string, swap b
 	if err != nil {
 		return nil, err
 	}
-	root := imafsfs.NewRoot(imafsfs.Options{Registry: ms.reg, Log: ms.log, Owner: owner, Quoter: ms.quoter()})
+	root := imafsfs.NewRoot(imafsfs.Options{Registry: ms.reg, Log: ms.log, Owner: owner, Quoter: ms.quoter(), ListRead: ms.listRead})
 	srv, err := imafsfs.Serve(dev, root)
 	if err != nil {
 		if uerr := mountns.Unmount(pid, target, true); uerr != nil {

@@ -20,3 +20,16 @@ func TestDir(t *testing.T) {
 		t.Errorf("Dir(%s): %v, want ErrNotExist", missing, err)
 	}
 }
+
+func TestWriteFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	if err := WriteFile(path, []byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "data" {
+		t.Errorf("read back %q, %v", b, err)
+	}
+	if err := WriteFile(filepath.Join(t.TempDir(), "missing", "f"), nil); err == nil {
+		t.Error("WriteFile in a missing directory succeeded")
+	}
+}
