@@ -92,15 +92,7 @@ func (ms *mounts) Stop(handover bool) {
 	if handover {
 		return
 	}
-	ms.mu.Lock()
-	all := make([]*mount, 0, len(ms.byID)+1)
-	for _, m := range ms.byID {
-		all = append(all, m)
-	}
-	if ms.host != nil {
-		all = append(all, ms.host)
-	}
-	ms.mu.Unlock()
+	all := ms.all()
 	for _, m := range all {
 		ms.unmount(m)
 	}
@@ -116,6 +108,20 @@ func (ms *mounts) Detached(ns *imans.Namespace) {
 	delete(ms.byID, ns.ID)
 	delete(ms.targets, ns.ID)
 	ms.mu.Unlock()
+}
+
+// all returns the live mounts, the host's included.
+func (ms *mounts) all() []*mount {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	all := make([]*mount, 0, len(ms.byID)+1)
+	for _, m := range ms.byID {
+		all = append(all, m)
+	}
+	if ms.host != nil {
+		all = append(all, ms.host)
+	}
+	return all
 }
 
 // get returns the mount of namespace id (the host's for imans.HostID).
@@ -251,15 +257,7 @@ const handoverQuiet = time.Second
 // when this process exits. It gives up after timeout, and treats a mount
 // without open files that has been quiet for handoverQuiet as unused.
 func (ms *mounts) drain(timeout time.Duration) {
-	ms.mu.Lock()
-	all := make([]*mount, 0, len(ms.byID)+1)
-	for _, m := range ms.byID {
-		all = append(all, m)
-	}
-	if ms.host != nil {
-		all = append(all, ms.host)
-	}
-	ms.mu.Unlock()
+	all := ms.all()
 	inUse := func() (n int64) {
 		for _, m := range all {
 			select {
