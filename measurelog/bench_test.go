@@ -5,6 +5,8 @@ import (
 	"io"
 	"runtime"
 	"testing"
+
+	"github.com/imafs/imafs/internal/cputime"
 )
 
 func benchEntries(b *testing.B, n int) []*Entry {
@@ -73,12 +75,15 @@ func BenchmarkDecodeBinary(b *testing.B) {
 	}
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
+	var cpu cputime.Meter
+	cpu.Start()
 	for b.Loop() {
 		got, err := DecodeBinary(data, SHA1)
 		if err != nil || len(got) != len(entries) {
 			b.Fatal(err)
 		}
 	}
+	cpu.Report(b, b.N*len(entries))
 	perSecond(b, b.N*len(entries))
 }
 
@@ -87,16 +92,21 @@ func BenchmarkListAppend(b *testing.B) {
 	l := NewList()
 	b.ReportAllocs()
 	i := 0
+	var cpu cputime.Meter
+	cpu.Start()
 	for b.Loop() {
 		if i == len(entries) {
 			b.StopTimer()
+			cpu.Stop()
 			l = NewList()
 			i = 0
+			cpu.Start()
 			b.StartTimer()
 		}
 		l.Append(entries[i])
 		i++
 	}
+	cpu.Report(b, b.N)
 	perSecond(b, b.N)
 }
 
@@ -110,6 +120,8 @@ func BenchmarkListReadAt(b *testing.B) {
 	buf := make([]byte, 4096)
 	b.SetBytes(l.Size(ASCII, SHA1))
 	b.ReportAllocs()
+	var cpu cputime.Meter
+	cpu.Start()
 	for b.Loop() {
 		for off := int64(0); ; {
 			n, err := l.ReadAt(buf, off, ASCII, SHA1)
@@ -119,6 +131,8 @@ func BenchmarkListReadAt(b *testing.B) {
 			}
 		}
 	}
+	t := cpu.Total()
+	b.ReportMetric(float64(b.N)*float64(l.Size(ASCII, SHA1))/1e6/t.Seconds(), "MB/cpu-s")
 	perSecond(b, b.N*l.Len())
 }
 

@@ -59,6 +59,9 @@ type chunk struct {
 type List struct {
 	banks []Algo
 	nrend int
+	doff  []int // doff[b]: offset of bank b's digest in a record's digests; doff[len(banks)]: their size
+
+	lastT atomic.Pointer[compiled] // template of the last record parsed: most lists use one
 
 	count atomic.Int64 // published entries
 	dir   atomic.Pointer[[]*chunk]
@@ -84,6 +87,10 @@ func NewList(banks ...Algo) *List {
 	}
 	slices.Sort(bs)
 	l := &List{banks: bs, nrend: 2 * len(bs), pcrs: NewPCRs(bs...), seen: make(map[uint64]int32)}
+	l.doff = make([]int, len(bs)+1)
+	for i, b := range bs {
+		l.doff[i+1] = l.doff[i] + b.Size()
+	}
 	dir := []*chunk{}
 	l.dir.Store(&dir)
 	return l
@@ -128,25 +135,30 @@ type record struct {
 	fields    [][]byte
 }
 
-func (l *List) digestOffset(bank int) int {
-	o := 0
-	for _, b := range l.banks[:bank] {
-		o += b.Size()
+func (l *List) digestOffset(bank int) int { return l.doff[bank] }
+
+// template returns the template a record names: the last one found when
+// it is the same (no map lookup), else a lookup.
+func (l *List) template(name []byte) *compiled {
+	if t := l.lastT.Load(); t != nil && t.name == string(name) {
+		return t
 	}
-	return o
+	t := templates[string(name)] // no allocation for builtin templates
+	if t == nil {
+		t, _ = lookup(string(name))
+	}
+	if t == nil {
+		return &compiled{name: string(name)}
+	}
+	l.lastT.Store(t)
+	return t
 }
 
 func (l *List) parse(rec []byte, fields [][]byte) record {
 	r := record{pcr: binary.LittleEndian.Uint32(rec), violation: rec[4]&flagViolation != 0}
 	nl := int(rec[5])
 	name := rec[6 : 6+nl]
-	r.t = templates[string(name)] // no allocation for builtin templates
-	if r.t == nil {
-		r.t, _ = lookup(string(name))
-	}
-	if r.t == nil {
-		r.t = &compiled{name: string(name)}
-	}
+	r.t = l.template(name)
 	p := 6 + nl
 	if !r.violation {
 		n := l.digestOffset(len(l.banks))
@@ -203,9 +215,14 @@ func (l *List) Append(e *Entry) bool {
 	digests := dbuf[:0]
 	if !e.Violation {
 		for _, b := range l.banks {
-			digests = templateDigest(digests, t.ima, e.Fields, b)
+			digests = e.digestInto(digests, t.ima, b)
 		}
 	}
+	// Rendered sizes in the first bank; other banks differ only in the
+	// digest's size (raw in binary, hex in ascii).
+	var scratch [1024]byte
+	asciiLen := len(appendASCII(scratch[:0], e.PCR, t, e.Fields, zeros[:l.banks[0].Size()])) - 2*l.banks[0].Size()
+	binLen := binaryLen(t, e.Fields)
 	var key uint64
 	var fullKey []byte
 	if !e.Violation {
@@ -243,11 +260,6 @@ func (l *List) Append(e *Entry) bool {
 	}
 	c := dir[ci]
 	c.recs[si] = rec
-	// Render once in the first bank; other banks differ only in the
-	// digest's size (raw in binary, hex in ascii).
-	var scratch [1024]byte
-	asciiLen := len(l.render(scratch[:0], rec, 0)) - 2*l.banks[0].Size()
-	binLen := len(l.render(scratch[:0], rec, 1)) - l.banks[0].Size()
 	for r := 0; r < l.nrend; r++ {
 		prev := int64(0)
 		if n > 0 {
@@ -278,6 +290,22 @@ func (l *List) Append(e *Entry) bool {
 		l.notify = nil
 	}
 	return true
+}
+
+// binaryLen returns the size of appendBinary's record without its digest.
+func binaryLen(t *compiled, fields [][]byte) int {
+	n := 4 + 4 + len(t.name)
+	if !t.ima {
+		return n + 4 + templateDataLen(fields)
+	}
+	for i, f := range fields {
+		if i == 0 {
+			n += len(f)
+		} else {
+			n += 4 + len(cString(f))
+		}
+	}
+	return n
 }
 
 // isDuplicate reports whether (pcr, sha1 template digest) was seen. The
@@ -412,18 +440,20 @@ func (l *List) ReadAt(p []byte, off int64, f Format, bank Algo) (int, error) {
 	i := sort.Search(n, func(i int) bool { return l.end(dir, i, r) > off })
 	var scratch [1024]byte
 	done := 0
+	start := int64(0)
+	if i > 0 {
+		start = l.end(dir, i-1, r)
+	}
 	for ; i < n && done < len(p); i++ {
-		start := int64(0)
-		if i > 0 {
-			start = l.end(dir, i-1, r)
+		end := l.end(dir, i, r)
+		if off == start && end-start <= int64(len(p)-done) {
+			// The whole entry fits: render it in place.
+			done += len(l.render(p[done:done:len(p)], l.rec(dir, i), r))
+		} else {
+			b := l.render(scratch[:0], l.rec(dir, i), r)
+			done += copy(p[done:], b[off-start:])
 		}
-		b := l.render(scratch[:0], l.rec(dir, i), r)
-		skip := int64(0)
-		if off > start {
-			skip = off - start
-		}
-		done += copy(p[done:], b[skip:])
-		off = start + int64(len(b))
+		start, off = end, end
 	}
 	if done < len(p) {
 		return done, io.EOF
