@@ -382,13 +382,27 @@ func (e *Entry) TemplateDigest(bank Algo) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// hexPairs[c] is c's two lowercase hex digits, as a little-endian uint16.
+var hexPairs = func() (t [256]uint16) {
+	for c := range t {
+		t[c] = uint16(hexDigits[c>>4]) | uint16(hexDigits[c&0xf])<<8
+	}
+	return t
+}()
+
+// appendHex appends b in lowercase hex: one table load and one 16-bit
+// store per byte (it is most of the ascii lists' rendering time).
 func appendHex(dst, b []byte) []byte {
 	n := len(dst)
 	dst = slices.Grow(dst, 2*len(b))[:n+2*len(b)]
 	h := dst[n:]
+	for len(b) >= 4 {
+		binary.LittleEndian.PutUint64(h, uint64(hexPairs[b[0]])|uint64(hexPairs[b[1]])<<16|
+			uint64(hexPairs[b[2]])<<32|uint64(hexPairs[b[3]])<<48)
+		b, h = b[4:], h[8:]
+	}
 	for i, c := range b {
-		h[2*i] = hexDigits[c>>4]
-		h[2*i+1] = hexDigits[c&0xf]
+		binary.LittleEndian.PutUint16(h[2*i:], hexPairs[c])
 	}
 	return dst
 }
