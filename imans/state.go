@@ -167,6 +167,7 @@ func openJFile(path string) (*jfile, error) {
 // apply appends replayed entries to list, logging progress for large journals.
 func (s *state) apply(what string, list *measurelog.List, entries []*measurelog.Entry) {
 	start := time.Now()
+	list.Reserve(list.Len() + len(entries))
 	for i, e := range entries {
 		list.Append(e)
 		if (i+1)%replayProgressEvery == 0 {

@@ -82,7 +82,7 @@ func OpenJournalLogger(path string, log logrus.FieldLogger) (*Journal, []*Entry,
 		f.Close()
 		return nil, nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
-	data, err := io.ReadAll(f)
+	data, err := readJournal(f)
 	if err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("read journal %s: %w", path, err)
@@ -130,6 +130,27 @@ func OpenJournalLogger(path string, log logrus.FieldLogger) (*Journal, []*Entry,
 	j := &Journal{path: path, f: f, log: log, size: size}
 	j.cond = sync.NewCond(&j.mu)
 	return j, entries, retErr
+}
+
+// readJournal reads f from its start into a buffer of its size (one
+// allocation, not io.ReadAll's doublings: a journal can hold hundreds of
+// MB), and whatever a concurrent writer added since.
+func readJournal(f *os.File) ([]byte, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	data := make([]byte, fi.Size(), fi.Size()+512)
+	n, err := io.ReadFull(f, data)
+	data = data[:n]
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		return data, nil // shorter than its size a moment ago
+	}
+	if err != nil {
+		return nil, err
+	}
+	rest, err := io.ReadAll(f)
+	return append(data, rest...), err
 }
 
 // cutTail truncates a torn tail off and makes that durable.

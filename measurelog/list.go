@@ -308,6 +308,16 @@ func binaryLen(t *compiled, fields [][]byte) int {
 	return n
 }
 
+// Reserve prepares an empty list for about n appends (a journal's
+// replay): the duplicate rule's table is sized once instead of growing.
+func (l *List) Reserve(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.seen) == 0 && n > 0 {
+		l.seen = make(map[uint64]int32, n)
+	}
+}
+
 // isDuplicate reports whether (pcr, sha1 template digest) was seen. The
 // primary map is keyed by 64 bits of it and points at the entry to compare
 // in full; the rare prefix collision goes to seen2, keyed by all of it.
