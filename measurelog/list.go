@@ -71,6 +71,7 @@ type List struct {
 	mu     sync.Mutex // writer state below
 	slab   []byte
 	pcrs   *PCRs
+	folded int // entries extended into pcrs (foldPCRs)
 	seen   map[uint64]int32 // duplicate rule: hash prefix of (pcr, sha1 digest) -> entry index
 	seen2  map[string]struct{}
 	notify chan struct{}
@@ -272,16 +273,10 @@ func (l *List) Append(e *Entry) bool {
 			c.ends[si*l.nrend+r] = prev + int64(binLen+size)
 		}
 	}
+	// The PCRs are extended when they are asked for (foldPCRs).
 	if e.Violation {
-		for _, b := range l.banks {
-			l.pcrs.extend(b, e.PCR, bytes.Repeat([]byte{0xff}, b.Size()))
-		}
 		l.viol.Add(1)
 	} else {
-		for i, b := range l.banks {
-			o := l.digestOffset(i)
-			l.pcrs.extend(b, e.PCR, digests[o:o+b.Size()])
-		}
 		l.remember(key, fullKey, n)
 	}
 	l.count.Store(int64(n + 1))
@@ -406,6 +401,7 @@ func (l *List) Entry(i int) *Entry {
 func (l *List) PCR(bank Algo, index int) []byte {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.foldPCRs()
 	return l.pcrs.Value(bank, index)
 }
 
@@ -413,7 +409,37 @@ func (l *List) PCR(bank Algo, index int) []byte {
 func (l *List) PCRs() *PCRs {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.foldPCRs()
 	return l.pcrs.clone()
+}
+
+var ones = bytes.Repeat([]byte{0xff}, 64)
+
+// foldPCRs extends the PCRs with the entries appended since the last
+// fold, in order, from their records; l.mu is held. Entries are appended
+// at every measurement, the PCRs asked for rarely (quotes, a replay's
+// check): folding on demand keeps an extend (a hash per bank) per entry
+// off the append path, for the same values.
+func (l *List) foldPCRs() {
+	n := int(l.count.Load())
+	if l.folded == n {
+		return
+	}
+	dir := *l.dir.Load()
+	for i := l.folded; i < n; i++ {
+		rec := l.rec(dir, i)
+		pcr := binary.LittleEndian.Uint32(rec)
+		viol := rec[4]&flagViolation != 0
+		p := 6 + int(rec[5])
+		for bi, b := range l.banks {
+			if viol {
+				l.pcrs.extend(b, pcr, ones[:b.Size()])
+			} else {
+				l.pcrs.extend(b, pcr, rec[p+l.doff[bi]:p+l.doff[bi+1]])
+			}
+		}
+	}
+	l.folded = n
 }
 
 // Size returns the byte size of a rendering (0 for a bank the list does not keep).
