@@ -71,7 +71,7 @@ type List struct {
 	mu     sync.Mutex // writer state below
 	slab   []byte
 	pcrs   *PCRs
-	folded int // entries extended into pcrs (foldPCRs)
+	folded int              // entries extended into pcrs (foldPCRs)
 	seen   map[uint64]int32 // duplicate rule: hash prefix of (pcr, sha1 digest) -> entry index
 	seen2  map[string]struct{}
 	notify chan struct{}
