@@ -3,8 +3,12 @@ package measurelog
 import (
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/imafs/imafs/internal/cputime"
 )
@@ -166,4 +170,41 @@ func BenchmarkListMemory(b *testing.B) {
 	b.ReportMetric(float64(after-before)/n, "bytes/entry")
 	b.ReportMetric(float64(l.Size(ASCII, SHA1)+l.Size(Binary, SHA1)+l.Size(ASCII, SHA256)+l.Size(Binary, SHA256))/n, "rendered-bytes/entry")
 	runtime.KeepAlive(l)
+}
+
+// BenchmarkJournalReplay measures what a daemon's start does with a
+// journal per entry: OpenJournal (read, decode, check every record's
+// template digest) and Append of every entry to a new list (sha1 and
+// sha256 banks), for a 100,000-entry journal per op.
+func BenchmarkJournalReplay(b *testing.B) {
+	const n = 100000
+	path := filepath.Join(b.TempDir(), "host.journal")
+	var data []byte
+	for _, e := range benchEntries(b, n) {
+		data = e.AppendBinary(data, SHA1)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	var cpu cputime.Meter
+	cpu.Start()
+	for b.Loop() {
+		j, entries, err := OpenJournalLogger(path, log)
+		if err != nil || len(entries) != n {
+			b.Fatalf("OpenJournal: %d entries, %v", len(entries), err)
+		}
+		l := NewList()
+		l.Reserve(len(entries))
+		for _, e := range entries {
+			l.Append(e)
+		}
+		if l.Len() != n || l.PCR(SHA256, DefaultPCR) == nil {
+			b.Fatalf("replayed %d entries, want %d", l.Len(), n)
+		}
+		j.Close()
+	}
+	cpu.Report(b, b.N*n)
+	perSecond(b, b.N*n)
 }
