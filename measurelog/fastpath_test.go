@@ -106,3 +106,42 @@ func TestCachedDigests(t *testing.T) {
 		t.Error("the decoder did not keep the sha1 digest it checked")
 	}
 }
+
+// TestDupTable checks the duplicate rule's table through growth, with
+// keys that collide in full (several entries under one key: the callback
+// decides) and keys that only share a place.
+func TestDupTable(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		reserve int
+		keyOf   func(i int) uint64
+	}{
+		{"distinct keys, grown", 0, func(i int) uint64 { return uint64(i) * 0x100000001b3 }},
+		{"distinct keys, reserved", 5000, func(i int) uint64 { return uint64(i) * 0x100000001b3 }},
+		{"eight entries a key", 0, func(i int) uint64 { return uint64(i / 8) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var d dupTable
+			d.reserve(tc.reserve)
+			const n = 5000
+			for i := range n {
+				// Before insertion entry i is not found under its key.
+				if d.find(tc.keyOf(i), func(j int) bool { return j == i }) {
+					t.Fatalf("entry %d found before it was inserted", i)
+				}
+				d.insert(tc.keyOf(i), i)
+			}
+			for i := range n {
+				if !d.find(tc.keyOf(i), func(j int) bool { return j == i }) {
+					t.Fatalf("entry %d not found under its key", i)
+				}
+			}
+			if d.find(tc.keyOf(n+7), func(j int) bool { return j == n+7 }) {
+				t.Error("an entry never inserted was found")
+			}
+			if d.n != n || d.n*4 > len(d.slots)*3 {
+				t.Errorf("%d entries in %d slots, want %d at a load <= 3/4", d.n, len(d.slots), n)
+			}
+		})
+	}
+}

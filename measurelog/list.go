@@ -71,9 +71,8 @@ type List struct {
 	mu     sync.Mutex // writer state below
 	slab   []byte
 	pcrs   *PCRs
-	folded int              // entries extended into pcrs (foldPCRs)
-	seen   map[uint64]int32 // duplicate rule: hash prefix of (pcr, sha1 digest) -> entry index
-	seen2  map[string]struct{}
+	folded int      // entries extended into pcrs (foldPCRs)
+	seen   dupTable // duplicate rule: (pcr, sha1 digest) -> entry index
 	notify chan struct{}
 }
 
@@ -87,7 +86,7 @@ func NewList(banks ...Algo) *List {
 		}
 	}
 	slices.Sort(bs)
-	l := &List{banks: bs, nrend: 2 * len(bs), pcrs: NewPCRs(bs...), seen: make(map[uint64]int32)}
+	l := &List{banks: bs, nrend: 2 * len(bs), pcrs: NewPCRs(bs...)}
 	l.doff = make([]int, len(bs)+1)
 	for i, b := range bs {
 		l.doff[i+1] = l.doff[i] + b.Size()
@@ -308,46 +307,28 @@ func binaryLen(t *compiled, fields [][]byte) int {
 func (l *List) Reserve(n int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.seen) == 0 && n > 0 {
-		l.seen = make(map[uint64]int32, n)
-	}
+	l.seen.reserve(n)
 }
 
-// isDuplicate reports whether (pcr, sha1 template digest) was seen. The
-// primary map is keyed by 64 bits of it and points at the entry to compare
-// in full; the rare prefix collision goes to seen2, keyed by all of it.
+// isDuplicate reports whether (pcr, sha1 template digest) was seen; the
+// table finds candidates by 64 bits of it, the records decide.
 func (l *List) isDuplicate(key uint64, full []byte) bool {
-	if i, ok := l.seen[key]; ok {
-		if l.sameKey(int(i), full) {
-			return true
-		}
-		if len(l.seen2) > 0 {
-			_, ok := l.seen2[string(full)]
-			return ok
-		}
-	}
-	return false
+	dir := *l.dir.Load()
+	return l.seen.find(key, func(i int) bool { return l.sameKey(dir, i, full) })
 }
 
-func (l *List) remember(key uint64, full []byte, n int) {
-	if _, ok := l.seen[key]; !ok {
-		l.seen[key] = int32(n)
-		return
-	}
-	if l.seen2 == nil {
-		l.seen2 = make(map[string]struct{})
-	}
-	l.seen2[string(full)] = struct{}{}
-}
+func (l *List) remember(key uint64, full []byte, n int) { l.seen.insert(key, n) }
 
-func (l *List) sameKey(i int, full []byte) bool {
-	rec := l.rec(*l.dir.Load(), i)
-	var fa [16][]byte
-	r := l.parse(rec, fa[:0])
-	if r.violation {
+// sameKey reports whether entry i is a non-violation entry with the
+// (sha1 digest, pcr) of full.
+func (l *List) sameKey(dir []*chunk, i int, full []byte) bool {
+	rec := l.rec(dir, i)
+	if rec[4]&flagViolation != 0 {
 		return false
 	}
-	return binary.LittleEndian.Uint32(full[SHA1.Size():]) == r.pcr && bytes.Equal(full[:SHA1.Size()], r.digests[:SHA1.Size()])
+	p := 6 + int(rec[5]) // sha1 is the first bank
+	return binary.LittleEndian.Uint32(full[SHA1.Size():]) == binary.LittleEndian.Uint32(rec) &&
+		bytes.Equal(full[:SHA1.Size()], rec[p:p+SHA1.Size()])
 }
 
 // alloc returns n bytes of record storage. Records are carved from shared
