@@ -136,6 +136,7 @@ func BenchmarkListReadAt(b *testing.B) {
 		}
 	}
 	t := cpu.Total()
+	cpu.Report(b, b.N*l.Len())
 	b.ReportMetric(float64(b.N)*float64(l.Size(ASCII, SHA1))/1e6/t.Seconds(), "MB/cpu-s")
 	perSecond(b, b.N*l.Len())
 }
