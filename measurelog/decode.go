@@ -39,6 +39,7 @@ type arena struct {
 	entries []Entry
 	fields  [][]byte
 	data    []byte
+	retain  bool // fields alias the decoded bytes instead of copies
 }
 
 const (
@@ -82,9 +83,9 @@ func (a *arena) bytes(n int) []byte {
 
 // parseRecord decodes one record from the beginning of data. It returns the
 // entry and its length; a *needMore when data ends inside the record; or an
-// error describing corruption. It never retains data. The entry comes from
-// a (nil: allocated alone) and carries the template digest it was checked
-// against.
+// error describing corruption. The entry comes from a (nil: allocated
+// alone) and carries the template digest it was checked against. Its fields
+// are copies, unless a.retain: then they are slices of data.
 func parseRecord(data []byte, bank Algo, a *arena) (*Entry, int, *needMore, error) {
 	if a == nil {
 		a = &arena{}
@@ -149,14 +150,19 @@ func parseRecord(data []byte, bank Algo, a *arena) (*Entry, int, *needMore, erro
 		if len(data) < off+n {
 			return torn(off+n, "n field")
 		}
-		buf := a.bytes(SHA1.Size() + n)
-		copy(buf, d)
-		copy(buf[SHA1.Size():], data[off:off+n])
-		if bytes.IndexByte(buf[SHA1.Size():], 0) >= 0 {
+		nf := data[off : off+n : off+n]
+		if bytes.IndexByte(nf, 0) >= 0 {
 			return nil, 0, nil, errors.New("ima template name contains a NUL byte")
 		}
 		e.Fields = a.fieldSlice(2)
-		e.Fields[0], e.Fields[1] = buf[:SHA1.Size():SHA1.Size()], buf[SHA1.Size():]
+		if a.retain {
+			e.Fields[0], e.Fields[1] = d[:len(d):len(d)], nf
+		} else {
+			buf := a.bytes(SHA1.Size() + n)
+			copy(buf, d)
+			copy(buf[SHA1.Size():], nf)
+			e.Fields[0], e.Fields[1] = buf[:SHA1.Size():SHA1.Size()], buf[SHA1.Size():]
+		}
 		off += n
 	} else {
 		if len(data) < off+4 {
@@ -218,13 +224,20 @@ func splitFields(td []byte, n int, a *arena) ([][]byte, error) {
 	if len(rest) != 0 {
 		return nil, fmt.Errorf("%d bytes left after the template's %d fields", len(rest), n)
 	}
-	buf := a.bytes(total)
+	var buf []byte
+	if !a.retain {
+		buf = a.bytes(total)
+	}
 	fields := a.fieldSlice(n)
 	p := 0
 	rest = td
 	for i, l := range lens {
 		rest = rest[4:]
-		if l > 0 {
+		switch {
+		case l == 0:
+		case a.retain:
+			fields[i] = rest[:l:l]
+		default:
 			copy(buf[p:], rest[:l])
 			fields[i] = buf[p : p+l : p+l]
 		}
@@ -257,11 +270,22 @@ func checkBank(bank Algo) error {
 // it and a *DecodeError. It never panics, and it allocates no more than
 // the entries it returns.
 func DecodeBinary(data []byte, bank Algo) ([]*Entry, error) {
+	return decodeBinary(data, bank, false)
+}
+
+// decodeBinary is DecodeBinary; with retain the entries' fields are slices
+// of data (no copy; data must not change while they live).
+func decodeBinary(data []byte, bank Algo, retain bool) ([]*Entry, error) {
 	if err := checkBank(bank); err != nil {
 		return nil, fmt.Errorf("decode binary list: %w", err)
 	}
 	var entries []*Entry
-	var a arena
+	if retain {
+		// A journal of our own: room for records of ~100 bytes up front
+		// instead of a growing copy of a million pointers.
+		entries = make([]*Entry, 0, len(data)/100)
+	}
+	a := arena{retain: retain}
 	off := 0
 	for off < len(data) {
 		e, n, more, err := parseRecord(data[off:], bank, &a)

@@ -87,7 +87,9 @@ func OpenJournalLogger(path string, log logrus.FieldLogger) (*Journal, []*Entry,
 		f.Close()
 		return nil, nil, fmt.Errorf("read journal %s: %w", path, err)
 	}
-	entries, derr := DecodeBinary(data, SHA1)
+	// The entries' fields are slices of data (which nothing else holds):
+	// no copy of every record, and data goes with the last entry.
+	entries, derr := decodeBinary(data, SHA1, true)
 	var retErr error
 	if derr != nil {
 		var de *DecodeError
