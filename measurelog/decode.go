@@ -69,15 +69,20 @@ func (a *arena) fieldSlice(n int) [][]byte {
 	return f
 }
 
-func (a *arena) bytes(n int) []byte {
-	if n > arenaBytes/8 {
+func (a *arena) bytes(n int) []byte { return carve(&a.data, n, arenaBytes) }
+
+// carve returns n bytes cut from the front of *slab, starting a new slab
+// of size bytes when it has too few; requests above size/4 get their own
+// allocation. Bytes handed out are never handed out again.
+func carve(slab *[]byte, n, size int) []byte {
+	if n > size/4 {
 		return make([]byte, n)
 	}
-	if len(a.data) < n {
-		a.data = make([]byte, arenaBytes)
+	if len(*slab) < n {
+		*slab = make([]byte, size)
 	}
-	b := a.data[:n:n]
-	a.data = a.data[n:]
+	b := (*slab)[:n:n]
+	*slab = (*slab)[n:]
 	return b
 }
 

@@ -333,17 +333,7 @@ func (l *List) sameKey(dir []*chunk, i int, full []byte) bool {
 
 // alloc returns n bytes of record storage. Records are carved from shared
 // slabs; a slab's bytes are never rewritten once handed out.
-func (l *List) alloc(n int) []byte {
-	if n > slabSize/4 {
-		return make([]byte, n)
-	}
-	if len(l.slab) < n {
-		l.slab = make([]byte, slabSize)
-	}
-	b := l.slab[:n:n]
-	l.slab = l.slab[n:]
-	return b
-}
+func (l *List) alloc(n int) []byte { return carve(&l.slab, n, slabSize) }
 
 func (l *List) rec(dir []*chunk, i int) []byte {
 	return dir[i>>chunkShift].recs[i&(chunkSize-1)]
