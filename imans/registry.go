@@ -399,6 +399,11 @@ func (r *Registry) RecordAll(items []Item) error {
 	if len(items) == 0 {
 		return nil
 	}
+	for _, it := range items {
+		// Two lists (its namespace's and the host's) and two journals
+		// take every entry: compute its digests once.
+		it.Entry.CacheDigests()
+	}
 	if r.state != nil {
 		if i, err := r.state.commitAll(r.host, items); err != nil {
 			return fmt.Errorf("record in %s: %w", items[i].NS.ID, err)
