@@ -50,6 +50,12 @@ type Options struct {
 	// PolicyLimits bound each namespace's policy (zero fields: the
 	// policy package's defaults); a load beyond them fails with ENOSPC.
 	PolicyLimits policy.Limits
+	// StartPolicy, when set, may give a container its starting policy
+	// from its OCI config (ocipolicy: annotations): rules are applied as
+	// the container's first policy load (saved; later loads append) before
+	// any observer sees it; nil rules keep DefaultContainerPolicy; an error
+	// fails the attach with nothing registered.
+	StartPolicy func(id string, ociConfig []byte) (policy.Policy, error)
 }
 
 // Registry holds the host namespace and every registered container.
@@ -163,6 +169,13 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 	if pid <= 0 {
 		return nil, fmt.Errorf("attach %s: pid %d: %w", id, pid, ErrNotRunning)
 	}
+	var start policy.Policy
+	if r.opts.StartPolicy != nil {
+		var err error
+		if start, err = r.opts.StartPolicy(id, ociConfig); err != nil {
+			return nil, fmt.Errorf("attach %s: starting policy: %w", id, err)
+		}
+	}
 	pinned, err := nsresolve.Pin(pid)
 	if err != nil {
 		return nil, fmt.Errorf("attach %s: pin pid %d: %w", id, pid, err)
@@ -214,6 +227,13 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 			r.remove(ns, true)
 			return nil, fmt.Errorf("attach %s: %w", id, err)
 		}
+	}
+	if start != nil {
+		if err := ns.LoadPolicy(start); err != nil {
+			r.remove(ns, true)
+			return nil, fmt.Errorf("attach %s: starting policy: %w", id, err)
+		}
+		r.log.WithFields(logrus.Fields{"id": id, "rules": len(start)}).Info("starting policy from the OCI config")
 	}
 	if err := r.watch.add(pinned.PidFD(), id); err != nil {
 		r.remove(ns, true)

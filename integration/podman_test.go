@@ -11,18 +11,22 @@ import (
 )
 
 // podmanDaemon starts a fanotify daemon whose containers start with policy
-// (a --container-policy file), and a podman whose hooks directory holds the
+// (a --container-policy file; none if empty), and a podman whose hooks directory holds the
 // repository's contrib/hooks.d files pointed at that daemon (hook path: the
 // test binary; env IMAFS_SOCKET: the daemon's socket).
 func podmanDaemon(t *testing.T, policy string, extra ...string) (*daemon, *harness.Podman) {
 	t.Helper()
 	needFanotifyDaemon(t)
 	harness.RequireTools(t, "podman")
-	pf := filepath.Join(t.TempDir(), "container-policy")
-	if err := os.WriteFile(pf, []byte(policy), 0o644); err != nil {
-		t.Fatal(err)
+	args := []string{"--fanotify"}
+	if policy != "" {
+		pf := filepath.Join(t.TempDir(), "container-policy")
+		if err := os.WriteFile(pf, []byte(policy), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--container-policy", pf)
 	}
-	d := startDaemon(t, append([]string{"--fanotify", "--container-policy", pf}, extra...)...)
+	d := startDaemon(t, append(args, extra...)...)
 	p := harness.NewPodman(t)
 	p.InstallHooks(t, "../contrib/hooks.d", imafsBin, "IMAFS_SOCKET="+d.socket)
 	return d, p
@@ -141,3 +145,54 @@ func noWarnings(t *testing.T, d *daemon) {
 // podmanCaps: until container root reads its list without a capability
 // (the read rule on main), the container gets CAP_SYS_ADMIN.
 var podmanCaps = []string{"--cap-add", "SYS_ADMIN"}
+
+// TestPodmanAnnotationPolicy: the orchestrator's policy reaches a container
+// whose root cannot write one: `podman run --annotation
+// org.imafs.policy=RULES` or `org.imafs.policy-file=NAME` (a file in the
+// daemon's --policy-dir) is the container's policy from its first exec (its
+// execs measured; the host reads it back); a bad rule, a path instead of a
+// name, or both annotations fail the container's start and leave nothing
+// attached.
+func TestPodmanAnnotationPolicy(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "exec-and-read"), []byte("measure func=BPRM_CHECK\nmeasure func=FILE_CHECK mask=MAY_READ uid=0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, p := podmanDaemon(t, "", "--policy-dir", dir)
+	bb := sha256File(t, filepath.Join(p.Dir, "image-rootfs/bin/busybox"))
+	for _, tc := range []struct{ name, annotation, policy string }{
+		{"inline", "org.imafs.policy=measure func=BPRM_CHECK", "measure func=BPRM_CHECK \n"}, // read back as the kernel prints it
+		{"file", "org.imafs.policy-file=exec-and-read", "measure func=BPRM_CHECK \nmeasure func=FILE_CHECK mask=MAY_READ uid=0 \n"},
+	} {
+		id := podmanRun(t, p, "imafs-"+tc.name, append([]string{"--annotation", tc.annotation}, podmanCaps...)...)
+		if got, err := d.imafs("policy", id); err != nil || got != tc.policy {
+			t.Errorf("%s: policy %q, %v; want %q", tc.name, got, err, tc.policy)
+		}
+		list, err := podmanExec(p, "imafs-"+tc.name, "", "cat", ima+"/ascii_runtime_measurements")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := measured(list, "/bin/busybox"); len(got) != 1 || strings.Fields(got[0])[3] != "sha256:"+bb {
+			t.Errorf("%s: /bin/busybox entries %q\n%s", tc.name, got, list)
+		}
+		if tc.name == "file" && len(measured(list, "/etc/hosts")) != 0 {
+			t.Errorf("file: the FILE_CHECK rule measured /etc/hosts before it was read:\n%s", list)
+		}
+	}
+	noWarnings(t, d)
+	for _, bad := range []struct{ name, annotation, want string }{
+		{"badrule", "org.imafs.policy=measure func=NOPE", "starting policy"},
+		{"path", "org.imafs.policy-file=" + filepath.Join(dir, "exec-and-read"), "not a plain file name"},
+		{"missing", "org.imafs.policy-file=nope", "no such file"},
+	} {
+		run := append([]string{"run", "-d", "--name", "imafs-" + bad.name, "--annotation", bad.annotation}, harness.RunArgs()...)
+		out, err := p.Run(60*time.Second, append(run, harness.PodmanImage, "sleep", "300")...)
+		t.Cleanup(func() { p.Run(60*time.Second, "rm", "--force", "--time", "0", "imafs-"+bad.name) })
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s: podman run: %q, %v; want a failure naming %q", bad.name, out, err, bad.want)
+		}
+	}
+	if rows := d.ps(t); len(rows) != 3 { // the host and the two good containers
+		t.Errorf("ps after the refused starts: %v", rows)
+	}
+}
