@@ -10,7 +10,10 @@
 //   - the same open+read+close from inside a container with 1 and with 1,000
 //     containers attached: in-process (registry heap per container) and
 //     through the real daemon with one FUSE mount per container (daemon RSS
-//     per container, spawn+attach time).
+//     per container, spawn+attach time);
+//   - a quiet container's small read idle and while another container
+//     floods its 3.3 MB list with 16 readers, with and without the
+//     per-namespace read bound (fs.Fairness).
 //
 // Everything needs root (FUSE mounts, namespaces).
 package bench

@@ -21,10 +21,12 @@
 // content files report the caller's own content size instead, with
 // attribute caching off. Each OPEN resolves the request's pid to
 // the caller's imafs namespace (imans.Registry.ForCaller), checks privilege
-// (uid 0 with CAP_SYS_ADMIN in the user namespace owning that container; the
-// initial user namespace for the host view) and binds the namespace to the
-// file handle: later READ/WRITE/FLUSH/RELEASE requests (RELEASE comes with
-// pid 0) are answered from the handle.
+// in the user namespace owning that container (the initial one for the host
+// view: lists and counters uid 0, as the kernel's DAC; the policy and quote
+// uid 0 with CAP_SYS_ADMIN) and binds the namespace to the file handle:
+// later READ/WRITE/FLUSH/RELEASE requests (RELEASE comes with pid 0) are
+// answered from the handle. The tree itself is immutable for every caller
+// (immutable.go); list reads are bounded per namespace (Fairness).
 //
 // The policy file follows the kernel's rules: O_RDWR is EACCES, one writer at
 // a time per namespace (EBUSY), one rule per write() through a

@@ -9,12 +9,15 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/imafs/imafs/imans"
 	"github.com/imafs/imafs/measurelog"
 )
 
 var (
+	_ gofs.NodeAccesser  = (*listNode)(nil)
+	_ gofs.NodeAccesser  = (*counterNode)(nil)
 	_ gofs.NodeOpener    = (*listNode)(nil)
 	_ gofs.NodeGetattrer = (*listNode)(nil)
 	_ gofs.FileReader    = (*listHandle)(nil)
@@ -31,13 +34,14 @@ const readOnlyOpenFlags = fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NOFLUSH
 // listNode is a measurement list file in one rendering and bank.
 type listNode struct {
 	gofs.Inode
-	root   *Root
+	frozenFile
 	format measurelog.Format
 	bank   measurelog.Algo
 }
 
 // listHandle is an open list: the namespace is bound at open.
 type listHandle struct {
+	fair   *Fairness
 	ns     *imans.Namespace
 	format measurelog.Format
 	bank   measurelog.Algo
@@ -46,17 +50,38 @@ type listHandle struct {
 // Getattr implements fs.NodeGetattrer.
 func (n *listNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.root.setAttr(&out.Attr, syscall.S_IFREG|modeList)
-	out.Size = n.root.sizeFor(ctx, func(ns *imans.Namespace) int64 { return ns.List.Size(n.format, n.bank) })
+	out.Size = n.root.listSizeFor(ctx, func(ns *imans.Namespace) int64 { return ns.List.Size(n.format, n.bank) })
 	return 0
 }
 
-// openReadOnly is the open rule of the 0440 files: read-only, privileged.
+// openReadOnly is the open rule of the 0440 files: read-only, by their
+// read rule (authorizeRead).
 func (r *Root) openReadOnly(ctx context.Context, flags uint32, op string) (*imans.Namespace, syscall.Errno) {
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
 		return nil, syscall.EACCES
 	}
-	_, ns, errno := r.authorize(ctx, op)
+	_, ns, errno := r.authorizeRead(ctx, op)
 	return ns, errno
+}
+
+// Access implements fs.NodeAccesser.
+func (n *listNode) Access(ctx context.Context, mask uint32) syscall.Errno {
+	return n.root.accessReadOnly(ctx, mask)
+}
+
+// accessReadOnly answers access(2) on a 0440 file as its open would: R_OK
+// by the read rule (go-fuse's default would compare the caller's host uid
+// with the file's owner, which container root in a user namespace is not),
+// W_OK and X_OK never.
+func (r *Root) accessReadOnly(ctx context.Context, mask uint32) syscall.Errno {
+	if mask&(unix.W_OK|unix.X_OK) != 0 {
+		return syscall.EACCES
+	}
+	if mask&unix.R_OK == 0 {
+		return 0
+	}
+	_, _, errno := r.authorizeRead(ctx, "access")
+	return errno
 }
 
 // Open implements fs.NodeOpener.
@@ -65,15 +90,21 @@ func (n *listNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return &listHandle{ns: ns, format: n.format, bank: n.bank}, readOnlyOpenFlags, 0
+	return &listHandle{fair: n.root.opts.Fair, ns: ns, format: n.format, bank: n.bank}, readOnlyOpenFlags, 0
 }
 
 // Read implements fs.FileReader: the bytes at off of the list's rendering,
 // which never change once written (offset-stable, like the kernel's seq_file).
+// It waits for a read slot of the namespace (Fairness).
 func (h *listHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off < 0 {
 		return nil, syscall.EINVAL
 	}
+	done, errno := h.fair.acquire(ctx, h.ns)
+	if errno != 0 {
+		return nil, errno
+	}
+	defer done()
 	n, err := h.ns.List.ReadAt(dest, off, h.format, h.bank)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, syscall.EIO
@@ -84,7 +115,7 @@ func (h *listHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 // counterNode is runtime_measurements_count or violations.
 type counterNode struct {
 	gofs.Inode
-	root  *Root
+	frozenFile
 	value func(*imans.Namespace) int64
 }
 
@@ -96,8 +127,13 @@ type counterHandle struct {
 // Getattr implements fs.NodeGetattrer.
 func (n *counterNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.root.setAttr(&out.Attr, syscall.S_IFREG|modeList)
-	out.Size = n.root.sizeFor(ctx, func(ns *imans.Namespace) int64 { return int64(len(formatCounter(nil, n.value(ns)))) })
+	out.Size = n.root.listSizeFor(ctx, func(ns *imans.Namespace) int64 { return int64(len(formatCounter(nil, n.value(ns)))) })
 	return 0
+}
+
+// Access implements fs.NodeAccesser.
+func (n *counterNode) Access(ctx context.Context, mask uint32) syscall.Errno {
+	return n.root.accessReadOnly(ctx, mask)
 }
 
 // Open implements fs.NodeOpener.

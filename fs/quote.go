@@ -42,8 +42,8 @@ var (
 )
 
 // quoteNode is integrity/ima/quote. The file is in every caller's tree (the
-// tree is the same for everyone); opening it needs the same privilege as the
-// lists (root with CAP_SYS_ADMIN in the container's user namespace: EACCES
+// tree is the same for everyone); opening it needs the policy's privilege
+// (root with CAP_SYS_ADMIN in the container's user namespace: EACCES
 // otherwise) and a vTPM for the caller's namespace (ENODEV otherwise: no
 // --vtpm, or the host). The namespace is bound at open. Protocol, on one
 // O_RDWR descriptor: write the verifier's nonce in hex (one write; a

@@ -43,15 +43,22 @@ type Options struct {
 	// CacheTimeout is the entry timeout (DefaultCacheTimeout when zero;
 	// negative means no caching).
 	CacheTimeout time.Duration
+	// ListRead is who may read the lists and counters (ListReadRoot, the
+	// kernel's rule, when zero).
+	ListRead ListReadRule
+	// Fair bounds the list reads served at once per namespace (nil: the
+	// process-wide DefaultFairness).
+	Fair *Fairness
 }
 
 // Root is the root of the tree (what is mounted at /sys/kernel/security).
 type Root struct {
 	gofs.Inode
-	opts  Options
-	log   *logrus.Logger
-	reg   *imans.Registry
-	mtime time.Time
+	frozenDir // every change of the tree is refused (immutable.go)
+	opts      Options
+	log       *logrus.Logger
+	reg       *imans.Registry
+	mtime     time.Time
 
 	handles atomic.Int64 // open file and directory handles (rawFS counts them)
 }
@@ -70,7 +77,12 @@ func NewRoot(opts Options) *Root {
 	if opts.Log == nil {
 		opts.Log = logrus.StandardLogger()
 	}
-	return &Root{opts: opts, log: opts.Log, reg: opts.Registry, mtime: time.Now()}
+	if opts.Fair == nil {
+		opts.Fair = DefaultFairness
+	}
+	r := &Root{opts: opts, log: opts.Log, reg: opts.Registry, mtime: time.Now()}
+	r.frozenDir = newFrozenDir(r)
+	return r
 }
 
 // MountOptions returns the go-fuse options to serve r with: entry and
@@ -104,13 +116,13 @@ func (r *Root) MountOptions() *gofs.Options {
 // dirNode is a securityfs directory.
 type dirNode struct {
 	gofs.Inode
-	root *Root
+	frozenDir
 }
 
 // symlinkNode is a securityfs symlink.
 type symlinkNode struct {
 	gofs.Inode
-	root   *Root
+	frozenFile
 	target string
 }
 
@@ -160,26 +172,27 @@ func (s *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 
 // OnAdd builds the tree.
 func (r *Root) OnAdd(ctx context.Context) {
-	r.AddChild("ima", r.NewPersistentInode(ctx, &symlinkNode{root: r, target: "integrity/ima"}, gofs.StableAttr{Mode: syscall.S_IFLNK}), false)
-	integrity := r.NewPersistentInode(ctx, &dirNode{root: r}, gofs.StableAttr{Mode: syscall.S_IFDIR})
+	file := r.frozenFile
+	r.AddChild("ima", r.NewPersistentInode(ctx, &symlinkNode{frozenFile: file, target: "integrity/ima"}, gofs.StableAttr{Mode: syscall.S_IFLNK}), false)
+	integrity := r.NewPersistentInode(ctx, &dirNode{frozenDir: r.frozenDir}, gofs.StableAttr{Mode: syscall.S_IFDIR})
 	r.AddChild("integrity", integrity, false)
-	ima := r.NewPersistentInode(ctx, &dirNode{root: r}, gofs.StableAttr{Mode: syscall.S_IFDIR})
+	ima := r.NewPersistentInode(ctx, &dirNode{frozenDir: r.frozenDir}, gofs.StableAttr{Mode: syscall.S_IFDIR})
 	integrity.AddChild("ima", ima, false)
 
-	file := func(name string, node gofs.InodeEmbedder) {
+	add := func(name string, node gofs.InodeEmbedder) {
 		ima.AddChild(name, r.NewPersistentInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG}), false)
 	}
 	link := func(name, target string) {
-		ima.AddChild(name, r.NewPersistentInode(ctx, &symlinkNode{root: r, target: target}, gofs.StableAttr{Mode: syscall.S_IFLNK}), false)
+		ima.AddChild(name, r.NewPersistentInode(ctx, &symlinkNode{frozenFile: file, target: target}, gofs.StableAttr{Mode: syscall.S_IFLNK}), false)
 	}
 	for _, bank := range []measurelog.Algo{measurelog.SHA1, measurelog.SHA256} {
-		file("ascii_runtime_measurements_"+bank.String(), &listNode{root: r, format: measurelog.ASCII, bank: bank})
-		file("binary_runtime_measurements_"+bank.String(), &listNode{root: r, format: measurelog.Binary, bank: bank})
+		add("ascii_runtime_measurements_"+bank.String(), &listNode{frozenFile: file, format: measurelog.ASCII, bank: bank})
+		add("binary_runtime_measurements_"+bank.String(), &listNode{frozenFile: file, format: measurelog.Binary, bank: bank})
 	}
 	link("binary_runtime_measurements", "binary_runtime_measurements_sha1")
 	link("ascii_runtime_measurements", "ascii_runtime_measurements_sha1")
-	file("runtime_measurements_count", &counterNode{root: r, value: func(ns *imans.Namespace) int64 { return int64(ns.List.Len()) }})
-	file("violations", &counterNode{root: r, value: func(ns *imans.Namespace) int64 { return ns.List.Violations() }})
-	file("policy", &policyNode{root: r})
-	file(QuoteFileName, &quoteNode{root: r})
+	add("runtime_measurements_count", &counterNode{frozenFile: file, value: func(ns *imans.Namespace) int64 { return int64(ns.List.Len()) }})
+	add("violations", &counterNode{frozenFile: file, value: func(ns *imans.Namespace) int64 { return ns.List.Violations() }})
+	add("policy", &policyNode{root: r})
+	add(QuoteFileName, &quoteNode{root: r})
 }

@@ -84,6 +84,7 @@ func runServe(args []string) int {
 	tpmPath := fl.String("tpm", "", "host TPM (/dev/tpmrm0 or a swtpm unixio socket) for boot_aggregate; none: zeros")
 	vtpmKind := fl.String("vtpm", "", "per-container virtual TPM: swtpm (one swtpm process per container) or none")
 	vtpmSockets := fl.String("vtpm-socket-dir", "/run/imafs/vtpm", "directory for the vTPMs' sockets (STATE/run if empty)")
+	listReadCap := fl.String("list-read-cap", "none", "capability a container's uid 0 also needs to read its lists and counters: none (the kernel's rule) or sys_admin")
 	takeoverFD := fl.Int("takeover-fd", 0, "internal (imafs upgrade): take over from the daemon that started this one and report readiness on this fd")
 	addServeExtensionFlags(fl)
 	if err := fl.Parse(args); err != nil {
@@ -99,6 +100,11 @@ func runServe(args []string) int {
 		fmt.Fprintf(os.Stderr, "imafs serve: --vtpm %q: want swtpm or none\n", *vtpmKind)
 		return 2
 	}
+	listRead, err := imafsfs.ParseListReadCap(*listReadCap)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "imafs serve: --list-read-cap:", err)
+		return 2
+	}
 	log := logrus.New()
 	lvl, err := logrus.ParseLevel(*logLevel)
 	if err != nil {
@@ -111,7 +117,7 @@ func runServe(args []string) int {
 	}
 	d, err := newDaemon(daemonConfig{
 		StateDir: *stateDir, Socket: *socket, ContainerPolicy: *containerPolicy, HostMount: *hostMount, TPM: *tpmPath,
-		VTPM: *vtpmKind == "swtpm", VTPMSocketDir: *vtpmSockets,
+		VTPM: *vtpmKind == "swtpm", VTPMSocketDir: *vtpmSockets, ListRead: listRead,
 		Args: withoutFlag(args, "takeover-fd"),
 	}, log)
 	if err != nil {
@@ -236,8 +242,9 @@ func withoutFlag(args []string, name string) []string {
 
 type daemonConfig struct {
 	StateDir, Socket, ContainerPolicy, HostMount, TPM string
-	VTPM                                              bool   // one swtpm per container
-	VTPMSocketDir                                     string // "" → StateDir/run
+	VTPM                                              bool                 // one swtpm per container
+	VTPMSocketDir                                     string               // "" → StateDir/run
+	ListRead                                          imafsfs.ListReadRule // --list-read-cap
 	// Args are serve's arguments, for the successor (imafs upgrade).
 	Args []string
 }
@@ -398,7 +405,7 @@ func (d *daemon) serveAt(owner *imans.Namespace, pid int, target string) (*mount
 	if err != nil {
 		return nil, err
 	}
-	root := imafsfs.NewRoot(imafsfs.Options{Registry: d.reg, Log: d.log, Owner: owner, Quoter: d.quoter()})
+	root := imafsfs.NewRoot(imafsfs.Options{Registry: d.reg, Log: d.log, Owner: owner, Quoter: d.quoter(), ListRead: d.cfg.ListRead})
 	srv, err := imafsfs.Serve(dev, root)
 	if err != nil {
 		if uerr := mountns.Unmount(pid, target, true); uerr != nil {
