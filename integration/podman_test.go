@@ -71,7 +71,7 @@ func TestPodman(t *testing.T) {
 	d, p := podmanDaemon(t, "measure func=BPRM_CHECK\n")
 	t.Logf("podman storage driver: %s", p.Driver)
 	start := time.Now()
-	id := podmanRun(t, p, "imafs-probe", podmanCaps...)
+	id := podmanRun(t, p, "imafs-probe")
 	t.Logf("podman run -d: %v", time.Since(start))
 	row, ok := d.ps(t)[id]
 	if !ok {
@@ -142,10 +142,6 @@ func noWarnings(t *testing.T, d *daemon) {
 	}
 }
 
-// podmanCaps: until container root reads its list without a capability
-// (the read rule on main), the container gets CAP_SYS_ADMIN.
-var podmanCaps = []string{"--cap-add", "SYS_ADMIN"}
-
 // TestPodmanAnnotationPolicy: the orchestrator's policy reaches a container
 // whose root cannot write one: `podman run --annotation
 // org.imafs.policy=RULES` or `org.imafs.policy-file=NAME` (a file in the
@@ -164,7 +160,7 @@ func TestPodmanAnnotationPolicy(t *testing.T) {
 		{"inline", "org.imafs.policy=measure func=BPRM_CHECK", "measure func=BPRM_CHECK \n"}, // read back as the kernel prints it
 		{"file", "org.imafs.policy-file=exec-and-read", "measure func=BPRM_CHECK \nmeasure func=FILE_CHECK mask=MAY_READ uid=0 \n"},
 	} {
-		id := podmanRun(t, p, "imafs-"+tc.name, append([]string{"--annotation", tc.annotation}, podmanCaps...)...)
+		id := podmanRun(t, p, "imafs-"+tc.name, "--annotation", tc.annotation)
 		if got, err := d.imafs("policy", id); err != nil || got != tc.policy {
 			t.Errorf("%s: policy %q, %v; want %q", tc.name, got, err, tc.policy)
 		}
