@@ -18,6 +18,16 @@ func podmanDaemon(t *testing.T, policy string, extra ...string) (*daemon, *harne
 	t.Helper()
 	needFanotifyDaemon(t)
 	harness.RequireTools(t, "podman")
+	d := fanotifyDaemon(t, policy, extra...)
+	p := harness.NewPodman(t)
+	p.InstallHooks(t, "../contrib/hooks.d", imafsBin, "IMAFS_SOCKET="+d.socket)
+	return d, p
+}
+
+// fanotifyDaemon starts a fanotify daemon whose containers start with
+// policy (a --container-policy file; none if empty).
+func fanotifyDaemon(t *testing.T, policy string, extra ...string) *daemon {
+	t.Helper()
 	args := []string{"--fanotify"}
 	if policy != "" {
 		pf := filepath.Join(t.TempDir(), "container-policy")
@@ -26,10 +36,7 @@ func podmanDaemon(t *testing.T, policy string, extra ...string) (*daemon, *harne
 		}
 		args = append(args, "--container-policy", pf)
 	}
-	d := startDaemon(t, append(args, extra...)...)
-	p := harness.NewPodman(t)
-	p.InstallHooks(t, "../contrib/hooks.d", imafsBin, "IMAFS_SOCKET="+d.socket)
-	return d, p
+	return startDaemon(t, append(args, extra...)...)
 }
 
 // podmanRun starts `podman run -d --name NAME RunArgs ARGS... IMAGE sleep
