@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
@@ -35,6 +36,9 @@ type Options struct {
 	HookPath string
 	// Socket is the imafs daemon's control socket the hooks call.
 	Socket string
+	// Wrapper: HookPath is a wrapper called as `NAME STAGE` that finds the
+	// socket itself (the DaemonSet's fail-open imafs-hook), not imafs.
+	Wrapper bool
 	// Name and Index register the plugin with NRI (Index orders plugins:
 	// "10" runs before "90").
 	Name, Index string
@@ -73,7 +77,11 @@ func Run(ctx context.Context, opts Options) error {
 // Hooks returns the hooks the plugin adds to a container.
 func Hooks(opts Options) *api.Hooks {
 	hook := func(stage string) []*api.Hook {
-		return []*api.Hook{{Path: opts.HookPath, Args: []string{"imafs", "oci-hook", "--socket", opts.Socket, stage}}}
+		args := []string{"imafs", "oci-hook", "--socket", opts.Socket, stage}
+		if opts.Wrapper {
+			args = []string{filepath.Base(opts.HookPath), stage}
+		}
+		return []*api.Hook{{Path: opts.HookPath, Args: args}}
 	}
 	return &api.Hooks{CreateRuntime: hook("createRuntime"), Poststop: hook("poststop")}
 }

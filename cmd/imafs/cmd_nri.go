@@ -21,6 +21,7 @@ func runNRIPlugin(args []string) int {
 	fl, socket := clientFlags("nri-plugin")
 	self, _ := os.Executable()
 	hookPath := fl.String("hook-path", self, "the imafs binary the hooks run, as the host sees it")
+	wrapper := fl.Bool("hook-wrapper", false, "--hook-path is a wrapper run as `NAME STAGE` (the DaemonSet's fail-open imafs-hook)")
 	nriSocket := fl.String("nri-socket", "", "NRI's socket (default NRI's, /var/run/nri/nri.sock)")
 	name := fl.String("name", "imafs", "plugin name")
 	idx := fl.String("idx", "10", "plugin index (order among NRI plugins)")
@@ -36,7 +37,7 @@ func runNRIPlugin(args []string) int {
 	defer stop()
 	client := control.NewClient(*socket)
 	err := nriplugin.Run(ctx, nriplugin.Options{
-		HookPath: *hookPath, Socket: *socket, Name: *name, Index: *idx, NRISocket: *nriSocket, Log: log,
+		HookPath: *hookPath, Socket: *socket, Wrapper: *wrapper, Name: *name, Index: *idx, NRISocket: *nriSocket, Log: log,
 		Detach: func(ctx context.Context, id string) error {
 			_, err := client.Call(ctx, &control.Request{Op: control.OpDetach, ID: id})
 			var cerr *control.Error
