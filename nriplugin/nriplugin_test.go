@@ -2,6 +2,7 @@ package nriplugin
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/containerd/nri/pkg/api"
@@ -20,25 +21,13 @@ func TestHooks(t *testing.T) {
 		if len(h.CreateRuntime) != 1 || len(h.Poststop) != 1 || len(h.Prestart) != 0 || len(h.StartContainer) != 0 {
 			t.Fatalf("hooks %v", h)
 		}
-		if got := h.CreateRuntime[0].Args; !equal(got, tc.want) || h.CreateRuntime[0].Path != tc.opts.HookPath {
+		if got := h.CreateRuntime[0].Args; !slices.Equal(got, tc.want) || h.CreateRuntime[0].Path != tc.opts.HookPath {
 			t.Errorf("createRuntime %v, want %v", got, tc.want)
 		}
 		if got := h.Poststop[0].Args; got[len(got)-1] != "poststop" {
 			t.Errorf("poststop args %v", got)
 		}
 	}
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // The plugin's events: CreateContainer adds the hooks; Stop and Remove
@@ -62,7 +51,7 @@ func TestEvents(t *testing.T) {
 	if err := p.RemoveContainer(context.Background(), nil, &api.Container{Id: "gone"}); err != nil {
 		t.Error(err)
 	}
-	if !equal(detached, []string{"c1", "gone"}) {
+	if !slices.Equal(detached, []string{"c1", "gone"}) {
 		t.Errorf("detached %v", detached)
 	}
 }

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"syscall"
 
-	"github.com/imafs/imafs/control"
 	"github.com/imafs/imafs/ociruntime"
 )
 
@@ -26,12 +24,7 @@ func runRuntime(args []string) int {
 			break
 		}
 	}
-	fl := flag.NewFlagSet("runtime", flag.ContinueOnError)
-	def := control.DefaultSocket
-	if s := os.Getenv("IMAFS_SOCKET"); s != "" {
-		def = s
-	}
-	socket := fl.String("socket", def, "daemon control socket the hooks call")
+	fl, socket := clientFlags("runtime") // the daemon the hooks call
 	runc := fl.String("runc", "runc", "the runc binary (looked up in PATH)")
 	if err := fl.Parse(own); err != nil || fl.NArg() != 0 {
 		fmt.Fprintln(os.Stderr, "usage: imafs runtime [--socket PATH] [--runc PATH] -- RUNC-ARGS...")

@@ -109,13 +109,7 @@ func (d *Docker) Run(timeout time.Duration, args ...string) (string, error) {
 // image and returns the rootfs directory it was made of.
 func (d *Docker) ImportBusybox(t testing.TB, image string) string {
 	t.Helper()
-	RequireTools(t, "tar")
-	rootfs := filepath.Join(d.Dir, "image-rootfs")
-	BusyboxRootfs(t, rootfs)
-	tarball := filepath.Join(d.Dir, "rootfs.tar")
-	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
-		t.Fatalf("tar rootfs: %v: %s", err, out)
-	}
+	rootfs, tarball := BusyboxTar(t, d.Dir)
 	if _, err := d.Run(60*time.Second, "import", tarball, image); err != nil {
 		t.Fatal(err)
 	}

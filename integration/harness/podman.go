@@ -39,12 +39,7 @@ func NewPodman(t testing.TB) *Podman {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.cleanup)
-	rootfs := filepath.Join(p.Dir, "image-rootfs")
-	BusyboxRootfs(t, rootfs)
-	tarball := filepath.Join(p.Dir, "rootfs.tar")
-	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
-		t.Fatalf("tar rootfs: %v: %s", err, out)
-	}
+	_, tarball := BusyboxTar(t, p.Dir)
 	var lastErr error
 	for _, driver := range []string{"overlay", "vfs"} {
 		p.Driver = driver
@@ -179,4 +174,18 @@ func UnmountUnder(dir string) {
 	for _, m := range points {
 		unix.Unmount(m, unix.MNT_DETACH)
 	}
+}
+
+// BusyboxTar makes DIR/image-rootfs (BusyboxRootfs) and its tarball
+// DIR/rootfs.tar, for an engine's image import.
+func BusyboxTar(t testing.TB, dir string) (rootfs, tarball string) {
+	t.Helper()
+	RequireTools(t, "tar")
+	rootfs = filepath.Join(dir, "image-rootfs")
+	BusyboxRootfs(t, rootfs)
+	tarball = filepath.Join(dir, "rootfs.tar")
+	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar rootfs: %v: %s", err, out)
+	}
+	return rootfs, tarball
 }
