@@ -169,12 +169,9 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 	if pid <= 0 {
 		return nil, fmt.Errorf("attach %s: pid %d: %w", id, pid, ErrNotRunning)
 	}
-	var start policy.Policy
-	if r.opts.StartPolicy != nil {
-		var err error
-		if start, err = r.opts.StartPolicy(id, ociConfig); err != nil {
-			return nil, fmt.Errorf("attach %s: starting policy: %w", id, err)
-		}
+	start, err := r.startPolicy(id, ociConfig)
+	if err != nil {
+		return nil, err
 	}
 	pinned, err := nsresolve.Pin(pid)
 	if err != nil {
@@ -228,12 +225,8 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 			return nil, fmt.Errorf("attach %s: %w", id, err)
 		}
 	}
-	if start != nil {
-		if err := ns.LoadPolicy(start); err != nil {
-			r.remove(ns, true)
-			return nil, fmt.Errorf("attach %s: starting policy: %w", id, err)
-		}
-		r.log.WithFields(logrus.Fields{"id": id, "rules": len(start)}).Info("starting policy from the OCI config")
+	if err := r.applyStartPolicy(ns, start); err != nil {
+		return nil, err
 	}
 	if err := r.watch.add(pinned.PidFD(), id); err != nil {
 		r.remove(ns, true)
@@ -249,6 +242,33 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 		go r.initExited(id)
 	}
 	return ns, nil
+}
+
+// startPolicy asks Options.StartPolicy for id's starting policy (nil: the
+// default policy).
+func (r *Registry) startPolicy(id string, ociConfig []byte) (policy.Policy, error) {
+	if r.opts.StartPolicy == nil {
+		return nil, nil
+	}
+	start, err := r.opts.StartPolicy(id, ociConfig)
+	if err != nil {
+		return nil, fmt.Errorf("attach %s: starting policy: %w", id, err)
+	}
+	return start, nil
+}
+
+// applyStartPolicy loads start (if any) as ns's first policy; on a failure
+// it removes ns, which Attach has registered but no observer has seen.
+func (r *Registry) applyStartPolicy(ns *Namespace, start policy.Policy) error {
+	if start == nil {
+		return nil
+	}
+	if err := ns.LoadPolicy(start); err != nil {
+		r.remove(ns, true)
+		return fmt.Errorf("attach %s: starting policy: %w", ns.ID, err)
+	}
+	r.log.WithFields(logrus.Fields{"id": ns.ID, "rules": len(start)}).Info("starting policy from the OCI config")
+	return nil
 }
 
 func (r *Registry) initialEntries(ns *Namespace, ociConfig []byte) ([]*measurelog.Entry, error) {
