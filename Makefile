@@ -7,7 +7,7 @@ BIN      := bin/imafs
 # (golang/go#75804, fixed in go1.27); an execution count has no deadline.
 FUZZTIME ?= 100000x
 
-.PHONY: all build test unit integration fuzz-smoke vet kernel-test demo bench clean
+.PHONY: all build test unit integration fuzz-smoke vet kernel-test demo bench bpf clean
 
 all: build
 
@@ -40,6 +40,13 @@ demo: build
 
 bench: build
 	bench/run
+
+# Regenerates the mmap source's BPF object and Go loader from
+# mmapsrc/bpf/mmap.bpf.c with Debian's clang (scripts/install-deps installs
+# clang and libbpf-dev). Both are committed, so `build` and `test` need no
+# clang; commit what this changes.
+bpf:
+	cd mmapsrc && $(GO) generate ./
 
 clean:
 	rm -rf bin

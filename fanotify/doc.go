@@ -138,8 +138,9 @@
 //   - mmap(PROT_EXEC) (MMAP_CHECK, MMAP_CHECK_REQPROT) is invisible to
 //     fanotify: shared libraries mapped by ld.so are opened (FILE_CHECK,
 //     when the policy asks for it) but their executable mapping is not
-//     seen. A BPF-LSM program on file_mmap/file_mprotect (this kernel has
-//     the bpf LSM and BTF) is the way to add it.
+//     seen. Package mmapsrc reports these mappings with BPF on the syscall
+//     tracepoints, after the fact (docs/mmap-source.md; a BPF LSM program
+//     could measure before the mapping where the kernel loads one).
 //   - An ELF interpreter (ld.so) is opened by execve with FMODE_EXEC, so it
 //     appears as BPRM_CHECK where the kernel measures it under MMAP_CHECK.
 //   - MODULE_CHECK, FIRMWARE_CHECK, KEXEC_*, POLICY_CHECK, CREDS_CHECK,

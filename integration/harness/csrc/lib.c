@@ -1,0 +1,2 @@
+// A shared library for the mapping tests (harness.BuildMapper).
+int mmapsrc_test_value(void) { return 42; }

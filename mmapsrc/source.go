@@ -1,0 +1,347 @@
+package mmapsrc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// Kind says what an Event reports.
+type Kind uint8
+
+// Kinds of events.
+const (
+	Mmap     Kind = iota + 1 // mmap with PROT_EXEC of a file
+	Mprotect                 // mprotect or pkey_mprotect adding PROT_EXEC to a file mapping
+	Lost                     // Count mappings in MntNS (0: unknown) were not reported
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Mmap:
+		return "mmap"
+	case Mprotect:
+		return "mprotect"
+	case Lost:
+		return "lost"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Stamp is a file's version: a change of any field (the kernel's inode
+// fields when the file was mapped) reports the file again.
+type Stamp struct {
+	Size         int64
+	Mtime, Ctime time.Time
+}
+
+// Event is one executable mapping of a file, reported once per (Dev, Ino,
+// MntNS) and Stamp, or (Kind Lost) a count of mappings that were not.
+type Event struct {
+	Kind      Kind
+	Pid, Tid  int    // host ids of the mapping task
+	PidNS     uint64 // inode of the task's pid namespace
+	MntNS     uint64 // inode of the task's mount namespace
+	Dev, Ino  uint64 // the mapped file (Dev as in stat(2))
+	Stamp     Stamp  // the file's version when it was mapped
+	Addr, Len uint64 // the mapping (mmap: its address; mprotect: the argument)
+	Prot      uint32
+	Fd        int    // mmap's descriptor, -1 for mprotect
+	Count     uint64 // Lost: mappings not reported
+	// File is the mapped file itself, opened read-only through
+	// /proc/TID/map_files or the mmap's descriptor and checked against
+	// Dev and Ino; the receiver closes it. Nil when Err is set.
+	File *os.File
+	Path string // the file's path as the task sees it
+	// Changed: File's current size, mtime or ctime differ from Stamp (it
+	// was written after it was mapped).
+	Changed bool
+	// Err: the file could not be opened (the task exited or unmapped it
+	// first); the mapping is not measured and the receiver must say so.
+	Err error
+}
+
+// Options configure a Source.
+type Options struct {
+	Log *logrus.Logger
+	// All reports every process on the host; otherwise only the pid
+	// namespaces passed to Watch and their descendants.
+	All bool
+	// RingBytes is the ring buffer's size (power of two, default 1 MiB).
+	RingBytes uint32
+	// Seen bounds the (dev, ino, mount ns) entries kept in the kernel
+	// (LRU, default 65536); an evicted entry is reported again.
+	Seen uint32
+	// Queue is the capacity of the Events channel (default 256). While it
+	// is full the ring buffer fills, and then the kernel counts lost events.
+	Queue int
+	// LostPoll is how often the kernel's lost counters are read (100ms).
+	LostPoll time.Duration
+	// Proc is the procfs mount (default "/proc").
+	Proc string
+}
+
+// Stats are a Source's counters.
+type Stats struct {
+	Reported   uint64 // mapping events delivered
+	Unresolved uint64 // of them, with Err set
+	Lost       uint64 // mappings the kernel could not report
+}
+
+// Source reports executable file mappings (see the package doc).
+type Source struct {
+	opts   Options
+	log    *logrus.Logger
+	objs   mmapObjects
+	links  []link.Link
+	rd     *ringbuf.Reader
+	events chan Event
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+
+	reported, unresolved atomic.Uint64
+
+	lostMu   sync.Mutex
+	lostSeen map[uint32]uint64 // per mount ns, as last reported
+}
+
+// Open loads and attaches the BPF programs. It needs CAP_BPF and
+// CAP_PERFMON (root) and tracefs, which it mounts at /sys/kernel/tracing
+// when no tracefs is mounted.
+func Open(opts Options) (*Source, error) {
+	if opts.Log == nil {
+		opts.Log = logrus.StandardLogger()
+	}
+	if opts.RingBytes == 0 {
+		opts.RingBytes = 1 << 20
+	}
+	if opts.Seen == 0 {
+		opts.Seen = 65536
+	}
+	if opts.Queue <= 0 {
+		opts.Queue = 256
+	}
+	if opts.LostPoll <= 0 {
+		opts.LostPoll = 100 * time.Millisecond
+	}
+	if opts.Proc == "" {
+		opts.Proc = "/proc"
+	}
+	if err := ensureTracefs(opts.Log); err != nil {
+		return nil, err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("mmap source: memlock rlimit: %w", err)
+	}
+	spec, err := loadMmap()
+	if err != nil {
+		return nil, fmt.Errorf("mmap source: load spec: %w", err)
+	}
+	spec.Maps[mmapMapEvents].MaxEntries = opts.RingBytes
+	spec.Maps[mmapMapSeen].MaxEntries = opts.Seen
+	filter := uint32(1)
+	if opts.All {
+		filter = 0
+	}
+	if err := spec.Variables[mmapVarFilterPidns].Set(filter); err != nil {
+		return nil, fmt.Errorf("mmap source: set filter: %w", err)
+	}
+	if err := spec.Variables[mmapVarFmodeBacking].Set(fmodeBacking()); err != nil {
+		return nil, fmt.Errorf("mmap source: set FMODE_BACKING: %w", err)
+	}
+	s := &Source{opts: opts, log: opts.Log, events: make(chan Event, opts.Queue), lostSeen: map[uint32]uint64{}}
+	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			opts.Log.WithField("verifier", fmt.Sprintf("%+v", ve)).Error("mmap source: verifier refused the program")
+		}
+		return nil, fmt.Errorf("mmap source: load programs: %w", err)
+	}
+	if err := s.attach(); err != nil {
+		s.detach()
+		return nil, err
+	}
+	if s.rd, err = ringbuf.NewReader(s.objs.Events); err != nil {
+		s.detach()
+		return nil, fmt.Errorf("mmap source: ring buffer reader: %w", err)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.wg.Add(2)
+	go s.readLoop()
+	go s.lostLoop()
+	return s, nil
+}
+
+// attach attaches the exit program first, so no entry misses its exit.
+func (s *Source) attach() error {
+	for _, a := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"sys_exit_mmap", s.objs.ExitMap},
+		{"sys_exit_mprotect", s.objs.ExitMap},
+		{"sys_exit_pkey_mprotect", s.objs.ExitMap},
+		{"sys_enter_mmap", s.objs.EnterMmap},
+		{"sys_enter_mprotect", s.objs.EnterMprotect},
+		{"sys_enter_pkey_mprotect", s.objs.EnterPkeyMprotect},
+	} {
+		l, err := link.Tracepoint("syscalls", a.name, a.prog, nil)
+		if err != nil {
+			return fmt.Errorf("mmap source: attach tracepoint syscalls/%s: %w", a.name, err)
+		}
+		s.links = append(s.links, l)
+	}
+	return nil
+}
+
+// unlink detaches the programs (entries first).
+func (s *Source) unlink() {
+	for i := len(s.links) - 1; i >= 0; i-- {
+		s.links[i].Close()
+	}
+	s.links = nil
+}
+
+// detach detaches the programs and closes the objects.
+func (s *Source) detach() {
+	s.unlink()
+	s.objs.Close()
+}
+
+// Events delivers the reports; it is closed by Close.
+func (s *Source) Events() <-chan Event { return s.events }
+
+// Close detaches the programs, stops the readers and closes Events (after
+// a last Lost report). Files of events not yet received are closed.
+func (s *Source) Close() error {
+	s.once.Do(func() {
+		s.unlink()
+		s.cancel()
+		s.rd.Close()
+		s.wg.Wait()
+		s.reportLost(context.Background(), true)
+		close(s.events)
+		s.objs.Close()
+	})
+	return nil
+}
+
+// Stats returns the counters.
+func (s *Source) Stats() Stats {
+	st := Stats{Reported: s.reported.Load(), Unresolved: s.unresolved.Load()}
+	var total uint64
+	if s.objs.LostTotal.Lookup(uint32(0), &total) == nil {
+		st.Lost = total
+	}
+	return st
+}
+
+// Watch reports the mappings of tasks in the pid namespace with inode
+// pidns and its descendants (up to 8 levels down). It returns the undo.
+func (s *Source) Watch(pidns uint64) (func() error, error) {
+	k := uint32(pidns)
+	if err := s.objs.Watched.Put(k, uint8(1)); err != nil {
+		return nil, fmt.Errorf("mmap source: watch pid ns %d: %w", pidns, err)
+	}
+	return func() error {
+		if err := s.objs.Watched.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("mmap source: unwatch pid ns %d: %w", pidns, err)
+		}
+		return nil
+	}, nil
+}
+
+// Forget makes the next executable mapping of (dev, ino) in mount
+// namespace mntns report again (a policy change, a measurement to redo).
+func (s *Source) Forget(dev, ino, mntns uint64) error {
+	k := mmapKey{Ino: ino, Dev: kernelDev(dev), Mntns: uint32(mntns)}
+	if err := s.objs.Seen.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("mmap source: forget %d:%d in mnt ns %d: %w", dev, ino, mntns, err)
+	}
+	return nil
+}
+
+// ForgetMntNS forgets every file reported in mount namespace mntns (0:
+// in every one).
+func (s *Source) ForgetMntNS(mntns uint64) error {
+	var k mmapKey
+	var keys []mmapKey
+	var st mmapStamp
+	it := s.objs.Seen.Iterate()
+	for it.Next(&k, &st) {
+		if mntns == 0 || k.Mntns == uint32(mntns) {
+			keys = append(keys, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("mmap source: forget mnt ns %d: %w", mntns, err)
+	}
+	for _, k := range keys {
+		if err := s.objs.Seen.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("mmap source: forget mnt ns %d: %w", mntns, err)
+		}
+	}
+	return nil
+}
+
+// fmodeBacking is the running kernel's FMODE_BACKING (a #define, so not
+// in BTF): 1<<25 from 6.6 (backing files), 1<<24 from 6.12; 0 before. The
+// BPF program checks the file it finds through it is an overlayfs or FUSE
+// file, so a wrong bit on an unusual kernel changes nothing.
+func fmodeBacking() uint32 {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return 0
+	}
+	var major, minor int
+	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
+	switch v := major*1000 + minor; {
+	case v >= 6012:
+		return 1 << 24
+	case v >= 6006:
+		return 1 << 25
+	}
+	return 0
+}
+
+// kernelDev converts a stat(2) device number to the kernel's encoding
+// (MAJOR << 20 | MINOR) and userDev back.
+func kernelDev(dev uint64) uint32 { return unix.Major(dev)<<20 | unix.Minor(dev) }
+func userDev(kdev uint32) uint64  { return unix.Mkdev(kdev>>20, kdev&0xfffff) }
+
+// ProgramStat is one BPF program's run count and total run time (the
+// kernel counts them only while kernel.bpf_stats_enabled is 1).
+type ProgramStat struct {
+	Runs    uint64
+	Runtime time.Duration
+}
+
+// ProgramStats returns the run counts and times of the programs by name
+// (enter_mmap, enter_mprotect, enter_pkey_mprotect, exit_map).
+func (s *Source) ProgramStats() (map[string]ProgramStat, error) {
+	out := map[string]ProgramStat{}
+	for name, p := range map[string]*ebpf.Program{
+		mmapProgEnterMmap: s.objs.EnterMmap, mmapProgEnterMprotect: s.objs.EnterMprotect,
+		mmapProgEnterPkeyMprotect: s.objs.EnterPkeyMprotect, mmapProgExitMap: s.objs.ExitMap,
+	} {
+		st, err := p.Stats()
+		if err != nil {
+			return nil, fmt.Errorf("mmap source: stats of %s: %w", name, err)
+		}
+		out[name] = ProgramStat{Runs: st.RunCount, Runtime: st.Runtime}
+	}
+	return out, nil
+}
