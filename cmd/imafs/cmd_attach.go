@@ -18,9 +18,15 @@ func init() {
 	register(command{name: "oci-hook", summary: "OCI runtime hook: attach at createRuntime/prestart, detach at poststop", run: runOCIHook})
 }
 
+// clientFlags: --socket defaults to $IMAFS_SOCKET, else the default path
+// (an OCI hook's "env" can point a hooks.d file at another daemon).
 func clientFlags(name string) (*flag.FlagSet, *string) {
 	fl := flag.NewFlagSet(name, flag.ContinueOnError)
-	socket := fl.String("socket", control.DefaultSocket, "daemon control socket")
+	def := control.DefaultSocket
+	if s := os.Getenv("IMAFS_SOCKET"); s != "" {
+		def = s
+	}
+	socket := fl.String("socket", def, "daemon control socket (default $IMAFS_SOCKET if set)")
 	return fl, socket
 }
 

@@ -550,7 +550,14 @@ func (d *daemon) serveControl(ctx context.Context, req *control.Request, rw *con
 		err = fmt.Errorf("unknown operation %q", req.Op)
 	}
 	if err != nil {
-		d.log.WithError(err).WithFields(logrus.Fields{"op": req.Op, "id": req.ID}).Warn("control request failed")
+		entry := d.log.WithError(err).WithFields(logrus.Fields{"op": req.Op, "id": req.ID})
+		if req.Op == control.OpDetach && errors.Is(err, imans.ErrNotFound) {
+			// A poststop hook after the container detached itself (its
+			// init exited first): the expected order, not a fault.
+			entry.Debug("detach: not registered (already detached)")
+		} else {
+			entry.Warn("control request failed")
+		}
 		rw.Fail(err)
 	}
 }
