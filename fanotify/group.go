@@ -40,15 +40,31 @@ func newGroup() (*group, error) {
 
 func (g *group) fd() int { return int(g.f.Fd()) }
 
-// markFilesystem marks the whole superblock of the directory dirfd (an
-// O_PATH fd: fanotify_mark rejects those without a path, so "." is passed).
-func (g *group) markFilesystem(dirfd int, mask uint64) error {
-	return g.mark(unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, mask, dirfd, ".")
+// markFilesystem marks the whole superblock of fd (an O_PATH fd: see
+// markPath).
+func (g *group) markFilesystem(fd int, mask uint64) error {
+	dirfd, path := markPath(fd)
+	return g.mark(unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, mask, dirfd, path)
 }
 
-// markMount marks only the mount of the directory dirfd.
-func (g *group) markMount(dirfd int, mask uint64) error {
-	return g.mark(unix.FAN_MARK_ADD|unix.FAN_MARK_MOUNT, mask, dirfd, ".")
+// markMount marks only the mount of fd: a directory, or a file that is a
+// mount point of its own (the file bind mounts container engines make for
+// /etc/resolv.conf, /etc/hosts, /etc/hostname, /run/.containerenv).
+func (g *group) markMount(fd int, mask uint64) error {
+	dirfd, path := markPath(fd)
+	return g.mark(unix.FAN_MARK_ADD|unix.FAN_MARK_MOUNT, mask, dirfd, path)
+}
+
+// markPath names the object of the O_PATH fd for fanotify_mark, which
+// rejects O_PATH fds without a path: "." under a directory; for any other
+// file the fd's magic link /proc/self/fd/N (followed by the mark's lookup
+// to the very mount and dentry the fd holds).
+func markPath(fd int) (int, string) {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd)
+	}
+	return fd, "."
 }
 
 // ignore adds an ignore mark for mask on the inode of fd. Without

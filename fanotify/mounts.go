@@ -198,14 +198,14 @@ func (hv *hostView) classify(m mountInfo) markKind {
 
 // openInRoot opens path (absolute, as the container sees it) with O_PATH,
 // resolved inside the root directory rootFD so that symlinks cannot lead
-// out of the container.
+// out of the container. A mount point may be a file (a file bind mount).
 func openInRoot(rootFD int, path string) (int, error) {
 	rel := strings.TrimLeft(path, "/")
 	if rel == "" {
 		rel = "."
 	}
 	fd, err := unix.Openat2(rootFD, rel, &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_DIRECTORY,
+		Flags:   unix.O_PATH | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
 	})
 	if err != nil {

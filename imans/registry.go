@@ -50,6 +50,12 @@ type Options struct {
 	// PolicyLimits bound each namespace's policy (zero fields: the
 	// policy package's defaults); a load beyond them fails with ENOSPC.
 	PolicyLimits policy.Limits
+	// StartPolicy, when set, may give a container its starting policy
+	// from its OCI config (ocipolicy: annotations): rules are applied as
+	// the container's first policy load (saved; later loads append) before
+	// any observer sees it; nil rules keep DefaultContainerPolicy; an error
+	// fails the attach with nothing registered.
+	StartPolicy func(id string, ociConfig []byte) (policy.Policy, error)
 }
 
 // Registry holds the host namespace and every registered container.
@@ -163,6 +169,10 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 	if pid <= 0 {
 		return nil, fmt.Errorf("attach %s: pid %d: %w", id, pid, ErrNotRunning)
 	}
+	start, err := r.startPolicy(id, ociConfig)
+	if err != nil {
+		return nil, err
+	}
 	pinned, err := nsresolve.Pin(pid)
 	if err != nil {
 		return nil, fmt.Errorf("attach %s: pin pid %d: %w", id, pid, err)
@@ -215,6 +225,9 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 			return nil, fmt.Errorf("attach %s: %w", id, err)
 		}
 	}
+	if err := r.applyStartPolicy(ns, start); err != nil {
+		return nil, err
+	}
 	if err := r.watch.add(pinned.PidFD(), id); err != nil {
 		r.remove(ns, true)
 		return nil, fmt.Errorf("attach %s: watch init %d: %w", id, pid, err)
@@ -229,6 +242,33 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 		go r.initExited(id)
 	}
 	return ns, nil
+}
+
+// startPolicy asks Options.StartPolicy for id's starting policy (nil: the
+// default policy).
+func (r *Registry) startPolicy(id string, ociConfig []byte) (policy.Policy, error) {
+	if r.opts.StartPolicy == nil {
+		return nil, nil
+	}
+	start, err := r.opts.StartPolicy(id, ociConfig)
+	if err != nil {
+		return nil, fmt.Errorf("attach %s: starting policy: %w", id, err)
+	}
+	return start, nil
+}
+
+// applyStartPolicy loads start (if any) as ns's first policy; on a failure
+// it removes ns, which Attach has registered but no observer has seen.
+func (r *Registry) applyStartPolicy(ns *Namespace, start policy.Policy) error {
+	if start == nil {
+		return nil
+	}
+	if err := ns.LoadPolicy(start); err != nil {
+		r.remove(ns, true)
+		return fmt.Errorf("attach %s: starting policy: %w", ns.ID, err)
+	}
+	r.log.WithFields(logrus.Fields{"id": ns.ID, "rules": len(start)}).Info("starting policy from the OCI config")
+	return nil
 }
 
 func (r *Registry) initialEntries(ns *Namespace, ociConfig []byte) ([]*measurelog.Entry, error) {
@@ -398,6 +438,11 @@ type Item struct {
 func (r *Registry) RecordAll(items []Item) error {
 	if len(items) == 0 {
 		return nil
+	}
+	for _, it := range items {
+		// Two lists (its namespace's and the host's) and two journals
+		// take every entry: compute its digests once.
+		it.Entry.CacheDigests()
 	}
 	if r.state != nil {
 		if i, err := r.state.commitAll(r.host, items); err != nil {

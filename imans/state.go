@@ -164,10 +164,15 @@ func openJFile(path string) (*jfile, error) {
 	return &jfile{path: path, f: f, size: fi.Size()}, nil
 }
 
-// apply appends replayed entries to list, logging progress for large journals.
+// apply appends replayed entries to list, logging progress for large
+// journals. It drops its references to the entries as it goes (the list
+// keeps its own copy), so that the decoded journal becomes garbage while
+// the list grows instead of both being live until the end.
 func (s *state) apply(what string, list *measurelog.List, entries []*measurelog.Entry) {
 	start := time.Now()
+	list.Reserve(list.Len() + len(entries))
 	for i, e := range entries {
+		entries[i] = nil
 		list.Append(e)
 		if (i+1)%replayProgressEvery == 0 {
 			s.log.WithFields(logrus.Fields{"list": what, "replayed": i + 1, "of": len(entries)}).Info("journal replay progress")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/imafs/imafs/imans"
 	"github.com/imafs/imafs/integration/harness"
+	"github.com/imafs/imafs/internal/cputime"
 	"github.com/imafs/imafs/measurelog"
 )
 
@@ -80,15 +81,18 @@ func benchDemultiplex(b *testing.B, n int, newReg func(*testing.B) Registry) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // tail returns at the end of each list
 	var total, round int
+	var cpu cputime.Meter
 	for b.Loop() {
 		b.StopTimer()
 		list := benchList(b, n, round)
 		round++
 		s := New(reg, Options{Log: quietLog()})
 		b.StartTimer()
+		cpu.Start()
 		if err := s.tail(ctx, bytes.NewReader(list)); err != nil {
 			b.Fatalf("tail: %v", err)
 		}
+		cpu.Stop()
 		if got := s.Entries(); got != uint64(n) {
 			b.Fatalf("Entries = %d, want %d", got, n)
 		}
@@ -109,6 +113,7 @@ func benchDemultiplex(b *testing.B, n int, newReg func(*testing.B) Registry) {
 		}
 	}
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "entries/s")
+	cpu.Report(b, total)
 }
 
 // realRegistry returns an imans.Registry (on stateDir when not empty) with

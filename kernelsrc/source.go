@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/imafs/imafs/imans"
 	"github.com/imafs/imafs/measurelog"
@@ -71,9 +74,17 @@ type Source struct {
 
 	// writeNS writes one command to the kernel's namespaces file.
 	writeNS func(cmd string) error
+	// nsFD returns a file descriptor naming ns's pid namespace (an nsfs
+	// fd or a pidfd), valid until release is called.
+	nsFD func(ns *imans.Namespace) (fd int, release func(), err error)
 
 	mu         sync.Mutex
 	registered map[string]bool // container IDs registered with the kernel by us
+
+	// tags maps the ns field of the kernel's entries ("label:id") to the
+	// container whose registration it names; learnt from the kernel's
+	// registration records. Only the tail goroutine uses it.
+	tags map[string]string
 
 	entries atomic.Uint64 // kernel entries read
 	foreign atomic.Uint64 // tagged with a label no attached container has
@@ -105,8 +116,10 @@ func New(reg Registry, opts Options) *Source {
 		opts:       opts,
 		log:        opts.Log.WithField("source", "kernel"),
 		registered: map[string]bool{},
+		tags:       map[string]string{},
 	}
 	s.writeNS = s.writeNamespacesFile
+	s.nsFD = pidNSFD
 	return s
 }
 
@@ -183,6 +196,7 @@ func (s *Source) tail(ctx context.Context, r io.Reader) error {
 		e, err := dec.Next()
 		if err == nil {
 			consumed++
+			s.learn(e)
 			switch {
 			case consumed <= skip:
 				s.entries.Add(1)
@@ -240,18 +254,69 @@ func Label(e *measurelog.Entry) string {
 	return ""
 }
 
-// target is the namespace whose list e goes in: the container its label
-// names, else the host.
+// target is the namespace whose list e goes in: the container whose
+// registration its tag names, else the host.
 func (s *Source) target(e *measurelog.Entry) *imans.Namespace {
 	s.entries.Add(1)
-	if label := Label(e); label != "" {
-		if ns, ok := s.reg.Get(label); ok && ns.ID == label {
-			return ns
-		}
-		s.foreign.Add(1)
-		s.log.WithFields(logrus.Fields{"label": label, "name": e.Name()}).Debug("entry of an unknown namespace: host list only")
+	tag := Label(e)
+	if tag == "" {
+		return s.reg.Host()
 	}
+	id := tag
+	if _, _, ok := splitTag(tag); ok {
+		// "label:id" (kernel series v2): the registration must be one
+		// made for the container, as its registration record says.
+		id = s.tags[tag]
+	}
+	if ns, ok := s.reg.Get(id); ok && id != "" && ns.ID == id {
+		return ns
+	}
+	s.foreign.Add(1)
+	s.log.WithFields(logrus.Fields{"label": tag, "name": e.Name()}).Debug("entry of an unknown namespace: host list only")
 	return s.reg.Host()
+}
+
+// splitTag splits an ns field "label:id" of the v2 kernel series; ok is
+// false for a bare label (v1).
+func splitTag(tag string) (label string, id uint64, ok bool) {
+	i := strings.LastIndexByte(tag, ':')
+	if i <= 0 {
+		return "", 0, false
+	}
+	id, err := strconv.ParseUint(tag[i+1:], 10, 64)
+	if err != nil {
+		return "", 0, false
+	}
+	return tag[:i], id, true
+}
+
+// recordRegister names the kernel's registration records (ima-buf, series
+// v2), whose buffer is "label:id pid:[inode]"; ima_ns_unregister and
+// ima_ns_exit records end a registration, but entries tagged with it can
+// still follow (measurements in flight), so they change nothing here.
+const recordRegister = "ima_ns_register"
+
+// learn notes a kernel registration record: a registration of an attached
+// container's ID for that container's pid namespace makes entries tagged
+// with it the container's. The records themselves stay in the host list.
+func (s *Source) learn(e *measurelog.Entry) {
+	if e.Template != measurelog.TemplateIMABuf || e.Name() != recordRegister || len(e.Fields) < 3 {
+		return
+	}
+	tag, nsid, found := strings.Cut(string(e.Fields[2]), " ")
+	label, _, ok := splitTag(tag)
+	if !found || !ok {
+		return
+	}
+	ns, ok := s.reg.Get(label)
+	if !ok || ns.ID != label {
+		return
+	}
+	if ns.Pinned != nil && nsid != fmt.Sprintf("pid:[%d]", ns.Pinned.PidNS.Ino) {
+		s.log.WithFields(logrus.Fields{"tag": tag, "ns": nsid}).Warn("kernel registration of a container's ID for another pid namespace: its entries stay in the host list")
+		return
+	}
+	s.tags[tag] = label
 }
 
 // Attached registers ns's pid namespace with the kernel under its ID. A
@@ -261,8 +326,14 @@ func (s *Source) Attached(ns *imans.Namespace) {
 		return
 	}
 	log := s.log.WithFields(logrus.Fields{"id": ns.ID, "pid": ns.Init})
-	cmd := fmt.Sprintf("%d %s\n", ns.Init, ns.ID)
-	err := s.writeNS(cmd)
+	fd, release, err := s.nsFD(ns)
+	if err != nil {
+		log.WithError(err).Error("register with the kernel")
+		return
+	}
+	defer release()
+	cmd := fmt.Sprintf("%d %s\n", fd, ns.ID)
+	err = s.writeNS(cmd)
 	if errors.Is(err, syscall.EEXIST) {
 		if uerr := s.writeNS("-" + ns.ID + "\n"); uerr == nil {
 			err = s.writeNS(cmd)
@@ -296,6 +367,21 @@ func (s *Source) Detached(ns *imans.Namespace) {
 		return
 	}
 	log.Info("unregistered from the kernel")
+}
+
+// pidNSFD names ns's pid namespace by the nsfs fd its Pinned holds, or
+// else by a pidfd of its init.
+func pidNSFD(ns *imans.Namespace) (int, func(), error) {
+	if ns.Pinned != nil {
+		if fd := ns.Pinned.NSFD("pid"); fd >= 0 {
+			return fd, func() {}, nil
+		}
+	}
+	fd, err := unix.PidfdOpen(ns.Init, 0)
+	if err != nil {
+		return -1, nil, fmt.Errorf("pidfd_open %d: %w", ns.Init, err)
+	}
+	return fd, func() { unix.Close(fd) }, nil
 }
 
 // writeNamespacesFile writes cmd in one write(2) at offset 0, as the kernel

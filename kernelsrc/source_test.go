@@ -291,8 +291,9 @@ func TestRegistration(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := New(reg, Options{NamespacesPath: path, Log: quietLog()})
+		s.nsFD = fakeNSFD
 		s.Attached(c1)
-		if got, want := readFile(t, path), fmt.Sprintf("%d c1\n", c1.Init); got != want {
+		if got, want := readFile(t, path), "7 c1\n"; got != want {
 			t.Errorf("after attach the file holds %q, want %q", got, want)
 		}
 		if err := os.Truncate(path, 0); err != nil {
@@ -310,27 +311,28 @@ func TestRegistration(t *testing.T) {
 		attach bool
 		want   []string
 	}{
-		{name: "attach then detach", attach: true, want: []string{"1000 c1\n", "-c1\n"}},
+		{name: "attach then detach", attach: true, want: []string{"7 c1\n", "-c1\n"}},
 		{
 			name:   "stale registration replaced",
-			errs:   map[string][]error{"1000 c1\n": {syscall.EEXIST, nil}},
+			errs:   map[string][]error{"7 c1\n": {syscall.EEXIST, nil}},
 			attach: true,
-			want:   []string{"1000 c1\n", "-c1\n", "1000 c1\n", "-c1\n"},
+			want:   []string{"7 c1\n", "-c1\n", "7 c1\n", "-c1\n"},
 		},
 		{
 			name: "failed registration is not undone on detach",
-			errs: map[string][]error{"1000 c1\n": {syscall.ESRCH}},
-			want: []string{"1000 c1\n"},
+			errs: map[string][]error{"7 c1\n": {syscall.ESRCH}},
+			want: []string{"7 c1\n"},
 		},
 		{
 			name:   "detach of a vanished registration",
 			errs:   map[string][]error{"-c1\n": {syscall.ENOENT}},
 			attach: true,
-			want:   []string{"1000 c1\n", "-c1\n"},
+			want:   []string{"7 c1\n", "-c1\n"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := New(reg, Options{Log: quietLog()})
+			s.nsFD = fakeNSFD
 			var got []string
 			s.writeNS = func(cmd string) error {
 				got = append(got, cmd)
@@ -367,6 +369,56 @@ func TestRegistration(t *testing.T) {
 			t.Errorf("commands %q, want none", got)
 		}
 	})
+}
+
+// fakeNSFD stands for a pid namespace fd: the commands name fd 7.
+func fakeNSFD(*imans.Namespace) (int, func(), error) { return 7, func() {}, nil }
+
+func registerRecord(t *testing.T, buf string) *measurelog.Entry {
+	t.Helper()
+	d := sha256.Sum256([]byte(buf))
+	e, err := measurelog.NewEntry(measurelog.TemplateIMABuf, 10, measurelog.Measurement{
+		FileDigest: d[:], FileAlgo: measurelog.SHA256, Name: recordRegister, Buf: []byte(buf),
+	})
+	if err != nil {
+		t.Fatalf("NewEntry(ima-buf %q): %v", buf, err)
+	}
+	return e
+}
+
+// TestTags: with the v2 series the kernel tags entries "label:id"; they go
+// to the container only under a registration its record names.
+func TestTags(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		records []string // registration records read before the entry
+		tag     string
+		want    string
+	}{
+		{name: "registered id", records: []string{"c1:5 pid:[4026532000]"}, tag: "c1:5", want: "c1"},
+		{name: "label reused: the other id is not c1's", records: []string{"c1:5 pid:[4026532000]"}, tag: "c1:9", want: imans.HostID},
+		{name: "no record", tag: "c1:5", want: imans.HostID},
+		{name: "record of an unattached label", records: []string{"c9:5 pid:[4026532000]"}, tag: "c9:5", want: imans.HostID},
+		{name: "malformed record", records: []string{"c1:5"}, tag: "c1:5", want: imans.HostID},
+		{name: "v1 bare label", tag: "c1", want: "c1"},
+		{name: "host", tag: "", want: imans.HostID},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New(newFakeRegistry("c1"), Options{Log: quietLog()})
+			for _, r := range tc.records {
+				s.learn(registerRecord(t, r))
+			}
+			if got := s.target(kernelEntry(t, "/bin/x", tc.tag)).ID; got != tc.want {
+				t.Errorf("entry tagged %q goes to %q, want %q", tc.tag, got, tc.want)
+			}
+			// The registration records themselves are the host's.
+			for _, r := range tc.records {
+				if got := s.target(registerRecord(t, r)).ID; got != imans.HostID {
+					t.Errorf("registration record %q goes to %q, want the host", r, got)
+				}
+			}
+		})
+	}
 }
 
 func readFile(t *testing.T, path string) string {

@@ -32,15 +32,6 @@ var algoNames = map[Algo]string{
 	MD5:    "md5",
 }
 
-var algoSizes = map[Algo]int{
-	SHA1:   sha1.Size,
-	SHA256: sha256.Size,
-	SHA384: sha512.Size384,
-	SHA512: sha512.Size,
-	SHA224: sha256.Size224,
-	MD5:    md5.Size,
-}
-
 // Banks lists the algorithms that can be PCR banks of a list, in order.
 var Banks = []Algo{SHA1, SHA256, SHA384, SHA512}
 
@@ -69,7 +60,49 @@ func (a Algo) Valid() bool { _, ok := algoNames[a]; return ok }
 func (a Algo) IsBank() bool { return a >= SHA1 && a <= SHA512 }
 
 // Size returns the digest size of a in bytes (0 for an unknown algorithm).
-func (a Algo) Size() int { return algoSizes[a] }
+func (a Algo) Size() int {
+	switch a { // no map lookup: this is on every rendered entry's path
+	case SHA1:
+		return sha1.Size
+	case SHA256:
+		return sha256.Size
+	case SHA384:
+		return sha512.Size384
+	case SHA512:
+		return sha512.Size
+	case SHA224:
+		return sha256.Size224
+	case MD5:
+		return md5.Size
+	}
+	return 0
+}
+
+// appendSum appends the digest of data in a to dst, without allocating a
+// hash state (the one-shot Sum functions keep it on the stack).
+func (a Algo) appendSum(dst, data []byte) []byte {
+	switch a {
+	case SHA1:
+		s := sha1.Sum(data)
+		return append(dst, s[:]...)
+	case SHA256:
+		s := sha256.Sum256(data)
+		return append(dst, s[:]...)
+	case SHA384:
+		s := sha512.Sum384(data)
+		return append(dst, s[:]...)
+	case SHA512:
+		s := sha512.Sum512(data)
+		return append(dst, s[:]...)
+	case SHA224:
+		s := sha256.Sum224(data)
+		return append(dst, s[:]...)
+	case MD5:
+		s := md5.Sum(data)
+		return append(dst, s[:]...)
+	}
+	panic(fmt.Sprintf("measurelog: hash of unknown algorithm %d", uint8(a)))
+}
 
 // New returns a new hash.Hash computing a. It panics for an unknown
 // algorithm, like crypto.Hash.New; check Valid first for untrusted values.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -65,6 +66,70 @@ type Entry struct {
 	Template  string
 	Fields    [][]byte // raw field data in template order, exactly as in the binary list
 	Violation bool     // template digest is all zeros in every bank; PCR extended with all 0xff
+
+	// sums caches template digests of Fields: the decoder keeps the one it
+	// checked against the record, CacheDigests the ones it computes. So an
+	// Entry's Template and Fields must not change once it was decoded or
+	// its digests cached.
+	sums entrySums
+}
+
+// entrySums holds the cached SHA1 and SHA256 template digests of an entry
+// (the banks every list keeps); other banks are computed when asked.
+type entrySums struct {
+	have   uint8 // 1<<SHA1, 1<<SHA256: which are valid
+	sha1   [20]byte
+	sha256 [32]byte
+}
+
+func (s *entrySums) get(bank Algo) []byte {
+	switch {
+	case bank == SHA1 && s.have&(1<<SHA1) != 0:
+		return s.sha1[:]
+	case bank == SHA256 && s.have&(1<<SHA256) != 0:
+		return s.sha256[:]
+	}
+	return nil
+}
+
+func (s *entrySums) set(bank Algo, d []byte) {
+	switch bank {
+	case SHA1:
+		s.have |= 1 << SHA1
+		copy(s.sha1[:], d)
+	case SHA256:
+		s.have |= 1 << SHA256
+		copy(s.sha256[:], d)
+	}
+}
+
+// CacheDigests computes and keeps e's SHA1 and SHA256 template digests,
+// so that appending e to several lists, and journaling it, computes each
+// only once. Call it while e is not shared with other goroutines (it
+// writes e); afterwards e must not change.
+func (e *Entry) CacheDigests() {
+	if e.Violation {
+		return
+	}
+	ima := e.isIMA()
+	var buf [32]byte
+	for _, b := range [...]Algo{SHA1, SHA256} {
+		if e.sums.get(b) == nil {
+			e.sums.set(b, templateDigest(buf[:0], ima, e.Fields, b))
+		}
+	}
+}
+
+// digestInto appends e's template digest in bank (all zeros for a
+// violation) to dst, from the cache when it holds it.
+func (e *Entry) digestInto(dst []byte, ima bool, bank Algo) []byte {
+	if e.Violation {
+		return append(dst, zeros[:bank.Size()]...)
+	}
+	if d := e.sums.get(bank); d != nil {
+		return append(dst, d...)
+	}
+	return templateDigest(dst, ima, e.Fields, bank)
 }
 
 // imaName applies the kernel's rules for an event name (ima_eventname_init_common
@@ -282,9 +347,11 @@ func (e *Entry) TemplateData() []byte {
 var zeroPad [maxNameLen + 1]byte
 
 // templateDigest computes the digest of a template's fields in bank, as
-// ima_calc_field_array_hash_tfm does.
+// ima_calc_field_array_hash_tfm does. The hashed bytes are laid out in one
+// buffer (on the stack for the usual sizes) and hashed in one go.
 func templateDigest(dst []byte, ima bool, fields [][]byte, bank Algo) []byte {
-	h := bank.New()
+	var sb [1024]byte
+	buf := sb[:0]
 	if ima {
 		// ima: d, then n (with its NUL) zero-padded to 256 bytes.
 		for i, f := range fields {
@@ -292,21 +359,16 @@ func templateDigest(dst []byte, ima bool, fields [][]byte, bank Algo) []byte {
 				if len(f) > len(zeroPad) {
 					f = f[:len(zeroPad)]
 				}
-				h.Write(f)
-				h.Write(zeroPad[:len(zeroPad)-len(f)])
+				buf = append(buf, f...)
+				buf = append(buf, zeroPad[:len(zeroPad)-len(f)]...)
 				continue
 			}
-			h.Write(f)
+			buf = append(buf, f...)
 		}
-		return h.Sum(dst)
+	} else {
+		buf = appendTemplateData(buf, fields)
 	}
-	var l [4]byte
-	for _, f := range fields {
-		binary.LittleEndian.PutUint32(l[:], uint32(len(f)))
-		h.Write(l[:])
-		h.Write(f)
-	}
-	return h.Sum(dst)
+	return bank.appendSum(dst, buf)
 }
 
 // TemplateDigest returns the template digest of e in bank (all zeros for a
@@ -315,14 +377,32 @@ func (e *Entry) TemplateDigest(bank Algo) []byte {
 	if e.Violation {
 		return make([]byte, bank.Size())
 	}
-	return templateDigest(make([]byte, 0, bank.Size()), e.isIMA(), e.Fields, bank)
+	return e.digestInto(make([]byte, 0, bank.Size()), e.isIMA(), bank)
 }
 
 const hexDigits = "0123456789abcdef"
 
+// hexPairs[c] is c's two lowercase hex digits, as a little-endian uint16.
+var hexPairs = func() (t [256]uint16) {
+	for c := range t {
+		t[c] = uint16(hexDigits[c>>4]) | uint16(hexDigits[c&0xf])<<8
+	}
+	return t
+}()
+
+// appendHex appends b in lowercase hex: one table load and one 16-bit
+// store per byte (it is most of the ascii lists' rendering time).
 func appendHex(dst, b []byte) []byte {
-	for _, c := range b {
-		dst = append(dst, hexDigits[c>>4], hexDigits[c&0xf])
+	n := len(dst)
+	dst = slices.Grow(dst, 2*len(b))[:n+2*len(b)]
+	h := dst[n:]
+	for len(b) >= 4 {
+		binary.LittleEndian.PutUint64(h, uint64(hexPairs[b[0]])|uint64(hexPairs[b[1]])<<16|
+			uint64(hexPairs[b[2]])<<32|uint64(hexPairs[b[3]])<<48)
+		b, h = b[4:], h[8:]
+	}
+	for i, c := range b {
+		binary.LittleEndian.PutUint16(h[2*i:], hexPairs[c])
 	}
 	return dst
 }
@@ -427,20 +507,20 @@ func (e *Entry) compiled() *compiled {
 	return &compiled{name: e.Template}
 }
 
-func (e *Entry) digestOrZero(bank Algo) []byte {
-	return e.TemplateDigest(bank)
-}
-
 // AppendASCII appends e's line of the ascii list for bank: the legacy
 // ascii_runtime_measurements and its _sha1 twin use SHA1, the
 // ascii_runtime_measurements_<algo> files their algorithm.
 func (e *Entry) AppendASCII(dst []byte, bank Algo) []byte {
-	return appendASCII(dst, e.PCR, e.compiled(), e.Fields, e.digestOrZero(bank))
+	t := e.compiled()
+	var d [64]byte
+	return appendASCII(dst, e.PCR, t, e.Fields, e.digestInto(d[:0], t.ima, bank))
 }
 
 // AppendBinary appends e's record of the binary list for bank.
 func (e *Entry) AppendBinary(dst []byte, bank Algo) []byte {
-	return appendBinary(dst, e.PCR, e.compiled(), e.Fields, e.digestOrZero(bank))
+	t := e.compiled()
+	var d [64]byte
+	return appendBinary(dst, e.PCR, t, e.Fields, e.digestInto(d[:0], t.ima, bank))
 }
 
 // FileDigest returns the file digest of e and its algorithm's name, parsed

@@ -82,12 +82,14 @@ func OpenJournalLogger(path string, log logrus.FieldLogger) (*Journal, []*Entry,
 		f.Close()
 		return nil, nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
-	data, err := io.ReadAll(f)
+	data, err := readJournal(f)
 	if err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("read journal %s: %w", path, err)
 	}
-	entries, derr := DecodeBinary(data, SHA1)
+	// The entries' fields are slices of data (which nothing else holds):
+	// no copy of every record, and data goes with the last entry.
+	entries, derr := decodeBinary(data, SHA1, true)
 	var retErr error
 	if derr != nil {
 		var de *DecodeError
@@ -130,6 +132,27 @@ func OpenJournalLogger(path string, log logrus.FieldLogger) (*Journal, []*Entry,
 	j := &Journal{path: path, f: f, log: log, size: size}
 	j.cond = sync.NewCond(&j.mu)
 	return j, entries, retErr
+}
+
+// readJournal reads f from its start into a buffer of its size (one
+// allocation, not io.ReadAll's doublings: a journal can hold hundreds of
+// MB), and whatever a concurrent writer added since.
+func readJournal(f *os.File) ([]byte, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	data := make([]byte, fi.Size(), fi.Size()+512)
+	n, err := io.ReadFull(f, data)
+	data = data[:n]
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		return data, nil // shorter than its size a moment ago
+	}
+	if err != nil {
+		return nil, err
+	}
+	rest, err := io.ReadAll(f)
+	return append(data, rest...), err
 }
 
 // cutTail truncates a torn tail off and makes that durable.

@@ -59,6 +59,9 @@ type chunk struct {
 type List struct {
 	banks []Algo
 	nrend int
+	doff  []int // doff[b]: offset of bank b's digest in a record's digests; doff[len(banks)]: their size
+
+	lastT atomic.Pointer[compiled] // template of the last record parsed: most lists use one
 
 	count atomic.Int64 // published entries
 	dir   atomic.Pointer[[]*chunk]
@@ -68,8 +71,8 @@ type List struct {
 	mu     sync.Mutex // writer state below
 	slab   []byte
 	pcrs   *PCRs
-	seen   map[uint64]int32 // duplicate rule: hash prefix of (pcr, sha1 digest) -> entry index
-	seen2  map[string]struct{}
+	folded int      // entries extended into pcrs (foldPCRs)
+	seen   dupTable // duplicate rule: (pcr, sha1 digest) -> entry index
 	notify chan struct{}
 }
 
@@ -83,7 +86,11 @@ func NewList(banks ...Algo) *List {
 		}
 	}
 	slices.Sort(bs)
-	l := &List{banks: bs, nrend: 2 * len(bs), pcrs: NewPCRs(bs...), seen: make(map[uint64]int32)}
+	l := &List{banks: bs, nrend: 2 * len(bs), pcrs: NewPCRs(bs...)}
+	l.doff = make([]int, len(bs)+1)
+	for i, b := range bs {
+		l.doff[i+1] = l.doff[i] + b.Size()
+	}
 	dir := []*chunk{}
 	l.dir.Store(&dir)
 	return l
@@ -128,25 +135,30 @@ type record struct {
 	fields    [][]byte
 }
 
-func (l *List) digestOffset(bank int) int {
-	o := 0
-	for _, b := range l.banks[:bank] {
-		o += b.Size()
+func (l *List) digestOffset(bank int) int { return l.doff[bank] }
+
+// template returns the template a record names: the last one found when
+// it is the same (no map lookup), else a lookup.
+func (l *List) template(name []byte) *compiled {
+	if t := l.lastT.Load(); t != nil && t.name == string(name) {
+		return t
 	}
-	return o
+	t := templates[string(name)] // no allocation for builtin templates
+	if t == nil {
+		t, _ = lookup(string(name))
+	}
+	if t == nil {
+		return &compiled{name: string(name)}
+	}
+	l.lastT.Store(t)
+	return t
 }
 
 func (l *List) parse(rec []byte, fields [][]byte) record {
 	r := record{pcr: binary.LittleEndian.Uint32(rec), violation: rec[4]&flagViolation != 0}
 	nl := int(rec[5])
 	name := rec[6 : 6+nl]
-	r.t = templates[string(name)] // no allocation for builtin templates
-	if r.t == nil {
-		r.t, _ = lookup(string(name))
-	}
-	if r.t == nil {
-		r.t = &compiled{name: string(name)}
-	}
+	r.t = l.template(name)
 	p := 6 + nl
 	if !r.violation {
 		n := l.digestOffset(len(l.banks))
@@ -203,9 +215,14 @@ func (l *List) Append(e *Entry) bool {
 	digests := dbuf[:0]
 	if !e.Violation {
 		for _, b := range l.banks {
-			digests = templateDigest(digests, t.ima, e.Fields, b)
+			digests = e.digestInto(digests, t.ima, b)
 		}
 	}
+	// Rendered sizes in the first bank; other banks differ only in the
+	// digest's size (raw in binary, hex in ascii).
+	var scratch [1024]byte
+	asciiLen := len(appendASCII(scratch[:0], e.PCR, t, e.Fields, zeros[:l.banks[0].Size()])) - 2*l.banks[0].Size()
+	binLen := binaryLen(t, e.Fields)
 	var key uint64
 	var fullKey []byte
 	if !e.Violation {
@@ -243,11 +260,6 @@ func (l *List) Append(e *Entry) bool {
 	}
 	c := dir[ci]
 	c.recs[si] = rec
-	// Render once in the first bank; other banks differ only in the
-	// digest's size (raw in binary, hex in ascii).
-	var scratch [1024]byte
-	asciiLen := len(l.render(scratch[:0], rec, 0)) - 2*l.banks[0].Size()
-	binLen := len(l.render(scratch[:0], rec, 1)) - l.banks[0].Size()
 	for r := 0; r < l.nrend; r++ {
 		prev := int64(0)
 		if n > 0 {
@@ -260,16 +272,10 @@ func (l *List) Append(e *Entry) bool {
 			c.ends[si*l.nrend+r] = prev + int64(binLen+size)
 		}
 	}
+	// The PCRs are extended when they are asked for (foldPCRs).
 	if e.Violation {
-		for _, b := range l.banks {
-			l.pcrs.extend(b, e.PCR, bytes.Repeat([]byte{0xff}, b.Size()))
-		}
 		l.viol.Add(1)
 	} else {
-		for i, b := range l.banks {
-			o := l.digestOffset(i)
-			l.pcrs.extend(b, e.PCR, digests[o:o+b.Size()])
-		}
 		l.remember(key, fullKey, n)
 	}
 	l.count.Store(int64(n + 1))
@@ -280,56 +286,54 @@ func (l *List) Append(e *Entry) bool {
 	return true
 }
 
-// isDuplicate reports whether (pcr, sha1 template digest) was seen. The
-// primary map is keyed by 64 bits of it and points at the entry to compare
-// in full; the rare prefix collision goes to seen2, keyed by all of it.
+// binaryLen returns the size of appendBinary's record without its digest.
+func binaryLen(t *compiled, fields [][]byte) int {
+	n := 4 + 4 + len(t.name)
+	if !t.ima {
+		return n + 4 + templateDataLen(fields)
+	}
+	for i, f := range fields {
+		if i == 0 {
+			n += len(f)
+		} else {
+			n += 4 + len(cString(f))
+		}
+	}
+	return n
+}
+
+// Reserve prepares an empty list for about n appends (a journal's
+// replay): the duplicate rule's table is sized once instead of growing.
+func (l *List) Reserve(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seen.reserve(n)
+}
+
+// isDuplicate reports whether (pcr, sha1 template digest) was seen; the
+// table finds candidates by 64 bits of it, the records decide.
 func (l *List) isDuplicate(key uint64, full []byte) bool {
-	if i, ok := l.seen[key]; ok {
-		if l.sameKey(int(i), full) {
-			return true
-		}
-		if len(l.seen2) > 0 {
-			_, ok := l.seen2[string(full)]
-			return ok
-		}
-	}
-	return false
+	dir := *l.dir.Load()
+	return l.seen.find(key, func(i int) bool { return l.sameKey(dir, i, full) })
 }
 
-func (l *List) remember(key uint64, full []byte, n int) {
-	if _, ok := l.seen[key]; !ok {
-		l.seen[key] = int32(n)
-		return
-	}
-	if l.seen2 == nil {
-		l.seen2 = make(map[string]struct{})
-	}
-	l.seen2[string(full)] = struct{}{}
-}
+func (l *List) remember(key uint64, full []byte, n int) { l.seen.insert(key, n) }
 
-func (l *List) sameKey(i int, full []byte) bool {
-	rec := l.rec(*l.dir.Load(), i)
-	var fa [16][]byte
-	r := l.parse(rec, fa[:0])
-	if r.violation {
+// sameKey reports whether entry i is a non-violation entry with the
+// (sha1 digest, pcr) of full.
+func (l *List) sameKey(dir []*chunk, i int, full []byte) bool {
+	rec := l.rec(dir, i)
+	if rec[4]&flagViolation != 0 {
 		return false
 	}
-	return binary.LittleEndian.Uint32(full[SHA1.Size():]) == r.pcr && bytes.Equal(full[:SHA1.Size()], r.digests[:SHA1.Size()])
+	p := 6 + int(rec[5]) // sha1 is the first bank
+	return binary.LittleEndian.Uint32(full[SHA1.Size():]) == binary.LittleEndian.Uint32(rec) &&
+		bytes.Equal(full[:SHA1.Size()], rec[p:p+SHA1.Size()])
 }
 
 // alloc returns n bytes of record storage. Records are carved from shared
 // slabs; a slab's bytes are never rewritten once handed out.
-func (l *List) alloc(n int) []byte {
-	if n > slabSize/4 {
-		return make([]byte, n)
-	}
-	if len(l.slab) < n {
-		l.slab = make([]byte, slabSize)
-	}
-	b := l.slab[:n:n]
-	l.slab = l.slab[n:]
-	return b
-}
+func (l *List) alloc(n int) []byte { return carve(&l.slab, n, slabSize) }
 
 func (l *List) rec(dir []*chunk, i int) []byte {
 	return dir[i>>chunkShift].recs[i&(chunkSize-1)]
@@ -368,6 +372,7 @@ func (l *List) Entry(i int) *Entry {
 func (l *List) PCR(bank Algo, index int) []byte {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.foldPCRs()
 	return l.pcrs.Value(bank, index)
 }
 
@@ -375,7 +380,37 @@ func (l *List) PCR(bank Algo, index int) []byte {
 func (l *List) PCRs() *PCRs {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.foldPCRs()
 	return l.pcrs.clone()
+}
+
+var ones = bytes.Repeat([]byte{0xff}, 64)
+
+// foldPCRs extends the PCRs with the entries appended since the last
+// fold, in order, from their records; l.mu is held. Entries are appended
+// at every measurement, the PCRs asked for rarely (quotes, a replay's
+// check): folding on demand keeps an extend (a hash per bank) per entry
+// off the append path, for the same values.
+func (l *List) foldPCRs() {
+	n := int(l.count.Load())
+	if l.folded == n {
+		return
+	}
+	dir := *l.dir.Load()
+	for i := l.folded; i < n; i++ {
+		rec := l.rec(dir, i)
+		pcr := binary.LittleEndian.Uint32(rec)
+		viol := rec[4]&flagViolation != 0
+		p := 6 + int(rec[5])
+		for bi, b := range l.banks {
+			if viol {
+				l.pcrs.extend(b, pcr, ones[:b.Size()])
+			} else {
+				l.pcrs.extend(b, pcr, rec[p+l.doff[bi]:p+l.doff[bi+1]])
+			}
+		}
+	}
+	l.folded = n
 }
 
 // Size returns the byte size of a rendering (0 for a bank the list does not keep).
@@ -412,18 +447,20 @@ func (l *List) ReadAt(p []byte, off int64, f Format, bank Algo) (int, error) {
 	i := sort.Search(n, func(i int) bool { return l.end(dir, i, r) > off })
 	var scratch [1024]byte
 	done := 0
+	start := int64(0)
+	if i > 0 {
+		start = l.end(dir, i-1, r)
+	}
 	for ; i < n && done < len(p); i++ {
-		start := int64(0)
-		if i > 0 {
-			start = l.end(dir, i-1, r)
+		end := l.end(dir, i, r)
+		if off == start && end-start <= int64(len(p)-done) {
+			// The whole entry fits: render it in place.
+			done += len(l.render(p[done:done:len(p)], l.rec(dir, i), r))
+		} else {
+			b := l.render(scratch[:0], l.rec(dir, i), r)
+			done += copy(p[done:], b[off-start:])
 		}
-		b := l.render(scratch[:0], l.rec(dir, i), r)
-		skip := int64(0)
-		if off > start {
-			skip = off - start
-		}
-		done += copy(p[done:], b[skip:])
-		off = start + int64(len(b))
+		start, off = end, end
 	}
 	if done < len(p) {
 		return done, io.EOF

@@ -14,9 +14,15 @@ import (
 	"github.com/imafs/imafs/imans"
 )
 
+// clientFlags: --socket defaults to $IMAFS_SOCKET, else the default path
+// (an OCI hook's "env" can point a hooks.d file at another daemon).
 func clientFlags(name string) (*flag.FlagSet, *string) {
 	fl := flag.NewFlagSet(name, flag.ContinueOnError)
-	socket := fl.String("socket", control.DefaultSocket, "daemon control socket")
+	def := control.DefaultSocket
+	if s := os.Getenv("IMAFS_SOCKET"); s != "" {
+		def = s
+	}
+	socket := fl.String("socket", def, "daemon control socket (default $IMAFS_SOCKET if set)")
 	return fl, socket
 }
 

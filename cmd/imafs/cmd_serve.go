@@ -15,6 +15,7 @@ import (
 	"github.com/imafs/imafs/fanotify"
 	imafsfs "github.com/imafs/imafs/fs"
 	"github.com/imafs/imafs/internal/daemon"
+	"github.com/imafs/imafs/ocipolicy"
 	"github.com/imafs/imafs/policy"
 )
 
@@ -54,6 +55,7 @@ func serveConfig(args []string) (daemon.Config, *logrus.Logger, int) {
 	cfg.PolicyLimits = policy.DefaultLimits()
 	fl.IntVar(&cfg.PolicyLimits.MaxRules, "policy-max-rules", cfg.PolicyLimits.MaxRules, "most rules one namespace's policy may hold (a load beyond: ENOSPC)")
 	fl.Int64Var(&cfg.PolicyLimits.MaxBytes, "policy-max-bytes", cfg.PolicyLimits.MaxBytes, "most bytes one namespace's policy text may take; also the largest policy file a \"/path\" load reads (larger: EFBIG)")
+	fl.StringVar(&cfg.PolicyDir, "policy-dir", "", "operator's policy files that a container's "+ocipolicy.File+" annotation may name (empty: that annotation fails the attach; "+ocipolicy.Inline+" always applies)")
 	sourceFlags(fl, &cfg)
 	if err := fl.Parse(args); err != nil {
 		return cfg, nil, 2

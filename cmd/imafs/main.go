@@ -46,6 +46,8 @@ func commandList() []command {
 		{name: "quote", summary: "get a container's vTPM attestation bundle from the daemon", run: runQuote},
 		{name: "verify", summary: "verify an attestation bundle offline", run: runVerify},
 		{name: "upgrade", summary: "hand the daemon over to a new process running the binary now installed (no gap for readers)", run: runUpgrade},
+		{name: "nri-plugin", summary: "containerd NRI plugin: adds imafs's OCI hooks to every container (not pod sandboxes), detaches at stop", run: runNRIPlugin},
+		{name: "runtime", summary: "OCI runtime wrapping runc: adds imafs's hooks at create (Docker: a daemon.json runtime)", run: runRuntime},
 		{name: "fanotify-keeper", summary: "internal: holds the fanotify groups across a daemon crash or upgrade (started by imafs serve --fanotify)",
 			hidden: true, run: runKeeper},
 	}

@@ -21,6 +21,10 @@ type Config struct {
 	VTPMSocketDir   string // "" → StateDir/run
 	// PolicyLimits bound every namespace's policy (a load beyond: ENOSPC).
 	PolicyLimits policy.Limits
+	// PolicyDir holds the operator's policy files that a container's
+	// org.imafs.policy-file annotation may name ("": such an annotation
+	// fails the attach; org.imafs.policy always applies). See ocipolicy.
+	PolicyDir string
 	// ListRead is what a container's uid 0 also needs to read its lists
 	// and counters (--list-read-cap).
 	ListRead imafsfs.ListReadRule

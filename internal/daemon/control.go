@@ -95,7 +95,14 @@ func (c *control) serve(ctx context.Context, req *ctl.Request, rw *ctl.ReplyWrit
 		err = fmt.Errorf("unknown operation %q", req.Op)
 	}
 	if err != nil {
-		c.log.WithError(err).WithFields(logrus.Fields{"op": req.Op, "id": req.ID}).Warn("control request failed")
+		entry := c.log.WithError(err).WithFields(logrus.Fields{"op": req.Op, "id": req.ID})
+		if req.Op == ctl.OpDetach && errors.Is(err, imans.ErrNotFound) {
+			// A poststop hook after the container detached itself (its
+			// init exited first): the expected order, not a fault.
+			entry.Debug("detach: not registered (already detached)")
+		} else {
+			entry.Warn("control request failed")
+		}
 		rw.Fail(err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/ocipolicy"
 	"github.com/imafs/imafs/policy"
 )
 
@@ -66,6 +67,13 @@ func (g *registry) options(env *Env) (imans.Options, error) {
 		opts.BootAggregate = g.host.bootAggregate
 	}
 	opts.BootAggregate = g.kernel.bootAggregate(opts.BootAggregate)
+	// A container's OCI annotations (org.imafs.policy, org.imafs.policy-file
+	// in PolicyDir) set its starting policy at attach.
+	reader := ocipolicy.Reader{Dir: g.cfg.PolicyDir, Limits: opts.PolicyLimits}
+	opts.StartPolicy = func(_ string, config []byte) (policy.Policy, error) {
+		rules, _, err := reader.Policy(config)
+		return rules, err
+	}
 	return opts, nil
 }
 
