@@ -89,7 +89,9 @@ func carve(slab *[]byte, n, size int) []byte {
 // entry and its length; a *needMore when data ends inside the record; or an
 // error describing corruption. The entry comes from a (nil: allocated
 // alone) and carries the template digest it was checked against. Its fields
-// are copies, unless a.retain: then they are slices of data.
+// are copies, unless a.retain: then they are slices of data. Long by design:
+// the record's fields in the kernel's order, each with its bounds check, on
+// the start-up hot path (no per-field calls).
 func parseRecord(data []byte, bank Algo, a *arena) (*Entry, int, *needMore, error) {
 	if a == nil {
 		a = &arena{}

@@ -334,7 +334,8 @@ func (r *Rule) Validate() error {
 }
 
 // validate mirrors ima_validate_rule. It returns the token at fault (or "")
-// and a reason, or "", "" when the rule is valid.
+// and a reason, or "", "" when the rule is valid. Long by design: the
+// kernel's per-func checks, case by case.
 func (r *Rule) validate(t *tokenNames) (string, string) {
 	if r.Action == 0 {
 		return "", "rule has no action (measure, dont_measure, appraise, dont_appraise, audit, hash, dont_hash)"
@@ -449,7 +450,9 @@ func (p *ruleParser) overflow(err error) {
 }
 
 // token applies one token like one iteration of ima_parse_rule's loop; it
-// returns "" or the reason the rule is invalid.
+// returns "" or the reason the rule is invalid. Long by design: one case per
+// option of the kernel's switch, in the kernel's order, so the two can be
+// read side by side.
 func (p *ruleParser) token(tok string) string {
 	r := p.r
 	switch tok {

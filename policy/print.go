@@ -15,7 +15,9 @@ func (r *Rule) String() string {
 	return string(r.AppendText(make([]byte, 0, 64)))
 }
 
-// AppendText appends String's form of the rule to b.
+// AppendText appends String's form of the rule to b. Long by design: one
+// step per option of ima_policy_show, in its order (the read-back form is
+// byte-compatible with the kernel's).
 func (r *Rule) AppendText(b []byte) []byte {
 	for _, n := range actionNames {
 		if r.Action&n.a != 0 {
