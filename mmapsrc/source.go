@@ -70,7 +70,33 @@ type Event struct {
 	// Err: the file could not be opened (the task exited or unmapped it
 	// first); the mapping is not measured and the receiver must say so.
 	Err error
+	// Digest is the file's digest computed in the kernel before the
+	// mapping existed (MechanismLSM: bpf_ima_file_hash), in DigestAlgo;
+	// nil when the receiver must hash File itself (MechanismTracepoint).
+	Digest     []byte
+	DigestAlgo string
+	// Denied: the kernel refused the mapping (MechanismLSM, an appraising
+	// namespace and a digest it does not allow); the code never ran.
+	Denied bool
 }
+
+// Mechanism names how a Source sees mappings.
+type Mechanism string
+
+// Mechanisms.
+const (
+	// MechanismTracepoint: syscall tracepoints, after the call; it cannot
+	// deny a mapping, and the receiver hashes the file.
+	MechanismTracepoint Mechanism = "tracepoint"
+	// MechanismLSM: a sleepable BPF LSM program on mmap_file and
+	// file_mprotect, before the mapping exists; it hashes in the kernel
+	// and can deny.
+	MechanismLSM Mechanism = "bpf-lsm"
+)
+
+// CanDeny reports whether the mechanism can stop a mapping before its
+// code runs (appraise func=MMAP_CHECK enforced).
+func (m Mechanism) CanDeny() bool { return m == MechanismLSM }
 
 // Options configure a Source.
 type Options struct {
@@ -91,6 +117,9 @@ type Options struct {
 	// Proc is the procfs mount (default "/proc").
 	Proc string
 }
+
+// Mechanism reports how the source sees mappings.
+func (s *Source) Mechanism() Mechanism { return MechanismTracepoint }
 
 // Stats are a Source's counters.
 type Stats struct {
