@@ -157,9 +157,12 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 	}
 }
 
-// waitMeasured polls c's list until every name in want is measured, and
-// returns the list.
-func waitMeasured(t *testing.T, c *harness.RuncContainer, want []string) string {
+// waitMeasured polls c's list until every name in want is measured and
+// returns the list and true; false when a new <mmap-unmeasured> violation
+// (more than before) came instead (the tracepoint mechanism's limit: the
+// task exited before the daemon opened its mapping; the file is measured at
+// its next mapping), or after 30 s.
+func waitMeasured(t *testing.T, c *harness.RuncContainer, want []string, before int) (string, bool) {
 	t.Helper()
 	var list string
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
@@ -172,8 +175,30 @@ func waitMeasured(t *testing.T, c *harness.RuncContainer, want []string) string 
 			}
 		}
 		if !missing {
+			return list, true
+		}
+		if len(measured(list, "<mmap-unmeasured>")) > before {
+			return list, false
+		}
+	}
+	return list, false
+}
+
+// runMeasured runs work in c until every name in want is measured (at most
+// three runs: a run whose short-lived task exited before the daemon opened
+// its mapping leaves a <mmap-unmeasured> violation, and the next run's
+// mapping is measured).
+func runMeasured(t *testing.T, c *harness.RuncContainer, want []string, work func()) string {
+	t.Helper()
+	var list string
+	for run := 1; run <= 3; run++ {
+		before := len(measured(runIn(t, c, "cat", ima+"/ascii_runtime_measurements"), "<mmap-unmeasured>"))
+		work()
+		var ok bool
+		if list, ok = waitMeasured(t, c, want, before); ok {
 			return list
 		}
+		t.Logf("%s: run %d: not every library measured (%d <mmap-unmeasured> violations before)", c.ID, run, before)
 	}
 	return list
 }
@@ -184,7 +209,9 @@ func waitMeasured(t *testing.T, c *harness.RuncContainer, want []string) string 
 // the _ssl module python dlopens with libssl and libcrypto), each once with
 // the sha256 of the file and the path the container sees; another
 // container's mappings never appear in it. Loading `appraise
-// func=MMAP_CHECK` records <mmap-appraise-unenforced> and logs why.
+// func=MMAP_CHECK` records <mmap-appraise-unenforced> and logs why. (A run
+// whose short-lived task exits before the daemon opens a mapping is run
+// again: see runMeasured.)
 func TestMmapLibraries(t *testing.T) {
 	needFanotifyDaemon(t)
 	harness.RequireTools(t, "gcc", "ldd", "/usr/bin/python3")
@@ -212,9 +239,6 @@ func TestMmapLibraries(t *testing.T) {
 	for _, c := range []*harness.RuncContainer{c1, c2} {
 		runIn(t, c, "sh", "-c", "echo 'measure func=MMAP_CHECK mask=MAY_EXEC' > "+ima+"/policy")
 	}
-	runIn(t, c1, "/usr/bin/env", "LD_PRELOAD=/usr/lib/libimafs-preload.so", "/usr/bin/ls", "/")
-	runIn(t, c1, "/usr/bin/python3", "-c", "import ssl")
-	runIn(t, c2, "/usr/bin/python3", "-c", "import ctypes")
 
 	dyn := "/usr/lib/python3.11/lib-dynload/"
 	var want []string
@@ -224,7 +248,10 @@ func TestMmapLibraries(t *testing.T) {
 		}
 	}
 	want = append(want, "/usr/lib/libimafs-preload.so", dyn+"_ssl.cpython-311-x86_64-linux-gnu.so")
-	list1 := waitMeasured(t, c1, want)
+	list1 := runMeasured(t, c1, want, func() {
+		runIn(t, c1, "/usr/bin/env", "LD_PRELOAD=/usr/lib/libimafs-preload.so", "/usr/bin/ls", "/")
+		runIn(t, c1, "/usr/bin/python3", "-c", "import ssl")
+	})
 	for _, name := range want {
 		got := measured(list1, name)
 		sum := "sha256:" + sha256File(t, filepath.Join(r1, name))
@@ -233,7 +260,7 @@ func TestMmapLibraries(t *testing.T) {
 		}
 	}
 	ctypes := dyn + "_ctypes.cpython-311-x86_64-linux-gnu.so"
-	list2 := waitMeasured(t, c2, []string{ctypes})
+	list2 := runMeasured(t, c2, []string{ctypes}, func() { runIn(t, c2, "/usr/bin/python3", "-c", "import ctypes") })
 	if len(measured(list2, ctypes)) != 1 {
 		t.Errorf("c2: %s not measured once:\n%s", ctypes, list2)
 	}
@@ -250,7 +277,7 @@ func TestMmapLibraries(t *testing.T) {
 	}
 
 	runIn(t, c1, "sh", "-c", "echo 'appraise func=MMAP_CHECK appraise_type=imasig' > "+ima+"/policy")
-	list1 = waitMeasured(t, c1, []string{"<mmap-appraise-unenforced>"})
+	list1, _ = waitMeasured(t, c1, []string{"<mmap-appraise-unenforced>"}, 1<<30)
 	if len(measured(list1, "<mmap-appraise-unenforced>")) != 1 {
 		t.Errorf("c1: no <mmap-appraise-unenforced> violation after loading an appraise rule:\n%s", list1)
 	}
