@@ -42,6 +42,7 @@ type mmapSource struct {
 
 	mu      sync.Mutex
 	watches map[string]*mmapWatch // by container id
+	closing bool                  // Stop began: no new watch
 
 	events, measured, violations, errors atomic.Uint64
 }
@@ -92,7 +93,9 @@ func (m *mmapSource) Start(env *Env) error {
 		return nil
 	}
 	m.src, m.reg, m.res, m.log = src, env.Reg, env.Reg.Resolver(), env.Log
-	m.watches = map[string]*mmapWatch{}
+	m.mu.Lock()
+	m.watches, m.closing = map[string]*mmapWatch{}, false
+	m.mu.Unlock()
 	m.unregister = metrics.RegisterSource("mmap", func() metrics.SourceStats {
 		return metrics.SourceStats{Events: m.events.Load(), Measured: m.measured.Load(), Errors: m.errors.Load()}
 	})
@@ -112,24 +115,25 @@ func (m *mmapSource) Start(env *Env) error {
 	return nil
 }
 
-// Stop closes the source; the events it still delivers are handled first
-// (the registry stops after the sources).
+// Stop closes the source (its programs, maps and watches go with it); the
+// events it already delivered are handled first, with the containers still
+// known (the registry stops after the sources).
 func (m *mmapSource) Stop(bool) {
 	if m.src == nil {
 		return
 	}
+	m.mu.Lock()
+	m.closing = true
+	m.mu.Unlock()
 	m.poll.stop()
 	m.unobserve()
-	m.mu.Lock()
-	for id, w := range m.watches {
-		w.unwatch()
-		delete(m.watches, id)
-	}
-	m.mu.Unlock()
 	if err := m.src.Close(); err != nil {
 		m.log.WithError(err).Warn("mmap source: close")
 	}
 	m.loop.stop() // returns once Events is drained and closed
+	m.mu.Lock()
+	m.watches = nil
+	m.mu.Unlock()
 	m.unregister()
 	m.status.set("mmap", "off")
 	m.src, m.loop, m.poll, m.unobserve, m.unregister = nil, nil, nil, nil, nil
@@ -142,7 +146,7 @@ func (m *mmapSource) Attached(ns *imans.Namespace) {
 		return
 	}
 	m.mu.Lock()
-	if w, ok := m.watches[ns.ID]; ok && w.ns == ns {
+	if w, ok := m.watches[ns.ID]; m.closing || ok && w.ns == ns {
 		m.mu.Unlock()
 		return
 	}
@@ -164,7 +168,7 @@ func (m *mmapSource) Attached(ns *imans.Namespace) {
 		return
 	}
 	m.mu.Lock()
-	if old, ok := m.watches[ns.ID]; ok && old.ns == ns { // a concurrent Attached won
+	if old, ok := m.watches[ns.ID]; m.closing || ok && old.ns == ns { // stopping, or a concurrent Attached won
 		m.mu.Unlock()
 		return
 	}
@@ -178,11 +182,12 @@ func (m *mmapSource) Attached(ns *imans.Namespace) {
 func (m *mmapSource) Detached(ns *imans.Namespace) {
 	m.mu.Lock()
 	w, ok := m.watches[ns.ID]
-	if ok && w.ns == ns {
+	ok = ok && w.ns == ns && !m.closing
+	if ok {
 		delete(m.watches, ns.ID)
 	}
 	m.mu.Unlock()
-	if !ok || w.ns != ns {
+	if !ok {
 		return
 	}
 	if err := w.unwatch(); err != nil {
