@@ -174,3 +174,28 @@ func TestMmapSourceViolations(t *testing.T) {
 		t.Error("no log line saying the appraise rule cannot be enforced")
 	}
 }
+
+// TestMmapSourceKernelDigest: an event whose digest the kernel computed
+// (the BPF LSM mechanism) is recorded with that digest, without a file to
+// hash; with a file, its owner and mode too.
+func TestMmapSourceKernelDigest(t *testing.T) {
+	f := newMmapFixture(t)
+	f.load(t, "measure func=MMAP_CHECK mask=MAY_EXEC\n")
+	pinned := f.ns.Pinned
+	digest := sha256.Sum256([]byte("a library hashed by bpf_ima_file_hash"))
+	file, err := os.Open("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range []mmapsrc.Event{
+		{Path: "/lib/kernel-hashed.so"},
+		{Path: "/lib/kernel-hashed-with-file.so", File: file},
+	} {
+		ev.Kind, ev.Pid, ev.Tid, ev.PidNS, ev.MntNS, ev.Fd = mmapsrc.Mmap, f.pid, f.pid, pinned.PidNS.Ino, pinned.MntNS.Ino, -1
+		ev.Digest, ev.DigestAlgo = digest[:], "sha256"
+		f.m.handle(&ev)
+		if got := waitEntry(t, f.ns, ev.Path); len(got) != 1 || got[0] != "sha256:"+hex.EncodeToString(digest[:]) {
+			t.Errorf("%s: %q, want the kernel's digest once", ev.Path, got)
+		}
+	}
+}
