@@ -8,12 +8,14 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
+	"github.com/imafs/imafs/fanotify"
 	"github.com/imafs/imafs/imans"
 	"github.com/imafs/imafs/integration/harness"
 	"github.com/imafs/imafs/mmapsrc"
@@ -196,6 +198,57 @@ func TestMmapSourceKernelDigest(t *testing.T) {
 		f.m.handle(&ev)
 		if got := waitEntry(t, f.ns, ev.Path); len(got) != 1 || got[0] != "sha256:"+hex.EncodeToString(digest[:]) {
 			t.Errorf("%s: %q, want the kernel's digest once", ev.Path, got)
+		}
+	}
+}
+
+// TestSourceModes: --fanotify auto runs the engine unless the kernel
+// source runs; --mmap auto runs the mmap source when the engine runs; the
+// zero Config runs neither; on makes a failure fatal; a bad mode is an
+// error.
+func TestSourceModes(t *testing.T) {
+	series := filepath.Join(t.TempDir(), "namespaces")
+	if err := os.WriteFile(series, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	noSeries := filepath.Join(t.TempDir(), "none")
+	tests := []struct {
+		name, kernelPath, fan string
+		fanOn, fanRequired    bool
+		fanErr                bool
+	}{
+		{"zero config", noSeries, "", false, false, false},
+		{"auto, stock kernel", noSeries, "auto", true, false, false},
+		{"auto, imafs series", series, "auto", false, false, false},
+		{"on, imafs series", series, "on", true, true, false},
+		{"off", noSeries, "off", false, false, false},
+		{"bad", noSeries, "maybe", false, false, true},
+	}
+	for _, tt := range tests {
+		f := &fanotifySource{cfg: FanotifyConfig{Mode: tt.fan}, kernel: &kernelSource{cfg: KernelSourceConfig{Mode: "auto", NamespacesPath: tt.kernelPath}}}
+		on, required, err := f.enabled()
+		if on != tt.fanOn || required != tt.fanRequired || (err != nil) != tt.fanErr {
+			t.Errorf("%s: fanotify on %v required %v err %v, want %v %v %v", tt.name, on, required, err, tt.fanOn, tt.fanRequired, tt.fanErr)
+		}
+	}
+	running := &fanotifySource{eng: &fanotify.Engine{}}
+	for _, tt := range []struct {
+		mode         string
+		fan          *fanotifySource
+		on, required bool
+		wantErr      bool
+	}{
+		{"", running, false, false, false},
+		{"auto", running, true, false, false},
+		{"auto", &fanotifySource{}, false, false, false},
+		{"on", &fanotifySource{}, true, true, false},
+		{"off", running, false, false, false},
+		{"sometimes", running, false, false, true},
+	} {
+		m := &mmapSource{cfg: MmapConfig{Mode: tt.mode}, fan: tt.fan}
+		on, required, err := m.enabled()
+		if on != tt.on || required != tt.required || (err != nil) != tt.wantErr {
+			t.Errorf("--mmap %q (fanotify running %v): on %v required %v err %v, want %v %v %v", tt.mode, tt.fan.running(), on, required, err, tt.on, tt.required, tt.wantErr)
 		}
 	}
 }
