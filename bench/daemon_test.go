@@ -39,7 +39,9 @@ func statusKiB(b *testing.B, pid int, key string) int64 {
 
 // startDaemon builds imafs and runs `imafs serve` with a private socket and
 // state directory (and extra flags) until cleanup; it returns once the
-// daemon answers.
+// daemon answers. The measurement sources (on by default) are off: these
+// benchmarks measure the tree, and their containers share the host's root
+// file system, where no fanotify permission mark belongs.
 func startDaemon(b *testing.B, extra ...string) (*exec.Cmd, *control.Client) {
 	b.Helper()
 	dir := b.TempDir()
@@ -48,7 +50,7 @@ func startDaemon(b *testing.B, extra ...string) (*exec.Cmd, *control.Client) {
 		b.Fatalf("build: %v\n%s", err, out)
 	}
 	sock := filepath.Join(dir, "imafs.sock")
-	args := append([]string{"serve", "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn"}, extra...)
+	args := append([]string{"serve", "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn", "--fanotify=false", "--mmap=off"}, extra...)
 	daemon := exec.Command(bin, args...)
 	if err := daemon.Start(); err != nil {
 		b.Fatal(err)

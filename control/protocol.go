@@ -97,4 +97,9 @@ type NamespaceInfo struct {
 	// or why measurements fail right now (the state directory fails
 	// writes); empty when neither.
 	Degraded string `json:"degraded,omitempty"`
+	// Sources says how each measurement source of the daemon runs, the
+	// same for every row: "kernel" (ima-series or off), "fanotify"
+	// (fanotify, off or unavailable), "mmap" (tracepoint, bpf-lsm, off or
+	// unavailable: executable mappings are not measured).
+	Sources map[string]string `json:"sources,omitempty"`
 }

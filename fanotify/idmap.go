@@ -59,3 +59,16 @@ func (m idMap) toNS(host uint32) uint32 {
 	}
 	return overflowID
 }
+
+// IDMap maps host ids into a user namespace, as the namespace's
+// /proc/PID/uid_map (or gid_map) says; the zero IDMap is the identity.
+type IDMap struct{ m idMap }
+
+// ReadIDMap reads a uid_map or gid_map file.
+func ReadIDMap(path string) (IDMap, error) {
+	m, err := readIDMap(path)
+	return IDMap{m}, err
+}
+
+// ToNS returns how the namespace sees host id (overflowuid when unmapped).
+func (m IDMap) ToNS(host uint32) uint32 { return m.m.toNS(host) }

@@ -111,7 +111,7 @@ func (d *daemon) launch(readyTimeout time.Duration, extra ...string) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	args := append([]string{"serve", "--socket", d.socket, "--state-dir", d.state, "--mount", d.hostMnt, "--log-level", "debug"}, extra...)
+	args := append([]string{"serve", "--socket", d.socket, "--state-dir", d.state, "--mount", d.hostMnt, "--log-level", "debug"}, sourceDefaults(extra)...)
 	d.cmd = exec.Command(imafsBin, args...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
@@ -134,6 +134,30 @@ func (d *daemon) launch(readyTimeout time.Duration, extra ...string) {
 			t.Fatalf("imafs serve %v not ready after %v\n%s", extra, readyTimeout, b)
 		}
 	}
+}
+
+// sourceDefaults returns serve's extra arguments with the measurement
+// sources off unless the test names them: `imafs serve` runs the fanotify
+// engine and the mmap source by default, and most containers of these tests
+// have their rootfs on the host's root file system, where a test must not
+// put fanotify permission marks (the fanotify and mmap tests mount a tmpfs
+// rootfs and ask for the sources, or leave them at their defaults with
+// --fanotify=auto).
+func sourceDefaults(extra []string) []string {
+	fan, mmap := false, false
+	for _, a := range extra {
+		a = strings.TrimLeft(a, "-")
+		fan = fan || a == "fanotify" || strings.HasPrefix(a, "fanotify=")
+		mmap = mmap || a == "mmap" || strings.HasPrefix(a, "mmap=")
+	}
+	out := append([]string(nil), extra...)
+	if !fan {
+		out = append(out, "--fanotify=false")
+	}
+	if !mmap && !fan {
+		out = append(out, "--mmap=off")
+	}
+	return out
 }
 
 func (d *daemon) stop() {

@@ -29,7 +29,22 @@ type sourceEntry struct{ stats func() SourceStats }
 var sources = struct {
 	sync.Mutex
 	byName map[string]*sourceEntry
-}{byName: map[string]*sourceEntry{}}
+	info   map[string]string // source → mechanism (SetSourceInfo)
+}{byName: map[string]*sourceEntry{}, info: map[string]string{}}
+
+// SetSourceInfo says how measurement source name runs (imafs_source_info
+// {source=name, mechanism=mechanism} 1): "fanotify", "tracepoint",
+// "bpf-lsm", "off", or "unavailable" when it was asked for and could not
+// start. The last call for a name wins; "" removes it.
+func SetSourceInfo(name, mechanism string) {
+	sources.Lock()
+	defer sources.Unlock()
+	if mechanism == "" {
+		delete(sources.info, name)
+		return
+	}
+	sources.info[name] = mechanism
+}
 
 // RegisterSource makes stats (safe for concurrent use) part of every scrape
 // under the label source=name, until the returned function is called. A
@@ -62,6 +77,9 @@ var (
 		"Total time tasks waited for a measurement source's answer.", []string{"source"}, nil)
 	queueDepthDesc = prometheus.NewDesc("imafs_queue_depth",
 		"Events a measurement source has received and not yet answered.", []string{"source"}, nil)
+	sourceInfoDesc = prometheus.NewDesc("imafs_source_info",
+		"1 for each measurement source with the mechanism it runs with (off: not started; unavailable: asked for, failed to start).",
+		[]string{"source", "mechanism"}, nil)
 )
 
 // sourcesCollector reads every registered source on scrape.
@@ -71,7 +89,7 @@ var _ prometheus.Collector = sourcesCollector{}
 
 // Describe implements prometheus.Collector.
 func (sourcesCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{sourceEventsDesc, sourceAnswersDesc, sourceMeasuredDesc, sourceFailuresDesc, sourceWaitDesc, queueDepthDesc} {
+	for _, d := range []*prometheus.Desc{sourceEventsDesc, sourceAnswersDesc, sourceMeasuredDesc, sourceFailuresDesc, sourceWaitDesc, queueDepthDesc, sourceInfoDesc} {
 		ch <- d
 	}
 }
@@ -85,7 +103,14 @@ func (sourcesCollector) Collect(ch chan<- prometheus.Metric) {
 		names = append(names, name)
 		fns[name] = e.stats
 	}
+	info := make(map[string]string, len(sources.info))
+	for name, mech := range sources.info {
+		info[name] = mech
+	}
 	sources.Unlock()
+	for name, mech := range info {
+		ch <- prometheus.MustNewConstMetric(sourceInfoDesc, prometheus.GaugeValue, 1, name, mech)
+	}
 	sort.Strings(names)
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)

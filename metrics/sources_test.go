@@ -57,3 +57,27 @@ func TestRegisterSource(t *testing.T) {
 		t.Error("series still present after unregister")
 	}
 }
+
+func TestSetSourceInfo(t *testing.T) {
+	log := logrus.New()
+	log.SetLevel(logrus.WarnLevel)
+	reg, err := imans.NewRegistry(imans.Options{Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	url := server(t, reg, log)
+	SetSourceInfo("test-mmap", "tracepoint")
+	if text := harness.Scrape(t, url); !harness.HasLine(text, `imafs_source_info{mechanism="tracepoint",source="test-mmap"} 1`) {
+		t.Errorf("scrape lacks the source info:\n%s", text)
+	}
+	SetSourceInfo("test-mmap", "unavailable")
+	text := harness.Scrape(t, url)
+	if !harness.HasLine(text, `imafs_source_info{mechanism="unavailable",source="test-mmap"} 1`) || strings.Contains(text, `mechanism="tracepoint",source="test-mmap"`) {
+		t.Errorf("a second SetSourceInfo did not replace the first:\n%s", text)
+	}
+	SetSourceInfo("test-mmap", "")
+	if text := harness.Scrape(t, url); strings.Contains(text, `source="test-mmap"`) {
+		t.Error("series still present after SetSourceInfo with no mechanism")
+	}
+}

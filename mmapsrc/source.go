@@ -12,7 +12,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"github.com/cilium/ebpf/rlimit"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -172,9 +171,7 @@ func Open(opts Options) (*Source, error) {
 	if err := ensureTracefs(opts.Log); err != nil {
 		return nil, err
 	}
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("mmap source: memlock rlimit: %w", err)
-	}
+	removeMemlock()
 	spec, err := loadMmap()
 	if err != nil {
 		return nil, fmt.Errorf("mmap source: load spec: %w", err)
@@ -373,4 +370,23 @@ func (s *Source) ProgramStats() (map[string]ProgramStat, error) {
 		out[name] = ProgramStat{Runs: st.RunCount, Runtime: st.Runtime}
 	}
 	return out, nil
+}
+
+// removeMemlock lifts RLIMIT_MEMLOCK as far as it may, which kernels before
+// 5.11 charge BPF maps to (later ones charge the memory cgroup, and a
+// daemon without CAP_SYS_RESOURCE, as under imafs.service, cannot raise the
+// hard limit: then the soft one goes up to it; should the maps still not
+// fit, loading them fails with the kernel's error). Not cilium/ebpf's rlimit
+// package: its init creates a BPF map in every process that links it, and
+// every imafs command does (the fanotify keeper, whose systemd unit allows
+// no bpf(2), died of SIGSYS at start).
+func removeMemlock() {
+	if unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY}) == nil {
+		return
+	}
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim) == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		unix.Setrlimit(unix.RLIMIT_MEMLOCK, &lim)
+	}
 }

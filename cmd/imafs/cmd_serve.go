@@ -64,6 +64,12 @@ func serveConfig(args []string) (daemon.Config, *logrus.Logger, int) {
 		fmt.Fprintln(os.Stderr, "imafs serve: unexpected arguments:", fl.Args())
 		return cfg, nil, 2
 	}
+	switch cfg.Mmap.Mode {
+	case "auto", "on", "off":
+	default:
+		fmt.Fprintf(os.Stderr, "imafs serve: --mmap %q: want auto, on or off\n", cfg.Mmap.Mode)
+		return cfg, nil, 2
+	}
 	switch *vtpmKind {
 	case "", "none":
 	case "swtpm":
@@ -97,12 +103,36 @@ func serveConfig(args []string) (daemon.Config, *logrus.Logger, int) {
 func sourceFlags(fl *flag.FlagSet, cfg *daemon.Config) {
 	fl.StringVar(&cfg.KernelSource.Mode, "kernel-source", "auto", "tail the patched kernel's IMA list: auto (when the kernel has the imafs series), on, off")
 	f := &cfg.Fanotify
-	fl.BoolVar(&f.Enabled, "fanotify", false, "measure and appraise on fanotify permission events in attached containers (stock kernels)")
+	f.Mode = "auto"
+	fl.Var((*autoBool)(&f.Mode), "fanotify", "measure and appraise on fanotify permission events in attached containers (stock kernels): auto (unless the kernel source runs), true (bare --fanotify), false")
+	fl.StringVar(&cfg.Mmap.Mode, "mmap", "auto", "measure files mapped executable (MMAP_CHECK) in attached containers with BPF: auto (when the fanotify engine runs and the BPF programs load), on (a failure is fatal), off")
 	fl.StringVar(&f.KeyDir, "fanotify-keys", "/etc/imafs/keys", "appraisal keys of each container: DIR/<container id>/*.{pem,der,crt,cer,x509,pub}")
 	fl.BoolVar(&f.FailClosed, "fanotify-fail-closed", false, "deny accesses that cannot be measured in every container (default: only in containers whose policy appraises)")
 	fl.DurationVar(&f.Hold, "fanotify-hold", 30*time.Second, "after a crash, containers' execs and opens wait this long for a restarted daemon before they are allowed unmeasured (a keeper process holds the fanotify groups); 0: no keeper, allowed at once")
 	fl.DurationVar(&f.KeeperWait, "fanotify-keeper-wait", 0, "wait this long for a keeper run separately (a systemd unit, a Kubernetes sidecar) to answer on STATE_DIR/"+fanotify.KeeperSocket+" before starting one")
 	fl.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at HOST:PORT/metrics (e.g. 127.0.0.1:9710; they name every container: keep it node-internal); off when empty")
+}
+
+// autoBool is a flag that is auto, on or off: bare (--fanotify) or a
+// true value means on, a false value off (flag.Value with IsBoolFlag).
+type autoBool string
+
+func (a *autoBool) String() string { return string(*a) }
+
+func (a *autoBool) IsBoolFlag() bool { return true }
+
+func (a *autoBool) Set(v string) error {
+	switch strings.ToLower(v) {
+	case "auto":
+		*a = "auto"
+	case "1", "t", "true", "on", "yes":
+		*a = "on"
+	case "0", "f", "false", "off", "no":
+		*a = "off"
+	default:
+		return fmt.Errorf("%q: want auto, true or false", v)
+	}
+	return nil
 }
 
 // withoutFlag returns args without the flag name (-name/--name, with its

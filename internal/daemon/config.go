@@ -39,6 +39,7 @@ type Config struct {
 
 	KernelSource KernelSourceConfig
 	Fanotify     FanotifyConfig
+	Mmap         MmapConfig
 	// MetricsAddr serves Prometheus metrics at HOST:PORT/metrics; "": off.
 	MetricsAddr string
 
@@ -55,9 +56,21 @@ type KernelSourceConfig struct {
 
 // FanotifyConfig configures the fanotify engine.
 type FanotifyConfig struct {
-	Enabled    bool
+	// Mode: "on"; "auto" (on unless the kernel source runs; a failure to
+	// start is logged, not fatal); "off" or "" (the zero Config: off).
+	Mode       string
 	KeyDir     string        // DIR/<container id>/*.pem etc.
 	FailClosed bool          // deny unmeasurable accesses in every container
 	Hold       time.Duration // how long a keeper holds events after a crash; 0: no keeper
 	KeeperWait time.Duration // wait for a keeper run separately
+}
+
+// MmapConfig configures the mmap source (executable mappings, package
+// mmapsrc).
+type MmapConfig struct {
+	// Mode: "on" (a failure to load is fatal); "auto" (on when the
+	// fanotify engine runs; a failure to load is a warning); "off" or "".
+	Mode string
+	// Proc is the procfs mount the source reads ("": /proc; tests).
+	Proc string
 }

@@ -29,6 +29,7 @@ type control struct {
 	upgrade *upgrade
 	errs    chan error // each server's Serve result
 	reg     *imans.Registry
+	sources *sourceStatus
 
 	mu  sync.Mutex
 	srv *ctl.Server // nil when not listening
@@ -128,6 +129,7 @@ func (c *control) info(ns *imans.Namespace) ctl.NamespaceInfo {
 		PCR10SHA1:   hex.EncodeToString(ns.List.PCR(measurelog.SHA1, imans.DefaultPCR)),
 		PCR10SHA256: hex.EncodeToString(ns.List.PCR(measurelog.SHA256, imans.DefaultPCR)),
 		Degraded:    c.reg.Degraded(ns),
+		Sources:     c.sources.snapshot(),
 	}
 	if ns.IsHost() {
 		info.Namespace = fmt.Sprintf("pid:[%d]", c.reg.Resolver().HostPidNS().Ino)

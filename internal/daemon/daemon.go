@@ -64,19 +64,26 @@ func New(cfg Config, log *logrus.Logger) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, log: log, notifier: sdnotify.FromEnv()}
 	host := &hostTPM{path: cfg.TPM}
-	kernel := &kernelSource{cfg: cfg.KernelSource, stateDir: cfg.StateDir}
+	status := &sourceStatus{}
+	kernel := &kernelSource{cfg: cfg.KernelSource, stateDir: cfg.StateDir, status: status}
+	fan := &fanotifySource{cfg: cfg.Fanotify, stateDir: cfg.StateDir, kernel: kernel, status: status}
 	vt := &vtpmPart{cfg: cfg, host: host}
 	d.reg = &registry{cfg: cfg, host: host, kernel: kernel}
 	d.mounts = &mounts{log: log, quoter: vt.quoter, hostTarget: cfg.HostMount, listRead: cfg.ListRead}
 	d.upgrade = newUpgrade(d)
-	d.control = &control{cfg: cfg, log: log, mounts: d.mounts, vtpm: vt, upgrade: d.upgrade, errs: make(chan error, 1)}
-	d.list = []Component{host, d.reg, vt, d.mounts, kernel,
-		&fanotifySource{cfg: cfg.Fanotify, stateDir: cfg.StateDir}, &metricsSource{addr: cfg.MetricsAddr}}
+	d.control = &control{cfg: cfg, log: log, mounts: d.mounts, vtpm: vt, upgrade: d.upgrade, errs: make(chan error, 1), sources: status}
+	d.list = []Component{host, d.reg, vt, d.mounts, kernel, fan,
+		&mmapSource{cfg: cfg.Mmap, fan: fan, status: status}, &metricsSource{addr: cfg.MetricsAddr}}
 	d.list = append(d.list, cfg.testSources...)
 	d.list = append(d.list, &restore{mounts: d.mounts, vtpm: vt}, d.control, &readiness{d: d})
 	if err := d.start(&Env{}); err != nil {
 		return nil, err
 	}
+	fields := logrus.Fields{}
+	for source, mechanism := range status.snapshot() {
+		fields[source] = mechanism
+	}
+	log.WithFields(fields).Info("measurement sources")
 	return d, nil
 }
 

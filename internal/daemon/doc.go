@@ -9,7 +9,7 @@
 // The list, in start order (stopped in reverse):
 //
 //	host-tpm, registry, vtpm, mounts,            the state and the host view
-//	kernel-source, fanotify, metrics,            the measurement sources
+//	kernel-source, fanotify, mmap, metrics,      the measurement sources
 //	restore, control, readiness                  containers back, socket, READY=1
 //
 // Invariants:

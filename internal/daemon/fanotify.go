@@ -23,6 +23,8 @@ import (
 type fanotifySource struct {
 	cfg      FanotifyConfig
 	stateDir string
+	kernel   *kernelSource // auto: off when the kernel source runs
+	status   *sourceStatus
 
 	// Set by Start, cleared by Stop (the start list serialises them).
 	eng        *fanotify.Engine
@@ -32,11 +34,46 @@ type fanotifySource struct {
 
 func (f *fanotifySource) Name() string { return "fanotify" }
 
+// enabled reports whether the engine is to run (auto: unless the kernel
+// source does) and whether a failure to start is fatal.
+func (f *fanotifySource) enabled() (on, required bool, err error) {
+	switch f.cfg.Mode {
+	case "", "off":
+		return false, false, nil
+	case "on":
+		return true, true, nil
+	case "auto":
+		kernel, _ := f.kernel.enabled()
+		return !kernel, false, nil
+	}
+	return false, false, fmt.Errorf("--fanotify %q: want auto, true or false", f.cfg.Mode)
+}
+
+// running reports whether the engine runs (the mmap source's auto mode).
+func (f *fanotifySource) running() bool { return f.eng != nil }
+
 func (f *fanotifySource) Start(env *Env) error {
-	if !f.cfg.Enabled {
-		return nil
+	on, required, err := f.enabled()
+	if !on {
+		f.status.set("fanotify", "off")
+		return err
 	}
 	f.log = env.Log
+	if err := f.start(env); err != nil {
+		if required {
+			f.status.set("fanotify", "unavailable")
+			return err
+		}
+		env.Log.WithError(err).WithField("extension", f.Name()).Error("fanotify engine unavailable (--fanotify auto): execs and opens in containers are not measured")
+		f.status.set("fanotify", "unavailable")
+		return nil
+	}
+	f.status.set("fanotify", "fanotify")
+	return nil
+}
+
+// start starts the engine and its keeper.
+func (f *fanotifySource) start(env *Env) error {
 	observeLatency := metrics.LatencyObserver("fanotify")
 	opts := fanotify.Options{Registry: env.Reg, Log: env.Log, KeyDir: f.cfg.KeyDir, OnAnswer: func(a fanotify.Answer) {
 		observeLatency(a.Latency)
@@ -87,6 +124,7 @@ func (f *fanotifySource) Stop(handover bool) {
 	if f.eng == nil {
 		return
 	}
+	f.status.set("fanotify", "off")
 	f.unregister()
 	eng := f.eng
 	f.eng, f.unregister = nil, nil

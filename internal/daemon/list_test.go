@@ -73,7 +73,7 @@ func TestStopAndRollback(t *testing.T) {
 		}
 		return out
 	}
-	if got, want := strings.Join(names(), " "), "host-tpm registry vtpm mounts kernel-source fanotify metrics a b restore control readiness"; got != want {
+	if got, want := strings.Join(names(), " "), "host-tpm registry vtpm mounts kernel-source fanotify mmap metrics a b restore control readiness"; got != want {
 		t.Fatalf("start list: %s; want %s", got, want)
 	}
 	d.stop(true)

@@ -3,8 +3,10 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"path/filepath"
+	"sync"
 
 	"github.com/sirupsen/logrus"
 
@@ -36,6 +38,31 @@ func (g *goroutine) stop() {
 	}
 }
 
+// sourceStatus is how each measurement source runs ("kernel",
+// "fanotify", "mmap" → "off", "unavailable", or its mechanism): for
+// `imafs ps --json`, the start log line and imafs_source_info.
+type sourceStatus struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (s *sourceStatus) set(source, mechanism string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[string]string{}
+	}
+	s.m[source] = mechanism
+	metrics.SetSourceInfo(source, mechanism)
+}
+
+// snapshot returns a copy of the statuses.
+func (s *sourceStatus) snapshot() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.m)
+}
+
 // kernelSource is the kernel measurement source: on a kernel with the
 // imafs IMA series (kernel-patches/) it registers every attached container
 // with the kernel and sorts the kernel's namespace-tagged measurements into
@@ -43,6 +70,7 @@ func (g *goroutine) stop() {
 type kernelSource struct {
 	cfg      KernelSourceConfig
 	stateDir string
+	status   *sourceStatus
 
 	// Set by Start, cleared by Stop (the start list serialises them).
 	unobserve func()
@@ -87,8 +115,10 @@ func (k *kernelSource) bootAggregate(fallback func(measurelog.Algo) ([]byte, err
 
 func (k *kernelSource) Start(env *Env) error {
 	if on, err := k.enabled(); !on {
+		k.status.set("kernel", "off")
 		return err
 	}
+	k.status.set("kernel", "ima-series")
 	src := kernelsrc.New(env.Reg, kernelsrc.Options{
 		Log:            env.Log,
 		CursorPath:     filepath.Join(k.stateDir, "kernel.cursor"),
@@ -116,6 +146,9 @@ func (k *kernelSource) Start(env *Env) error {
 }
 
 func (k *kernelSource) Stop(bool) {
+	if k.loop != nil {
+		k.status.set("kernel", "off")
+	}
 	k.loop.stop()
 	k.loop = nil
 	if k.unobserve != nil {
