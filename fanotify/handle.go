@@ -199,7 +199,7 @@ func (w *watch) trackWriters(p *plan) {
 	measured := w.files.openWrite(p.key, &p.st)
 	if measured && openForRead(w.e.opts.Proc, p.st.Dev, p.st.Ino) {
 		name := w.fileName(p)
-		w.violation(w.ns.Template(), imans.DefaultPCR, name, w.ns.Algo(), "ToMToU", p.log.WithField("file", name))
+		w.violation(w.ns.Template(), imans.DefaultPCR, w.fileViolation(p, w.ns.Template(), w.ns.Algo()), "ToMToU", p.log.WithField("file", name))
 	}
 }
 
@@ -229,7 +229,7 @@ func (w *watch) shortcut(p *plan) *verdict {
 		return allowed
 	}
 	if p.fn == policy.FileCheck && p.d.Actions&policy.Measure != 0 && p.mask&(policy.MayWrite|policy.MayAppend) == 0 && p.writers > 0 {
-		w.violation(p.template, p.pcr, w.fileName(p), w.ns.Algo(), "open_writers", p.log.WithField("file", w.fileName(p)))
+		w.violation(p.template, p.pcr, w.fileViolation(p, p.template, w.ns.Algo()), "open_writers", p.log.WithField("file", w.fileName(p)))
 	}
 	if !nothingLeft {
 		return nil
@@ -286,7 +286,7 @@ func (w *watch) collect(p *plan) (*collected, *verdict) {
 		p.log.WithError(err).Warn("fanotify: cannot hash file")
 		if p.d.Actions&policy.Measure != 0 {
 			// The list must show that something was not measured.
-			w.violation(p.template, p.pcr, w.fileName(p), c.algo, "collect_data", p.log)
+			w.violation(p.template, p.pcr, w.fileViolation(p, p.template, c.algo), "collect_data", p.log)
 		}
 		if p.d.Actions&policy.Appraise != 0 {
 			return nil, failed(false, ReasonCollectData)
@@ -295,7 +295,7 @@ func (w *watch) collect(p *plan) (*collected, *verdict) {
 	}
 	c.digest = c.digests[0]
 	if c.changed {
-		w.violation(p.template, p.pcr, w.fileName(p), c.algo, "ToMToU", p.log)
+		w.violation(p.template, p.pcr, w.fileViolation(p, p.template, c.algo), "ToMToU", p.log)
 	}
 	return c, nil
 }
@@ -311,7 +311,7 @@ func (w *watch) finish(p *plan, c *collected) (allow bool, reason string) {
 			// Allowed unmeasured: the list must show it (imans keeps a
 			// violation it cannot write yet and writes it first once the
 			// state directory takes writes).
-			w.violation(p.template, p.pcr, w.fileName(p), c.algo, "record", p.log)
+			w.violation(p.template, p.pcr, w.fileViolation(p, p.template, c.algo), "record", p.log)
 		}
 	}
 	if p.appraise {
@@ -389,21 +389,6 @@ func (w *watch) appraise(p *plan, c *collected) string {
 func (w *watch) audit(p *plan, c *collected) {
 	p.log.WithFields(logrus.Fields{"hash": fmt.Sprintf("%s:%x", c.algo, c.digest), "uid": p.pev.UID, "audit": "ima"}).Info("fanotify: audit")
 	p.file.update(func(fs *fileState) { fs.audited = true })
-}
-
-// violation records a violation entry (all-zero digest, PCR extended with
-// 0xff) in the container's list and counter.
-func (w *watch) violation(template string, pcr uint32, name string, algo measurelog.Algo, kind string, log *logrus.Entry) {
-	entry, err := measurelog.NewViolation(template, pcr, name, algo)
-	if err == nil {
-		err = w.e.reg.Record(w.ns, entry)
-	}
-	if err != nil {
-		log.WithError(err).WithField("violation", kind).Error("fanotify: record violation")
-		return
-	}
-	w.e.stats.violations.Add(1)
-	log.WithField("violation", kind).Warn("fanotify: measurement violation")
 }
 
 // ignore adds an ignore mark for the event's kind on its inode, unless the

@@ -27,7 +27,10 @@ import (
 // the ima template's digest is the file's SHA-1 (sha1sum) while the
 // namespace hashes in sha256; the others carry the sha256 (sha256sum), the
 // signatures and EVM attributes of the file, ima-buf an empty buffer,
-// ima-modsig empty modsig fields. The binary list decodes with measurelog
+// ima-modsig empty modsig fields. A file read while open for write under
+// an evm-sig rule gets an open_writers violation record that keeps
+// security.evm, the owner and the mode, as ima_add_violation does. The
+// binary list decodes with measurelog
 // (template digests checked) into the same lines as the ascii list and
 // replays to the PCR 10 the daemon reports, in both banks.
 func TestFanotifyTemplates(t *testing.T) {
@@ -54,11 +57,28 @@ func TestFanotifyTemplates(t *testing.T) {
 		}
 		fmt.Fprintf(&rules, "measure func=BPRM_CHECK mask=MAY_EXEC fowner=%d template=%s\n", 6000+i, name)
 	}
+	// A file read while open for write: an open_writers violation record,
+	// which keeps what the kernel reads from the file (evmsig, ids, mode).
+	viol := filepath.Join(root, "viol")
+	if err := os.WriteFile(viol, []byte("written\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(viol, 6100, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(viol, 0o666); err != nil { // the container's root has no CAP_DAC_OVERRIDE
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(viol, "security.evm", evm, 0); err != nil {
+		t.Fatal(err)
+	}
+	rules.WriteString("measure func=FILE_CHECK mask=MAY_READ fowner=6100 template=evm-sig\n")
 	c := harness.NewRuncContainer(t, harness.RuncOptions{Hooks: hooks(d), Rootfs: root, Capabilities: []string{"CAP_SYS_ADMIN"}})
 	runIn(t, c, "sh", "-c", "printf '"+rules.String()+"' > "+ima+"/policy")
 	for _, name := range copies {
 		runIn(t, c, "/bin/busybox-"+name, "true")
 	}
+	runIn(t, c, "sh", "-c", "exec 3>>/viol; cat /viol > /dev/null; exec 3>&-")
 	ascii := runIn(t, c, "cat", ima+"/ascii_runtime_measurements")
 	bin := runIn(t, c, "cat", ima+"/binary_runtime_measurements")
 
@@ -77,6 +97,11 @@ func TestFanotifyTemplates(t *testing.T) {
 		if f := strings.Fields(got[0]); name == measurelog.TemplateIMA && f[3] != sumOf(t, "sha1sum", path) {
 			t.Errorf("ima entry digest %s, sha1sum says %s", f[3], sumOf(t, "sha1sum", path))
 		}
+	}
+
+	zeros := strings.Repeat("0", 64)
+	if got, want := measured(ascii, "/viol"), "10 "+strings.Repeat("0", 40)+" evm-sig sha256:"+zeros+" /viol "+hex.EncodeToString(evm)+"    6100 0 33206"; len(got) < 1 || got[0] != want {
+		t.Errorf("open_writers violation of /viol: %q, want first %q", got, want)
 	}
 
 	// The binary list: measurelog's decoder checks each record's template

@@ -191,6 +191,19 @@ func NewViolation(template string, pcr uint32, name string, fileAlgo Algo) (*Ent
 	return e, nil
 }
 
+// NewFileViolation returns the violation record of a file measurement as
+// ima_add_violation makes it: like NewViolation, but with m's namespace and
+// what the kernel reads from the file itself, which a violation keeps: a
+// portable signature of m.EVMSig in "sig" and "evmsig", m.Xattrs, and the
+// inode's ids and mode. m's digests and security.ima are not used.
+func NewFileViolation(template string, pcr uint32, m Measurement) (*Entry, error) {
+	e, err := newEntry(template, pcr, m, true)
+	if err != nil {
+		return nil, fmt.Errorf("new %s violation for %q: %w", template, m.Name, err)
+	}
+	return e, nil
+}
+
 // NewBootAggregate returns the first entry of a list: "boot_aggregate" on
 // PCR 10 with digest (of algo) as its file digest; a nil digest stands for
 // the all-zero aggregate of a machine without TPM. The ima template only

@@ -74,15 +74,16 @@ func fieldData(id string, m Measurement, violation bool) ([]byte, error) {
 			data = stringField(imaName(m.Namespace, false))
 		}
 	case "sig":
+		// A violation has no security.ima value: ima_eventsig_init falls
+		// back to ima_eventevmsig_init, which reads the file.
 		switch {
-		case violation:
-		case len(m.Sig) > 0 && (m.Sig[0] == xattrIMADigSig || m.Sig[0] == xattrIMAVerityDigSig):
+		case !violation && len(m.Sig) > 0 && (m.Sig[0] == xattrIMADigSig || m.Sig[0] == xattrIMAVerityDigSig):
 			data = append([]byte(nil), m.Sig...)
 		case len(m.EVMSig) > 0 && m.EVMSig[0] == xattrEVMPortableSig:
 			data = append([]byte(nil), m.EVMSig...)
 		}
 	case "evmsig":
-		if !violation && len(m.EVMSig) > 0 && m.EVMSig[0] == xattrEVMPortableSig {
+		if len(m.EVMSig) > 0 && m.EVMSig[0] == xattrEVMPortableSig {
 			data = append([]byte(nil), m.EVMSig...)
 		}
 	case "buf":

@@ -173,3 +173,40 @@ func TestIMATemplateDigestErrors(t *testing.T) {
 		t.Errorf("ima violation = %v, %v", v, err)
 	}
 }
+
+// TestNewFileViolation: a violation record keeps what the kernel reads
+// from the file for it (ima_add_violation passes the file): the portable
+// EVM signature in sig and evmsig, the xattrs, the inode fields, the
+// namespace; the digests are zeros and security.ima is not shown.
+func TestNewFileViolation(t *testing.T) {
+	evm := []byte{0x05, 0x02, 0xcc}
+	m := Measurement{
+		Name: "/f", FileAlgo: SHA256, Sig: []byte{0x03, 0x02, 0xaa}, EVMSig: evm, Namespace: "c1",
+		UID: 7, GID: 8, Mode: 0o100600, Xattrs: []Xattr{{"security.ima", []byte{0x03, 0x02, 0xaa}}},
+	}
+	zeros := hexOf(make([]byte, 32))
+	tests := []struct {
+		template string
+		want     string
+	}{
+		{TemplateIMANG, "ima-ng sha256:" + zeros + " /f"},
+		{TemplateIMASig, "ima-sig sha256:" + zeros + " /f 0502cc"},
+		{TemplateEVMSig, "evm-sig sha256:" + zeros + " /f 0502cc security.ima 03000000 0302aa 7 8 33152"},
+		{TemplateIMANS, "ima-ns sha256:" + zeros + " /f c1"},
+		{TemplateIMA, "ima " + hexOf(make([]byte, 20)) + " /f"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.template, func(t *testing.T) {
+			e, err := NewFileViolation(tc.template, 10, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !e.Violation || !bytes.Equal(e.TemplateDigest(SHA1), make([]byte, 20)) {
+				t.Errorf("not a violation record: %+v", e)
+			}
+			if got := fieldsASCII(e); got != tc.want {
+				t.Errorf("violation\n got %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
