@@ -356,7 +356,7 @@ func (w *watch) answerStale() {
 	w.log.WithFields(logrus.Fields{"events": n, "allow": allow}).Warn("fanotify: answered events the previous daemon read and never answered")
 	if allow {
 		for range n {
-			w.violation(w.ns.Template(), imans.DefaultPCR, staleName, w.ns.Algo(), "daemon_restart", w.log)
+			w.violation(w.ns.Template(), imans.DefaultPCR, w.noFileViolation(staleName), "daemon_restart", w.log)
 		}
 	}
 }

@@ -66,7 +66,9 @@ type plan struct {
 type collected struct {
 	algo    measurelog.Algo
 	digest  []byte
-	changed bool // modified while hashed (ToMToU)
+	algos   []measurelog.Algo // what the file was hashed in: algo, then what the template needs too
+	digests [][]byte          // ... each one's digest (digests[0] == digest)
+	changed bool              // modified while hashed (ToMToU)
 	xv      *appraise.Value
 	xerr    error
 }
@@ -197,7 +199,7 @@ func (w *watch) trackWriters(p *plan) {
 	measured := w.files.openWrite(p.key, &p.st)
 	if measured && openForRead(w.e.opts.Proc, p.st.Dev, p.st.Ino) {
 		name := w.fileName(p)
-		w.violation(w.ns.Template(), imans.DefaultPCR, name, w.ns.Algo(), "ToMToU", p.log.WithField("file", name))
+		w.violation(w.ns.Template(), imans.DefaultPCR, w.fileViolation(p, w.ns.Template(), w.ns.Algo()), "ToMToU", p.log.WithField("file", name))
 	}
 }
 
@@ -227,7 +229,7 @@ func (w *watch) shortcut(p *plan) *verdict {
 		return allowed
 	}
 	if p.fn == policy.FileCheck && p.d.Actions&policy.Measure != 0 && p.mask&(policy.MayWrite|policy.MayAppend) == 0 && p.writers > 0 {
-		w.violation(p.template, p.pcr, w.fileName(p), w.ns.Algo(), "open_writers", p.log.WithField("file", w.fileName(p)))
+		w.violation(p.template, p.pcr, w.fileViolation(p, p.template, w.ns.Algo()), "open_writers", p.log.WithField("file", w.fileName(p)))
 	}
 	if !nothingLeft {
 		return nil
@@ -269,22 +271,31 @@ func (w *watch) collect(p *plan) (*collected, *verdict) {
 			c.algo = a
 		}
 	}
+	c.algos = []measurelog.Algo{c.algo}
+	if p.measure {
+		// The template may need a second digest (ima's "d" holds a SHA-1):
+		// the same pass over the file computes it.
+		if a, err := imans.HashAlgos(p.template, c.algo); err == nil {
+			c.algos = a
+		}
+	}
 	var err error
-	c.digest, c.changed, err = hashFile(p.ev.fd, c.algo, &p.st, p.ev.start.Add(w.e.opts.Timeout))
+	c.digests, c.changed, err = hashFile(p.ev.fd, c.algos, &p.st, p.ev.start.Add(w.e.opts.Timeout))
 	if err != nil {
 		w.e.stats.errors.Add(1)
 		p.log.WithError(err).Warn("fanotify: cannot hash file")
 		if p.d.Actions&policy.Measure != 0 {
 			// The list must show that something was not measured.
-			w.violation(p.template, p.pcr, w.fileName(p), c.algo, "collect_data", p.log)
+			w.violation(p.template, p.pcr, w.fileViolation(p, p.template, c.algo), "collect_data", p.log)
 		}
 		if p.d.Actions&policy.Appraise != 0 {
 			return nil, failed(false, ReasonCollectData)
 		}
 		return nil, failed(w.failureMode(ReasonCollectData))
 	}
+	c.digest = c.digests[0]
 	if c.changed {
-		w.violation(p.template, p.pcr, w.fileName(p), c.algo, "ToMToU", p.log)
+		w.violation(p.template, p.pcr, w.fileViolation(p, p.template, c.algo), "ToMToU", p.log)
 	}
 	return c, nil
 }
@@ -300,7 +311,7 @@ func (w *watch) finish(p *plan, c *collected) (allow bool, reason string) {
 			// Allowed unmeasured: the list must show it (imans keeps a
 			// violation it cannot write yet and writes it first once the
 			// state directory takes writes).
-			w.violation(p.template, p.pcr, w.fileName(p), c.algo, "record", p.log)
+			w.violation(p.template, p.pcr, w.fileViolation(p, p.template, c.algo), "record", p.log)
 		}
 	}
 	if p.appraise {
@@ -321,18 +332,21 @@ func (w *watch) finish(p *plan, c *collected) (allow bool, reason string) {
 // not be recorded.
 func (w *watch) store(p *plan, c *collected) bool {
 	m := measurelog.Measurement{
-		FileDigest: c.digest,
-		FileAlgo:   c.algo,
-		Name:       w.fileName(p),
-		Namespace:  w.ns.Label(),
-		UID:        p.uidMap.toNS(p.st.Uid),
-		GID:        p.gidMap.toNS(p.st.Gid),
-		Mode:       uint16(p.st.Mode),
+		Name:      w.fileName(p),
+		Namespace: w.ns.Label(),
+		UID:       p.uidMap.toNS(p.st.Uid),
+		GID:       p.gidMap.toNS(p.st.Gid),
+		Mode:      uint16(p.st.Mode),
 	}
+	imans.SetDigests(&m, c.algos, c.digests)
 	if c.xv != nil && c.xv.IsSignature() {
 		m.Sig = c.xv.Raw
 	}
-	entry, err := measurelog.NewEntry(p.template, p.pcr, m)
+	err := imans.ReadTemplateXattrs(p.ev.fd, p.template, &m)
+	var entry *measurelog.Entry
+	if err == nil {
+		entry, err = measurelog.NewEntry(p.template, p.pcr, m)
+	}
 	if err == nil {
 		err = w.e.reg.Record(w.ns, entry)
 	}
@@ -377,21 +391,6 @@ func (w *watch) audit(p *plan, c *collected) {
 	p.file.update(func(fs *fileState) { fs.audited = true })
 }
 
-// violation records a violation entry (all-zero digest, PCR extended with
-// 0xff) in the container's list and counter.
-func (w *watch) violation(template string, pcr uint32, name string, algo measurelog.Algo, kind string, log *logrus.Entry) {
-	entry, err := measurelog.NewViolation(template, pcr, name, algo)
-	if err == nil {
-		err = w.e.reg.Record(w.ns, entry)
-	}
-	if err != nil {
-		log.WithError(err).WithField("violation", kind).Error("fanotify: record violation")
-		return
-	}
-	w.e.stats.violations.Add(1)
-	log.WithField("violation", kind).Warn("fanotify: measurement violation")
-}
-
 // ignore adds an ignore mark for the event's kind on its inode, unless the
 // policy or keys changed since the decision was made.
 func (w *watch) ignore(ev *event, gen uint64) {
@@ -419,10 +418,11 @@ func (w *watch) ignore(ev *event, gen uint64) {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
-// hashFile hashes the file behind fd. changed reports that it was modified
+// hashFile hashes the file behind fd in each of algos, in one pass.
+// changed reports that it was modified
 // while being hashed (its times or size differ from before).
-func hashFile(fd int, algo measurelog.Algo, before *unix.Stat_t, deadline time.Time) (digest []byte, changed bool, err error) {
-	h := algo.New()
+func hashFile(fd int, algos []measurelog.Algo, before *unix.Stat_t, deadline time.Time) (digests [][]byte, changed bool, err error) {
+	h := imans.NewMultiHash(algos)
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -449,7 +449,7 @@ func hashFile(fd int, algo measurelog.Algo, before *unix.Stat_t, deadline time.T
 		return nil, false, fmt.Errorf("hash: stat: %w", err)
 	}
 	changed = after.Mtim != before.Mtim || after.Ctim != before.Ctim || after.Size != before.Size
-	return h.Sum(nil), changed, nil
+	return h.Sums(), changed, nil
 }
 
 // getxattr reads an extended attribute of fd of any size.

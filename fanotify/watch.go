@@ -177,7 +177,7 @@ func (w *watch) dispatch(re rawEvent) {
 			// overflowed open may not even match a FILE_CHECK rule, and
 			// deciding that is the work we have no room for.)
 			if name, err := fileName(e.opts.Proc, fd, tid); err == nil {
-				w.violation(w.ns.Template(), imans.DefaultPCR, name, w.ns.Algo(), "queue_overflow", log)
+				w.violation(w.ns.Template(), imans.DefaultPCR, w.noFileViolation(name), "queue_overflow", log)
 			}
 		}
 		unix.Close(fd)

@@ -2,7 +2,6 @@ package imans
 
 import (
 	"fmt"
-	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -17,7 +16,9 @@ import (
 const evmImaXattrDigsig = 0x03
 
 // MeasureFile matches ev against ns's policy and, when a measure rule
-// applies, hashes f with ns.Algo(), renders it through the rule's template
+// applies, hashes f with ns.Algo() (and SHA-1 too when the template's "d"
+// field needs it, as ima_eventdigest_init), reads the attributes the
+// template shows (ReadTemplateXattrs), renders it through the rule's template
 // (else ns's) into the rule's PCR (else 10) and records it. It returns the
 // decision so a caller can also appraise or audit.
 func (r *Registry) MeasureFile(ns *Namespace, ev policy.Event, f *os.File, name string) (policy.Decision, error) {
@@ -29,21 +30,28 @@ func (r *Registry) MeasureFile(ns *Namespace, ev policy.Event, f *os.File, name 
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return d, fmt.Errorf("measure %s in %s: stat: %w", name, ns.ID, err)
 	}
-	h := ns.Algo().New()
-	if _, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<62)); err != nil {
+	template, pcr := ns.Target(d)
+	algos, err := HashAlgos(template, ns.Algo())
+	if err != nil {
+		return d, fmt.Errorf("measure %s in %s: %w", name, ns.ID, err)
+	}
+	h := NewMultiHash(algos)
+	if err := hashInto(h, f); err != nil {
 		return d, fmt.Errorf("measure %s in %s: read: %w", name, ns.ID, err)
 	}
-	template, pcr := ns.Target(d)
-	e, err := measurelog.NewEntry(template, pcr, measurelog.Measurement{
-		FileDigest: h.Sum(nil),
-		FileAlgo:   ns.Algo(),
-		Name:       name,
-		Sig:        signature(f),
-		Namespace:  ns.Label(),
-		UID:        st.Uid,
-		GID:        st.Gid,
-		Mode:       uint16(st.Mode),
-	})
+	m := measurelog.Measurement{
+		Name:      name,
+		Sig:       signature(f),
+		Namespace: ns.Label(),
+		UID:       st.Uid,
+		GID:       st.Gid,
+		Mode:      uint16(st.Mode),
+	}
+	SetDigests(&m, algos, h.Sums())
+	if err := ReadTemplateXattrs(int(f.Fd()), template, &m); err != nil {
+		return d, fmt.Errorf("measure %s in %s: %w", name, ns.ID, err)
+	}
+	e, err := measurelog.NewEntry(template, pcr, m)
 	if err != nil {
 		return d, fmt.Errorf("measure %s in %s: %w", name, ns.ID, err)
 	}

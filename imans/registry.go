@@ -142,17 +142,30 @@ func (r *Registry) Resolver() *nsresolve.Resolver { return r.resolver }
 // Host returns the host namespace.
 func (r *Registry) Host() *Namespace { return r.host }
 
+// bootAggregate returns ns's first entry. A template whose "d" field needs
+// a SHA-1 (ima with a sha256 namespace) gets the SHA-1 aggregate there, as
+// ima_eventdigest_init computes it (zeros when it is unavailable).
 func (r *Registry) bootAggregate(ns *Namespace) (*measurelog.Entry, error) {
-	digest := make([]byte, ns.Algo().Size())
-	if r.opts.BootAggregate != nil {
-		d, err := r.opts.BootAggregate(ns.Algo())
-		if err != nil {
-			r.log.WithError(err).Warn("boot_aggregate unavailable, using zeros")
-		} else {
-			digest = d
-		}
+	algos, err := HashAlgos(ns.Template(), ns.Algo())
+	if err != nil {
+		return nil, fmt.Errorf("boot_aggregate for %s: %w", ns.ID, err)
 	}
-	e, err := measurelog.NewBootAggregate(ns.Template(), digest, ns.Algo())
+	digests := make([][]byte, len(algos))
+	for i, a := range algos {
+		digests[i] = make([]byte, a.Size())
+		if r.opts.BootAggregate == nil {
+			continue
+		}
+		d, err := r.opts.BootAggregate(a)
+		if err != nil {
+			r.log.WithError(err).WithField("algo", a.String()).Warn("boot_aggregate unavailable, using zeros")
+			continue
+		}
+		digests[i] = d
+	}
+	m := measurelog.Measurement{Name: measurelog.BootAggregateName}
+	SetDigests(&m, algos, digests)
+	e, err := measurelog.NewEntry(ns.Template(), DefaultPCR, m)
 	if err != nil {
 		return nil, fmt.Errorf("boot_aggregate for %s: %w", ns.ID, err)
 	}

@@ -2,16 +2,19 @@ package imans
 
 import (
 	"bytes"
+	"crypto/sha1"
 	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/imafs/imafs/integration/harness"
 	"github.com/imafs/imafs/measurelog"
@@ -67,6 +70,19 @@ func TestBootAggregateHook(t *testing.T) {
 	_, digest, err := r.Host().List.Entry(0).FileDigest()
 	if err != nil || !bytes.Equal(digest, want) {
 		t.Fatalf("boot_aggregate = %x, %v; want %x", digest, err, want)
+	}
+}
+
+// TestBootAggregateIMATemplate: with the ima template in a sha256
+// namespace, boot_aggregate's "d" is the SHA-1 aggregate, as
+// ima_eventdigest_init computes it.
+func TestBootAggregateIMATemplate(t *testing.T) {
+	agg := map[measurelog.Algo][]byte{measurelog.SHA1: bytes.Repeat([]byte{0x11}, 20), measurelog.SHA256: bytes.Repeat([]byte{0x22}, 32)}
+	r := newTestRegistry(t, Options{Template: measurelog.TemplateIMA, BootAggregate: func(a measurelog.Algo) ([]byte, error) { return agg[a], nil }})
+	e := r.Host().List.Entry(0)
+	algo, digest, err := e.FileDigest()
+	if err != nil || e.Template != "ima" || algo != "sha1" || !bytes.Equal(digest, agg[measurelog.SHA1]) {
+		t.Fatalf("boot_aggregate = %s %s:%x, %v; want ima sha1:%x", e.Template, algo, digest, err, agg[measurelog.SHA1])
 	}
 }
 
@@ -356,5 +372,78 @@ func TestMeasureFileAndRecord(t *testing.T) {
 	mj := journalNames(t, filepath.Join(state, "ns", "m", "list.journal"))
 	if want := "boot_aggregate,/data,/data"; strings.Join(mj, ",") != want {
 		t.Errorf("journal of m %q, want %q", mj, want)
+	}
+}
+
+// TestMeasureFileTemplates: a measure rule of each template the policy
+// accepts records one entry through MeasureFile, with what the kernel
+// would put in its fields: the ima template's "d" holds the file's SHA-1
+// (the namespace hashes in sha256), the signatures and EVM-protected
+// attributes come from the file's xattrs, ima-buf's buffer stays empty.
+func TestMeasureFileTemplates(t *testing.T) {
+	needRoot(t)
+	var rules strings.Builder
+	for i, tmpl := range policy.Templates {
+		rules.WriteString("measure func=FILE_CHECK fowner=" + strconv.Itoa(5000+i) + " template=" + tmpl.Name + "\n")
+	}
+	r := newTestRegistry(t, Options{DefaultContainerPolicy: mustParse(t, rules.String())})
+	ns, err := r.Attach("tmpl", harness.StartSleeper(t).Pid, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := []byte{0x03, 0x02, 0x04, 0xaa, 0xbb}
+	evm := []byte{0x05, 0x02, 0x04, 0xcc}
+	dir := t.TempDir()
+	for i, tmpl := range policy.Templates {
+		t.Run(tmpl.Name, func(t *testing.T) {
+			path := filepath.Join(dir, tmpl.Name)
+			content := []byte("file for " + tmpl.Name + "\n")
+			if err := os.WriteFile(path, content, 0o640); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(path, 5000+i, 77); err != nil {
+				t.Fatal(err)
+			}
+			for name, v := range map[string][]byte{"security.ima": sig, "security.evm": evm} {
+				if err := unix.Setxattr(path, name, v, 0); err != nil {
+					t.Skipf("setxattr %s on %s: %v", name, dir, err)
+				}
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			ev, err := EventFor(f, policy.FileCheck, policy.MayRead, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := ns.List.Len()
+			if _, err := r.MeasureFile(ns, ev, f, "/"+tmpl.Name); err != nil {
+				t.Fatal(err)
+			}
+			if ns.List.Len() != n+1 {
+				t.Fatalf("%d entries added, want 1", ns.List.Len()-n)
+			}
+			e := ns.List.Entry(n)
+			s1, s256 := sha1.Sum(content), sha256.Sum256(content)
+			m := measurelog.Measurement{
+				FileDigest: s256[:], FileAlgo: measurelog.SHA256, DigestSHA1: s1[:], Name: "/" + tmpl.Name,
+				Sig: sig, EVMSig: evm, Namespace: ns.Label(), UID: 5000 + uint32(i), GID: 77, Mode: 0o100640,
+				Xattrs: []measurelog.Xattr{{Name: "security.ima", Value: sig}},
+			}
+			want, err := measurelog.NewEntry(tmpl.Name, 10, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, w := e.AppendASCII(nil, measurelog.SHA1), want.AppendASCII(nil, measurelog.SHA1); !bytes.Equal(got, w) {
+				t.Errorf("entry\n got %s\nwant %s", got, w)
+			}
+			if tmpl.Name == measurelog.TemplateIMA {
+				if algo, d, _ := e.FileDigest(); algo != "sha1" || !bytes.Equal(d, s1[:]) {
+					t.Errorf("ima entry's digest %s:%x, want the file's sha1 %x", algo, d, s1)
+				}
+			}
+		})
 	}
 }

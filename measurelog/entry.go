@@ -34,6 +34,11 @@ const (
 type Measurement struct {
 	FileDigest []byte // digest of the file or buffer
 	FileAlgo   Algo   // algorithm of FileDigest
+	// DigestSHA1 is the file's SHA-1 digest when FileAlgo is another
+	// algorithm and the template has a "d" field (TemplateNeeds' SHA1):
+	// "d" holds a SHA-1 only, which ima_eventdigest_init computes again
+	// from the file. Ignored otherwise.
+	DigestSHA1 []byte
 	Verity     bool   // d-ngv2: "verity:" instead of "ima:"
 	Name       string // path as the measured task sees it, or "boot_aggregate", or a buffer's name
 	Sig        []byte // security.ima value (kept in "sig" only when it is a signature: type 0x03 or 0x06)
@@ -51,6 +56,10 @@ type Measurement struct {
 	ModSig       []byte
 	ModSigDigest []byte
 	ModSigAlgo   Algo
+	// Xattrs are the file's extended attributes among EVMXattrNames, in
+	// that order (xattrnames, xattrlengths, xattrvalues; TemplateNeeds'
+	// Xattrs). Empty, the three fields are empty.
+	Xattrs []Xattr
 }
 
 // Entry is one measurement-list record: PCR, template name and the raw
@@ -132,58 +141,11 @@ func (e *Entry) digestInto(dst []byte, ima bool, bank Algo) []byte {
 	return templateDigest(dst, ima, e.Fields, bank)
 }
 
-// imaName applies the kernel's rules for an event name (ima_eventname_init_common
-// and ima_write_template_field_data): spaces become '_' (the ascii lists use
-// space as separator), and for the size-limited "n" field of the ima
-// template a name longer than 255 bytes is replaced by the file's own name
-// (the dentry name, here the last path element), or cut to 255 bytes when
-// it has none.
-func imaName(name string, limit bool) string {
-	if limit && len(name) > maxNameLen {
-		base := name
-		if i := strings.LastIndexByte(name, '/'); i >= 0 && i < len(name)-1 {
-			base = name[i+1:]
-		}
-		if len(base) > maxNameLen {
-			base = base[:maxNameLen]
-		}
-		name = base
-	}
-	return strings.ReplaceAll(name, " ", "_")
-}
-
-func digestWithAlgo(prefix string, algo Algo, digest []byte) []byte {
-	b := make([]byte, 0, len(prefix)+len(algo.String())+2+algo.Size())
-	b = append(b, prefix...)
-	b = append(b, algo.String()...)
-	b = append(b, ':', 0)
-	if digest == nil {
-		return append(b, make([]byte, algo.Size())...)
-	}
-	return append(b, digest...)
-}
-
-func stringField(s string) []byte {
-	b := make([]byte, len(s)+1)
-	copy(b, s)
-	return b
-}
-
-func checkDigest(what string, algo Algo, digest []byte) error {
-	if !algo.Valid() {
-		return fmt.Errorf("%s: unknown hash algorithm %d", what, uint8(algo))
-	}
-	if len(digest) != algo.Size() {
-		return fmt.Errorf("%s: %d bytes, a %s digest has %d", what, len(digest), algo, algo.Size())
-	}
-	return nil
-}
-
 // NewEntry renders m through template the way IMA builds an entry
 // (ima_alloc_init_template): each field from its init function's rules.
 // Names get IMA's treatment (spaces become '_'; the ima template's 255-byte
-// limit). Fields imafs cannot observe (xattrnames, xattrlengths,
-// xattrvalues) stay empty, as the kernel leaves them without EVM.
+// limit). The "d" field takes m.DigestSHA1 when m.FileAlgo is not SHA-1
+// (see TemplateNeeds for what else a template asks of a source).
 func NewEntry(template string, pcr uint32, m Measurement) (*Entry, error) {
 	e, err := newEntry(template, pcr, m, false)
 	if err != nil {
@@ -208,86 +170,9 @@ func newEntry(template string, pcr uint32, m Measurement, violation bool) (*Entr
 	}
 	e := &Entry{PCR: pcr, Template: t.name, Fields: make([][]byte, len(t.ids)), Violation: violation}
 	for i, id := range t.ids {
-		var data []byte
-		switch id {
-		case "d":
-			if violation {
-				data = make([]byte, SHA1.Size())
-				break
-			}
-			if m.FileAlgo != SHA1 {
-				return nil, fmt.Errorf("field d: the ima template needs a sha1 file digest, got %s", m.FileAlgo)
-			}
-			if err := checkDigest("field d", m.FileAlgo, m.FileDigest); err != nil {
-				return nil, err
-			}
-			data = append([]byte(nil), m.FileDigest...)
-		case "d-ng", "d-ngv2":
-			prefix := ""
-			if id == "d-ngv2" {
-				prefix = "ima:"
-				if m.Verity && !violation {
-					prefix = "verity:"
-				}
-			}
-			if violation {
-				if !m.FileAlgo.Valid() {
-					return nil, fmt.Errorf("field %s: unknown hash algorithm %d", id, uint8(m.FileAlgo))
-				}
-				data = digestWithAlgo(prefix, m.FileAlgo, nil)
-				break
-			}
-			if err := checkDigest("field "+id, m.FileAlgo, m.FileDigest); err != nil {
-				return nil, err
-			}
-			data = digestWithAlgo(prefix, m.FileAlgo, m.FileDigest)
-		case "n":
-			data = []byte(imaName(m.Name, true))
-		case "n-ng":
-			data = stringField(imaName(m.Name, false))
-		case "ns":
-			if m.Namespace != "" {
-				data = stringField(imaName(m.Namespace, false))
-			}
-		case "sig":
-			switch {
-			case violation:
-			case len(m.Sig) > 0 && (m.Sig[0] == xattrIMADigSig || m.Sig[0] == xattrIMAVerityDigSig):
-				data = append([]byte(nil), m.Sig...)
-			case len(m.EVMSig) > 0 && m.EVMSig[0] == xattrEVMPortableSig:
-				data = append([]byte(nil), m.EVMSig...)
-			}
-		case "evmsig":
-			if !violation && len(m.EVMSig) > 0 && m.EVMSig[0] == xattrEVMPortableSig {
-				data = append([]byte(nil), m.EVMSig...)
-			}
-		case "buf":
-			if len(m.Buf) > 0 && !violation {
-				data = append([]byte(nil), m.Buf...)
-			}
-		case "d-modsig":
-			if len(m.ModSig) > 0 && !violation {
-				if err := checkDigest("field d-modsig", m.ModSigAlgo, m.ModSigDigest); err != nil {
-					return nil, err
-				}
-				data = digestWithAlgo("", m.ModSigAlgo, m.ModSigDigest)
-			}
-		case "modsig":
-			if len(m.ModSig) > 0 && !violation {
-				data = append([]byte(nil), m.ModSig...)
-			}
-		case "iuid", "igid":
-			if m.Mode != 0 {
-				v := m.UID
-				if id == "igid" {
-					v = m.GID
-				}
-				data = binary.LittleEndian.AppendUint32(nil, v)
-			}
-		case "imode":
-			if m.Mode != 0 {
-				data = binary.LittleEndian.AppendUint16(nil, m.Mode)
-			}
+		data, err := fieldData(id, m, violation)
+		if err != nil {
+			return nil, err
 		}
 		e.Fields[i] = data
 	}
@@ -302,6 +187,19 @@ func NewViolation(template string, pcr uint32, name string, fileAlgo Algo) (*Ent
 	e, err := newEntry(template, pcr, Measurement{Name: name, FileAlgo: fileAlgo}, true)
 	if err != nil {
 		return nil, fmt.Errorf("new %s violation for %q: %w", template, name, err)
+	}
+	return e, nil
+}
+
+// NewFileViolation returns the violation record of a file measurement as
+// ima_add_violation makes it: like NewViolation, but with m's namespace and
+// what the kernel reads from the file itself, which a violation keeps: a
+// portable signature of m.EVMSig in "sig" and "evmsig", m.Xattrs, and the
+// inode's ids and mode. m's digests and security.ima are not used.
+func NewFileViolation(template string, pcr uint32, m Measurement) (*Entry, error) {
+	e, err := newEntry(template, pcr, m, true)
+	if err != nil {
+		return nil, fmt.Errorf("new %s violation for %q: %w", template, m.Name, err)
 	}
 	return e, nil
 }

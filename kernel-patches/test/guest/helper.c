@@ -10,6 +10,7 @@
  *   pidreuse LABEL         pidfd of a namespace's init that exited, its
  *                          pid number reused by another namespace's init
  *   setima FILE HEX        security.ima = sha256 digest HEX (digest-ng)
+ *   setxattr FILE NAME HEX extended attribute NAME = the bytes HEX
  *   mapx FILE              map FILE PROT_EXEC
  *   mmapexec FILE          map FILE shared writable, then PROT_EXEC
  *   cycles N FILE          N x (register a namespace, open FILE in it,
@@ -292,6 +293,22 @@ static int cmd_setima(char **av)
 	return 0;
 }
 
+static int cmd_setxattr(char **av)
+{
+	unsigned char v[512];
+	size_t i, n = strlen(av[2]) / 2;
+
+	if (strlen(av[2]) % 2 || n == 0 || n > sizeof(v))
+		return fail(EINVAL, "hex value");
+	for (i = 0; i < n; i++)
+		if (sscanf(av[2] + 2 * i, "%2hhx", &v[i]) != 1)
+			return fail(EINVAL, "hex value");
+	if (setxattr(av[0], av[1], v, n, 0))
+		return fail(errno, "setxattr");
+	printf("OK %s set\n", av[1]);
+	return 0;
+}
+
 static int cmd_mmapexec(char **av)
 {
 	int wfd = open(av[0], O_RDWR), xfd;
@@ -480,6 +497,8 @@ int main(int ac, char **av)
 		return cmd_pidreuse(av + 2);
 	if (ac >= 4 && !strcmp(av[1], "setima"))
 		return cmd_setima(av + 2);
+	if (ac >= 5 && !strcmp(av[1], "setxattr"))
+		return cmd_setxattr(av + 2);
 	if (ac >= 3 && !strcmp(av[1], "mapx"))
 		return cmd_mapx(av + 2);
 	if (ac >= 3 && !strcmp(av[1], "mmapexec"))
