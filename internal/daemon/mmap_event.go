@@ -165,6 +165,18 @@ func (m *mmapSource) record(w *mmapWatch, ev *mmapsrc.Event, pev policy.Event) (
 	if err != nil {
 		return d, err
 	}
+	// The kernel hashed in its own algorithm (ima_hash_algo) and only
+	// that: a namespace in another algorithm, or a template that needs a
+	// SHA-1 or the file's xattrs too, is measured from the file when the
+	// source opened it (the entry then says what the file holds now).
+	template, _ := w.ns.Target(d)
+	needs, err := measurelog.TemplateNeeds(template, algo)
+	if err != nil {
+		return d, err
+	}
+	if ev.File != nil && (algo != w.ns.Algo() || needs.SHA1 || needs.Xattrs) {
+		return m.reg.MeasureFile(w.ns, pev, ev.File, ev.Path)
+	}
 	var attrs imans.FileAttrs
 	if ev.File != nil {
 		if attrs, err = imans.FileAttrsOf(ev.File); err != nil {

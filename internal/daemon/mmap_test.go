@@ -200,6 +200,24 @@ func TestMmapSourceKernelDigest(t *testing.T) {
 			t.Errorf("%s: %q, want the kernel's digest once", ev.Path, got)
 		}
 	}
+	// A kernel hashing in SHA-1 (ima_hash_algo's default) and a
+	// namespace in sha256: the entry is the file's sha256, read from the
+	// file the source opened, never a SHA-1 labelled sha256.
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(self)
+	if file, err = os.Open("/proc/self/exe"); err != nil { // the receiver closed the first
+		t.Fatal(err)
+	}
+	sha1Digest := make([]byte, 20)
+	ev := mmapsrc.Event{Kind: mmapsrc.Mmap, Pid: f.pid, Tid: f.pid, PidNS: pinned.PidNS.Ino, MntNS: pinned.MntNS.Ino, Fd: -1,
+		Path: "/lib/kernel-sha1.so", File: file, Digest: sha1Digest, DigestAlgo: "sha1"}
+	f.m.handle(&ev)
+	if got := waitEntry(t, f.ns, ev.Path); len(got) != 1 || got[0] != "sha256:"+hex.EncodeToString(want[:]) {
+		t.Errorf("%s: %q, want the file's sha256 once", ev.Path, got)
+	}
 }
 
 // TestSourceModes: --fanotify auto runs the engine unless the kernel
