@@ -165,12 +165,12 @@ type Source struct {
 	maps     maps        // the running mechanism's
 	progs    map[string]*ebpf.Program
 	links    []link.Link
-	rd     *ringbuf.Reader
-	events chan Event
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
+	rd       *ringbuf.Reader
+	events   chan Event
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	once     sync.Once
 
 	reported, unresolved atomic.Uint64
 
