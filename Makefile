@@ -32,8 +32,11 @@ fuzz-smoke:
 		$(GO) test -run='^$$' -fuzz="^$$spec$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s $$pkg; \
 	done
 
+# The imafs kernel series (run) and the mmap source's BPF LSM mechanism in a
+# stock kernel that has it (run-bpf; this VM refuses BPF trampolines).
 kernel-test: build
 	kernel-patches/test/run --tpm --each-patch
+	kernel-patches/test/run-bpf
 
 demo: build
 	scripts/demo

@@ -61,9 +61,9 @@ type Event struct {
 	Count     uint64 // Lost: mappings not reported
 	// File is the mapped file itself, opened read-only through
 	// /proc/TID/map_files or the mmap's descriptor and checked against
-	// Dev and Ino; the receiver closes it. Nil when Err is set.
+	// Dev and Ino; the receiver closes it. Nil when Err or Digest is set.
 	File *os.File
-	Path string // the file's path as the task sees it
+	Path string // the file's path as the task sees it (MechanismLSM mmap: d_path in the kernel)
 	// Changed: File's current size, mtime or ctime differ from Stamp (it
 	// was written after it was mapped).
 	Changed bool
