@@ -174,8 +174,9 @@ func hashAlgoID(name string) (uint32, bool) {
 }
 
 // lsmEvent converts a record of bpf/lsm.bpf.c, and says whether the file
-// must be opened: an mprotect whose digest the kernel did not have (the
-// vma exists, the receiver hashes it).
+// must be opened: for an mprotect (the vma exists), for its path (the
+// program cannot call bpf_d_path there) and, when the kernel had no digest
+// of the file, for the receiver to hash it.
 func lsmEvent(r *lsmLsmEvent) (Event, bool) {
 	ev := Event{
 		Kind:  Kind(r.Kind),
@@ -213,7 +214,7 @@ func lsmEvent(r *lsmLsmEvent) (Event, bool) {
 		}
 		a := hashAlgos[r.Algo]
 		ev.DigestAlgo, ev.Digest = a.name, append([]byte(nil), r.Digest[:a.size]...)
-		return ev, false
+		return ev, ev.Kind == Mprotect
 	}
 	if ev.Kind == Mprotect {
 		return ev, true

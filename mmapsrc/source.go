@@ -61,14 +61,17 @@ type Event struct {
 	Count     uint64 // Lost: mappings not reported
 	// File is the mapped file itself, opened read-only through
 	// /proc/TID/map_files or the mmap's descriptor and checked against
-	// Dev and Ino; the receiver closes it. Nil when Err or Digest is set.
+	// Dev and Ino; the receiver closes it. Nil when Err is set, and for
+	// MechanismLSM mmap events (Digest is set, Path from the kernel).
 	File *os.File
 	Path string // the file's path as the task sees it (MechanismLSM mmap: d_path in the kernel)
 	// Changed: File's current size, mtime or ctime differ from Stamp (it
 	// was written after it was mapped).
 	Changed bool
 	// Err: the file could not be opened (the task exited or unmapped it
-	// first); the mapping is not measured and the receiver must say so.
+	// first) or hashed; the mapping is not measured and the receiver must
+	// say so. (MechanismLSM mprotect: with Digest set, only the path is
+	// unknown.)
 	Err error
 	// Digest is the file's digest computed in the kernel before the
 	// mapping existed (MechanismLSM: bpf_ima_file_hash), in DigestAlgo;
