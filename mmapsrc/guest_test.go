@@ -357,7 +357,9 @@ func cost(t *testing.T, s *mmapsrc.Source, m, unwatched *guestMapper, path strin
 	const n = 2000
 	m.do(t, "mmapx "+path)
 	unwatched.do(t, "mmapx "+path)
-	loop := func(m *guestMapper) string { return strings.TrimPrefix(m.do(t, fmt.Sprintf("loop %d %s", n, path)), "ok ") }
+	loop := func(m *guestMapper) string {
+		return strings.TrimPrefix(m.do(t, fmt.Sprintf("loop %d %s", n, path)), "ok ")
+	}
 	w1, u1, w2, u2 := loop(m), loop(unwatched), loop(m), loop(unwatched)
 	ps, _ := s.ProgramStats()
 	s.Close()
