@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -306,6 +307,10 @@ func logVerifier(log *logrus.Logger, err error) {
 }
 
 // attach attaches the exit program first, so no entry misses its exit.
+// A kernel without memory protection keys (no
+// CONFIG_X86_INTEL_MEMORY_PROTECTION_KEYS) has no pkey_mprotect system
+// call (ENOSYS) and no tracepoints for it: nothing to miss, so they are
+// skipped there.
 func (s *Source) attach() error {
 	for _, a := range []struct {
 		name string
@@ -319,6 +324,10 @@ func (s *Source) attach() error {
 		{"sys_enter_pkey_mprotect", s.tp.EnterPkeyMprotect},
 	} {
 		l, err := link.Tracepoint("syscalls", a.name, a.prog, nil)
+		if err != nil && errors.Is(err, os.ErrNotExist) && strings.HasSuffix(a.name, "_pkey_mprotect") {
+			s.log.WithField("tracepoint", a.name).Info("mmap source: no pkey_mprotect in this kernel, its tracepoint not attached")
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("mmap source: attach tracepoint syscalls/%s: %w", a.name, err)
 		}
