@@ -44,8 +44,8 @@ demo: build
 bench: build
 	bench/run
 
-# Regenerates the mmap source's BPF object and Go loader from
-# mmapsrc/bpf/mmap.bpf.c with Debian's clang (scripts/install-deps installs
+# Regenerates the mmap source's BPF objects and Go loaders from
+# mmapsrc/bpf/{mmap,lsm}.bpf.c with Debian's clang (scripts/install-deps installs
 # clang and libbpf-dev). Both are committed, so `build` and `test` need no
 # clang; commit what this changes.
 bpf:
