@@ -32,8 +32,11 @@ fuzz-smoke:
 		$(GO) test -run='^$$' -fuzz="^$$spec$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s $$pkg; \
 	done
 
+# The imafs kernel series (run) and the mmap source's BPF LSM mechanism in a
+# stock kernel that has it (run-bpf; this VM refuses BPF trampolines).
 kernel-test: build
 	kernel-patches/test/run --tpm --each-patch
+	kernel-patches/test/run-bpf
 
 demo: build
 	scripts/demo
@@ -41,8 +44,8 @@ demo: build
 bench: build
 	bench/run
 
-# Regenerates the mmap source's BPF object and Go loader from
-# mmapsrc/bpf/mmap.bpf.c with Debian's clang (scripts/install-deps installs
+# Regenerates the mmap source's BPF objects and Go loaders from
+# mmapsrc/bpf/{mmap,lsm}.bpf.c with Debian's clang (scripts/install-deps installs
 # clang and libbpf-dev). Both are committed, so `build` and `test` need no
 # clang; commit what this changes.
 bpf:

@@ -25,13 +25,14 @@ func (s *Source) readLoop() {
 			s.log.WithError(err).Error("mmap source: read ring buffer")
 			continue
 		}
-		var raw mmapEvent
-		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
+		ev, resolve, err := s.decode(rec.RawSample)
+		if err != nil {
 			s.log.WithError(err).WithField("bytes", len(rec.RawSample)).Error("mmap source: short record")
 			continue
 		}
-		ev := s.event(&raw)
-		s.resolve(&ev)
+		if resolve {
+			s.resolve(&ev)
+		}
 		s.reported.Add(1)
 		if ev.Err != nil {
 			s.unresolved.Add(1)
@@ -42,6 +43,24 @@ func (s *Source) readLoop() {
 			return
 		}
 	}
+}
+
+// decode turns a ring buffer record into an Event, and says whether the
+// mapped file must be opened (resolve).
+func (s *Source) decode(raw []byte) (Event, bool, error) {
+	if s.mech == MechanismLSM {
+		var r lsmLsmEvent
+		if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, &r); err != nil {
+			return Event{}, false, err
+		}
+		ev, resolve := lsmEvent(&r)
+		return ev, resolve, nil
+	}
+	var r mmapEvent
+	if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, &r); err != nil {
+		return Event{}, false, err
+	}
+	return s.event(&r), true, nil
 }
 
 func (s *Source) event(r *mmapEvent) Event {
@@ -102,7 +121,7 @@ func (s *Source) reportLost(ctx context.Context, final bool) {
 	var mntns uint32
 	var n uint64
 	var out []Event
-	it := s.objs.Lost.Iterate()
+	it := s.maps.lost.Iterate()
 	for it.Next(&mntns, &n) {
 		if n > s.lostSeen[mntns] {
 			out = append(out, Event{Kind: Lost, MntNS: uint64(mntns), Count: n - s.lostSeen[mntns], Fd: -1})

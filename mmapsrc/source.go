@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,14 +61,17 @@ type Event struct {
 	Count     uint64 // Lost: mappings not reported
 	// File is the mapped file itself, opened read-only through
 	// /proc/TID/map_files or the mmap's descriptor and checked against
-	// Dev and Ino; the receiver closes it. Nil when Err is set.
+	// Dev and Ino; the receiver closes it. Nil when Err is set, and for
+	// MechanismLSM mmap events (Digest is set, Path from the kernel).
 	File *os.File
-	Path string // the file's path as the task sees it
+	Path string // the file's path as the task sees it (MechanismLSM mmap: d_path in the kernel)
 	// Changed: File's current size, mtime or ctime differ from Stamp (it
 	// was written after it was mapped).
 	Changed bool
 	// Err: the file could not be opened (the task exited or unmapped it
-	// first); the mapping is not measured and the receiver must say so.
+	// first) or hashed; the mapping is not measured and the receiver must
+	// say so. (MechanismLSM mprotect: with Digest set, only the path is
+	// unknown.)
 	Err error
 	// Digest is the file's digest computed in the kernel before the
 	// mapping existed (MechanismLSM: bpf_ima_file_hash), in DigestAlgo;
@@ -84,6 +88,9 @@ type Mechanism string
 
 // Mechanisms.
 const (
+	// MechanismAuto (Options): the BPF LSM where the kernel loads and
+	// attaches it, else the tracepoints.
+	MechanismAuto Mechanism = "auto"
 	// MechanismTracepoint: syscall tracepoints, after the call; it cannot
 	// deny a mapping, and the receiver hashes the file.
 	MechanismTracepoint Mechanism = "tracepoint"
@@ -92,6 +99,20 @@ const (
 	// and can deny.
 	MechanismLSM Mechanism = "bpf-lsm"
 )
+
+// ParseMechanism parses a mechanism's name: auto (or ""), lsm (or
+// bpf-lsm), tracepoint.
+func ParseMechanism(name string) (Mechanism, error) {
+	switch name {
+	case "", "auto":
+		return MechanismAuto, nil
+	case "lsm", "bpf-lsm":
+		return MechanismLSM, nil
+	case "tracepoint":
+		return MechanismTracepoint, nil
+	}
+	return "", fmt.Errorf("mmap source: unknown mechanism %q (auto, lsm, tracepoint)", name)
+}
 
 // CanDeny reports whether the mechanism can stop a mapping before its
 // code runs (appraise func=MMAP_CHECK enforced).
@@ -115,30 +136,44 @@ type Options struct {
 	LostPoll time.Duration
 	// Proc is the procfs mount (default "/proc").
 	Proc string
+	// Mechanism: MechanismAuto (""), MechanismLSM (an error when the
+	// kernel refuses it) or MechanismTracepoint.
+	Mechanism Mechanism
 }
 
-// Mechanism reports how the source sees mappings.
-func (s *Source) Mechanism() Mechanism { return MechanismTracepoint }
+// Mechanism reports how the source sees mappings (MechanismLSM or
+// MechanismTracepoint).
+func (s *Source) Mechanism() Mechanism { return s.mech }
+
+// Fallback is why the BPF LSM mechanism was refused when MechanismAuto
+// fell back to the tracepoints (nil otherwise).
+func (s *Source) Fallback() error { return s.fallback }
 
 // Stats are a Source's counters.
 type Stats struct {
 	Reported   uint64 // mapping events delivered
 	Unresolved uint64 // of them, with Err set
 	Lost       uint64 // mappings the kernel could not report
+	Denied     uint64 // mappings refused (MechanismLSM)
 }
 
 // Source reports executable file mappings (see the package doc).
 type Source struct {
-	opts   Options
-	log    *logrus.Logger
-	objs   mmapObjects
-	links  []link.Link
-	rd     *ringbuf.Reader
-	events chan Event
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
+	opts     Options
+	log      *logrus.Logger
+	mech     Mechanism
+	fallback error
+	tp       mmapObjects // MechanismTracepoint
+	lsm      lsmObjects  // MechanismLSM
+	maps     maps        // the running mechanism's
+	progs    map[string]*ebpf.Program
+	links    []link.Link
+	rd       *ringbuf.Reader
+	events   chan Event
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	once     sync.Once
 
 	reported, unresolved atomic.Uint64
 
@@ -146,64 +181,39 @@ type Source struct {
 	lostSeen map[uint32]uint64 // per mount ns, as last reported
 }
 
-// Open loads and attaches the BPF programs. It needs CAP_BPF and
-// CAP_PERFMON (root) and tracefs, which it mounts at /sys/kernel/tracing
-// when no tracefs is mounted.
+// Open loads and attaches the BPF programs of Options.Mechanism. It needs
+// CAP_BPF and CAP_PERFMON (root); the tracepoints need tracefs, which it
+// mounts at /sys/kernel/tracing when no tracefs is mounted.
 func Open(opts Options) (*Source, error) {
-	if opts.Log == nil {
-		opts.Log = logrus.StandardLogger()
-	}
-	if opts.RingBytes == 0 {
-		opts.RingBytes = 1 << 20
-	}
-	if opts.Seen == 0 {
-		opts.Seen = 65536
-	}
-	if opts.Queue <= 0 {
-		opts.Queue = 256
-	}
-	if opts.LostPoll <= 0 {
-		opts.LostPoll = 100 * time.Millisecond
-	}
-	if opts.Proc == "" {
-		opts.Proc = "/proc"
-	}
-	if err := ensureTracefs(opts.Log); err != nil {
-		return nil, err
-	}
+	opts = opts.withDefaults()
 	removeMemlock()
-	spec, err := loadMmap()
-	if err != nil {
-		return nil, fmt.Errorf("mmap source: load spec: %w", err)
-	}
-	spec.Maps[mmapMapEvents].MaxEntries = opts.RingBytes
-	spec.Maps[mmapMapSeen].MaxEntries = opts.Seen
-	filter := uint32(1)
-	if opts.All {
-		filter = 0
-	}
-	if err := spec.Variables[mmapVarFilterPidns].Set(filter); err != nil {
-		return nil, fmt.Errorf("mmap source: set filter: %w", err)
-	}
-	if err := spec.Variables[mmapVarFmodeBacking].Set(fmodeBacking()); err != nil {
-		return nil, fmt.Errorf("mmap source: set FMODE_BACKING: %w", err)
-	}
 	s := &Source{opts: opts, log: opts.Log, events: make(chan Event, opts.Queue), lostSeen: map[uint32]uint64{}}
-	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			opts.Log.WithField("verifier", fmt.Sprintf("%+v", ve)).Error("mmap source: verifier refused the program")
+	switch opts.Mechanism {
+	case MechanismAuto, "":
+		if err := s.openLSM(); err != nil {
+			s.fallback = err
+			opts.Log.WithError(err).Warn("mmap source: BPF LSM mechanism refused, falling back to the syscall tracepoints (no in-kernel hash, cannot deny)")
+			if err := s.openTracepoints(); err != nil {
+				return nil, fmt.Errorf("%w (and the BPF LSM: %w)", err, s.fallback)
+			}
 		}
-		return nil, fmt.Errorf("mmap source: load programs: %w", err)
+	case MechanismLSM:
+		if err := s.openLSM(); err != nil {
+			return nil, err
+		}
+	case MechanismTracepoint:
+		if err := s.openTracepoints(); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("mmap source: unknown mechanism %q", opts.Mechanism)
 	}
-	if err := s.attach(); err != nil {
-		s.detach()
-		return nil, err
-	}
-	if s.rd, err = ringbuf.NewReader(s.objs.Events); err != nil {
+	var err error
+	if s.rd, err = ringbuf.NewReader(s.maps.events); err != nil {
 		s.detach()
 		return nil, fmt.Errorf("mmap source: ring buffer reader: %w", err)
 	}
+	opts.Log.WithFields(logrus.Fields{"mechanism": s.mech, "can_deny": s.mech.CanDeny()}).Info("mmap source: running")
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(2)
 	go s.readLoop()
@@ -211,20 +221,110 @@ func Open(opts Options) (*Source, error) {
 	return s, nil
 }
 
+func (o Options) withDefaults() Options {
+	if o.Log == nil {
+		o.Log = logrus.StandardLogger()
+	}
+	if o.RingBytes == 0 {
+		o.RingBytes = 1 << 20
+	}
+	if o.Seen == 0 {
+		o.Seen = 65536
+	}
+	if o.Queue <= 0 {
+		o.Queue = 256
+	}
+	if o.LostPoll <= 0 {
+		o.LostPoll = 100 * time.Millisecond
+	}
+	if o.Proc == "" {
+		o.Proc = "/proc"
+	}
+	return o
+}
+
+// maps are the maps both mechanisms have.
+type maps struct {
+	events, seen, watched, lost, lostTotal, deniedTotal *ebpf.Map
+}
+
+// openTracepoints loads and attaches the tracepoint programs.
+func (s *Source) openTracepoints() error {
+	if err := ensureTracefs(s.log); err != nil {
+		return err
+	}
+	spec, err := loadMmap()
+	if err != nil {
+		return fmt.Errorf("mmap source: load spec: %w", err)
+	}
+	spec.Maps[mmapMapEvents].MaxEntries = s.opts.RingBytes
+	spec.Maps[mmapMapSeen].MaxEntries = s.opts.Seen
+	if err := setFilters(spec, s.opts.All); err != nil {
+		return err
+	}
+	if err := spec.LoadAndAssign(&s.tp, nil); err != nil {
+		logVerifier(s.log, err)
+		return fmt.Errorf("mmap source: load programs: %w", err)
+	}
+	o := &s.tp
+	s.mech = MechanismTracepoint
+	s.maps = maps{events: o.Events, seen: o.Seen, watched: o.Watched, lost: o.Lost, lostTotal: o.LostTotal}
+	s.progs = map[string]*ebpf.Program{
+		mmapProgEnterMmap: o.EnterMmap, mmapProgEnterMprotect: o.EnterMprotect,
+		mmapProgEnterPkeyMprotect: o.EnterPkeyMprotect, mmapProgExitMap: o.ExitMap,
+	}
+	if err := s.attach(); err != nil {
+		s.detach()
+		return err
+	}
+	return nil
+}
+
+// setFilters sets the programs' constants: the pid namespace filter and
+// FMODE_BACKING.
+func setFilters(spec *ebpf.CollectionSpec, all bool) error {
+	filter := uint32(1)
+	if all {
+		filter = 0
+	}
+	if err := spec.Variables["filter_pidns"].Set(filter); err != nil {
+		return fmt.Errorf("mmap source: set filter: %w", err)
+	}
+	if err := spec.Variables["fmode_backing"].Set(fmodeBacking()); err != nil {
+		return fmt.Errorf("mmap source: set FMODE_BACKING: %w", err)
+	}
+	return nil
+}
+
+func logVerifier(log *logrus.Logger, err error) {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		log.WithField("verifier", fmt.Sprintf("%+v", ve)).Error("mmap source: verifier refused the program")
+	}
+}
+
 // attach attaches the exit program first, so no entry misses its exit.
+// A kernel without memory protection keys (no
+// CONFIG_X86_INTEL_MEMORY_PROTECTION_KEYS) has no pkey_mprotect system
+// call (ENOSYS) and no tracepoints for it: nothing to miss, so they are
+// skipped there.
 func (s *Source) attach() error {
 	for _, a := range []struct {
 		name string
 		prog *ebpf.Program
 	}{
-		{"sys_exit_mmap", s.objs.ExitMap},
-		{"sys_exit_mprotect", s.objs.ExitMap},
-		{"sys_exit_pkey_mprotect", s.objs.ExitMap},
-		{"sys_enter_mmap", s.objs.EnterMmap},
-		{"sys_enter_mprotect", s.objs.EnterMprotect},
-		{"sys_enter_pkey_mprotect", s.objs.EnterPkeyMprotect},
+		{"sys_exit_mmap", s.tp.ExitMap},
+		{"sys_exit_mprotect", s.tp.ExitMap},
+		{"sys_exit_pkey_mprotect", s.tp.ExitMap},
+		{"sys_enter_mmap", s.tp.EnterMmap},
+		{"sys_enter_mprotect", s.tp.EnterMprotect},
+		{"sys_enter_pkey_mprotect", s.tp.EnterPkeyMprotect},
 	} {
 		l, err := link.Tracepoint("syscalls", a.name, a.prog, nil)
+		if err != nil && errors.Is(err, os.ErrNotExist) && strings.HasSuffix(a.name, "_pkey_mprotect") {
+			s.log.WithField("tracepoint", a.name).Info("mmap source: no pkey_mprotect in this kernel, its tracepoint not attached")
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("mmap source: attach tracepoint syscalls/%s: %w", a.name, err)
 		}
@@ -244,7 +344,14 @@ func (s *Source) unlink() {
 // detach detaches the programs and closes the objects.
 func (s *Source) detach() {
 	s.unlink()
-	s.objs.Close()
+	s.closeObjects()
+}
+
+// closeObjects closes the maps and programs of both mechanisms (what was
+// not loaded is nil).
+func (s *Source) closeObjects() {
+	s.tp.Close()
+	s.lsm.Close()
 }
 
 // Events delivers the reports; it is closed by Close.
@@ -260,7 +367,7 @@ func (s *Source) Close() error {
 		s.wg.Wait()
 		s.reportLost(context.Background(), true)
 		close(s.events)
-		s.objs.Close()
+		s.closeObjects()
 	})
 	return nil
 }
@@ -269,8 +376,11 @@ func (s *Source) Close() error {
 func (s *Source) Stats() Stats {
 	st := Stats{Reported: s.reported.Load(), Unresolved: s.unresolved.Load()}
 	var total uint64
-	if s.objs.LostTotal.Lookup(uint32(0), &total) == nil {
+	if s.maps.lostTotal.Lookup(uint32(0), &total) == nil {
 		st.Lost = total
+	}
+	if s.maps.deniedTotal != nil && s.maps.deniedTotal.Lookup(uint32(0), &total) == nil {
+		st.Denied = total
 	}
 	return st
 }
@@ -279,11 +389,11 @@ func (s *Source) Stats() Stats {
 // pidns and its descendants (up to 8 levels down). It returns the undo.
 func (s *Source) Watch(pidns uint64) (func() error, error) {
 	k := uint32(pidns)
-	if err := s.objs.Watched.Put(k, uint8(1)); err != nil {
+	if err := s.maps.watched.Put(k, uint8(1)); err != nil {
 		return nil, fmt.Errorf("mmap source: watch pid ns %d: %w", pidns, err)
 	}
 	return func() error {
-		if err := s.objs.Watched.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := s.maps.watched.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("mmap source: unwatch pid ns %d: %w", pidns, err)
 		}
 		return nil
@@ -294,7 +404,7 @@ func (s *Source) Watch(pidns uint64) (func() error, error) {
 // namespace mntns report again (a policy change, a measurement to redo).
 func (s *Source) Forget(dev, ino, mntns uint64) error {
 	k := mmapKey{Ino: ino, Dev: kernelDev(dev), Mntns: uint32(mntns)}
-	if err := s.objs.Seen.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := s.maps.seen.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("mmap source: forget %d:%d in mnt ns %d: %w", dev, ino, mntns, err)
 	}
 	return nil
@@ -303,20 +413,25 @@ func (s *Source) Forget(dev, ino, mntns uint64) error {
 // ForgetMntNS forgets every file reported in mount namespace mntns (0:
 // in every one).
 func (s *Source) ForgetMntNS(mntns uint64) error {
-	var k mmapKey
+	// Keys only: the values differ between the mechanisms.
 	var keys []mmapKey
-	var st mmapStamp
-	it := s.objs.Seen.Iterate()
-	for it.Next(&k, &st) {
-		if mntns == 0 || k.Mntns == uint32(mntns) {
-			keys = append(keys, k)
+	var prev any // nil: the first key
+	for {
+		next := new(mmapKey)
+		err := s.maps.seen.NextKey(prev, next)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
 		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("mmap source: forget mnt ns %d: %w", mntns, err)
+		if err != nil {
+			return fmt.Errorf("mmap source: forget mnt ns %d: %w", mntns, err)
+		}
+		if mntns == 0 || next.Mntns == uint32(mntns) {
+			keys = append(keys, *next)
+		}
+		prev = next
 	}
 	for _, k := range keys {
-		if err := s.objs.Seen.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := s.maps.seen.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("mmap source: forget mnt ns %d: %w", mntns, err)
 		}
 	}
@@ -356,13 +471,11 @@ type ProgramStat struct {
 }
 
 // ProgramStats returns the run counts and times of the programs by name
-// (enter_mmap, enter_mprotect, enter_pkey_mprotect, exit_map).
+// (tracepoints: enter_mmap, enter_mprotect, enter_pkey_mprotect, exit_map;
+// BPF LSM: mmap_file, file_mprotect).
 func (s *Source) ProgramStats() (map[string]ProgramStat, error) {
 	out := map[string]ProgramStat{}
-	for name, p := range map[string]*ebpf.Program{
-		mmapProgEnterMmap: s.objs.EnterMmap, mmapProgEnterMprotect: s.objs.EnterMprotect,
-		mmapProgEnterPkeyMprotect: s.objs.EnterPkeyMprotect, mmapProgExitMap: s.objs.ExitMap,
-	} {
+	for name, p := range s.progs {
 		st, err := p.Stats()
 		if err != nil {
 			return nil, fmt.Errorf("mmap source: stats of %s: %w", name, err)
