@@ -284,7 +284,7 @@ func TestMmapLibraries(t *testing.T) {
 	log, _ := os.ReadFile(d.log)
 	said := false
 	for _, l := range lines(string(log)) {
-		said = said || strings.Contains(l, "which this mechanism cannot deny") && strings.Contains(l, "id="+c1.ID)
+		said = said || strings.Contains(l, "which imafs serve does not enforce") && strings.Contains(l, "id="+c1.ID)
 	}
 	if !said {
 		t.Errorf("daemon log does not say the appraise rule of %s cannot be enforced", c1.ID)

@@ -236,7 +236,7 @@ func (m *mmapSource) pollPolicies(ctx context.Context) {
 
 // refresh notices a policy load of w's container: its files are
 // evaluated again at their next mapping (ForgetMntNS), and a policy that
-// now appraises MMAP_CHECK where the mechanism cannot deny is said so, in
+// now appraises MMAP_CHECK is said so (imafs serve enforces no appraisal of mappings yet), in
 // the log and in the container's list.
 func (m *mmapSource) refresh(w *mmapWatch) {
 	p := w.ns.Policy()
@@ -256,9 +256,13 @@ func (m *mmapSource) refresh(w *mmapWatch) {
 			m.log.WithError(err).WithField("id", w.ns.ID).Warn("mmap source: forget after a policy load")
 		}
 	}
-	if now && !was && !m.src.Mechanism().CanDeny() {
+	// Even where the mechanism can deny (the BPF LSM), the daemon does not
+	// feed its per-namespace appraisal switch and allow map yet
+	// (mmapsrc.Source.SetAppraise/Allow, docs/mmap-source.md "Wiring"):
+	// no mapping is refused through imafs serve, so every mechanism says so.
+	if now && !was {
 		log := m.log.WithFields(logrus.Fields{"id": w.ns.ID, "mechanism": m.src.Mechanism(), "hooks": "MMAP_CHECK,MMAP_CHECK_REQPROT"})
-		log.Warn("mmap source: the policy appraises executable mappings, which this mechanism cannot deny: mappings are measured after the fact, never refused")
+		log.Warn("mmap source: the policy appraises executable mappings, which imafs serve does not enforce: mappings are measured, never refused")
 		m.violation(w.ns, w.ns.Template(), imans.DefaultPCR, MmapAppraiseUnenforcedName, "appraise-unenforced", log)
 	}
 }

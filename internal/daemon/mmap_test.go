@@ -168,7 +168,7 @@ func TestMmapSourceViolations(t *testing.T) {
 	found := false
 	for _, e := range f.hook.AllEntries() {
 		if e.Level == logrus.WarnLevel && e.Data["id"] == f.ns.ID && e.Data["mechanism"] == mmapsrc.MechanismTracepoint &&
-			e.Message == "mmap source: the policy appraises executable mappings, which this mechanism cannot deny: mappings are measured after the fact, never refused" {
+			e.Message == "mmap source: the policy appraises executable mappings, which imafs serve does not enforce: mappings are measured, never refused" {
 			found = true
 		}
 	}
