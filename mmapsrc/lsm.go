@@ -3,13 +3,14 @@ package mmapsrc
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/imafs/imafs/mountns"
 )
 
 // ErrCannotDeny: the running mechanism cannot refuse a mapping
@@ -69,10 +70,7 @@ func (s *Source) openLSM() error {
 // bpfLSMActive checks that "bpf" is in securityfs's lsm file (mounting
 // securityfs on a temporary directory when it is not mounted).
 func bpfLSMActive() error {
-	data, err := os.ReadFile("/sys/kernel/security/lsm")
-	if errors.Is(err, os.ErrNotExist) {
-		data, err = readLSMFromSecurityfs()
-	}
+	data, err := mountns.ReadSecurityfs("lsm")
 	if err != nil {
 		return fmt.Errorf("mmap source: active LSMs: %w", err)
 	}
@@ -82,19 +80,6 @@ func bpfLSMActive() error {
 		}
 	}
 	return fmt.Errorf("mmap source: %w: %s", ErrBPFLSMInactive, strings.TrimSpace(string(data)))
-}
-
-func readLSMFromSecurityfs() ([]byte, error) {
-	dir, err := os.MkdirTemp("", "imafs-securityfs-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(dir)
-	if err := unix.Mount("securityfs", dir, "securityfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return nil, fmt.Errorf("mount securityfs: %w", err)
-	}
-	defer unix.Unmount(dir, unix.MNT_DETACH)
-	return os.ReadFile(dir + "/lsm")
 }
 
 // SetAppraise makes the mount namespace with inode mntns appraise

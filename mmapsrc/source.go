@@ -15,6 +15,8 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/imafs/imafs/mountns"
 )
 
 // Kind says what an Event reports.
@@ -250,8 +252,10 @@ type maps struct {
 
 // openTracepoints loads and attaches the tracepoint programs.
 func (s *Source) openTracepoints() error {
-	if err := ensureTracefs(s.log); err != nil {
-		return err
+	if mounted, err := mountns.EnsureTracefs(); err != nil {
+		return fmt.Errorf("mmap source: %w", err)
+	} else if mounted {
+		s.log.WithField("dir", mountns.TracefsDir).Info("mmap source: mounted tracefs for the syscall tracepoints")
 	}
 	spec, err := loadMmap()
 	if err != nil {
