@@ -440,6 +440,19 @@ func (r *Registry) Record(ns *Namespace, e *measurelog.Entry) error {
 type Item struct {
 	NS    *Namespace
 	Entry *measurelog.Entry
+	// Host, when set for a container's item, is the form of Entry the
+	// host's list (and journal) takes instead of Entry: the kernel's own
+	// record, of which Entry is the container's view (kernelsrc renders an
+	// ima-ns record as ima-ng for the container). Nil: Entry.
+	Host *measurelog.Entry
+}
+
+// hostEntry is the entry the host list takes.
+func (it Item) hostEntry() *measurelog.Entry {
+	if it.Host != nil {
+		return it.Host
+	}
+	return it.Entry
 }
 
 // RecordAll records items in order, each as Record would. With a state
@@ -456,6 +469,9 @@ func (r *Registry) RecordAll(items []Item) error {
 		// Two lists (its namespace's and the host's) and two journals
 		// take every entry: compute its digests once.
 		it.Entry.CacheDigests()
+		if it.Host != nil {
+			it.Host.CacheDigests()
+		}
 	}
 	if r.state != nil {
 		if i, err := r.state.commitAll(r.host, items); err != nil {
@@ -468,7 +484,7 @@ func (r *Registry) RecordAll(items []Item) error {
 	for _, it := range items {
 		it.NS.List.Append(it.Entry)
 		if it.NS != r.host {
-			r.host.List.Append(it.Entry)
+			r.host.List.Append(it.hostEntry())
 		}
 	}
 	return nil
