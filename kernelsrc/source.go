@@ -56,7 +56,7 @@ type Options struct {
 	// entries: ContainerNG (the default, see ContainerView) or ContainerNS
 	// (unchanged). The host list always has them unchanged.
 	ContainerTemplate string
-	Log        logrus.FieldLogger
+	Log               logrus.FieldLogger
 }
 
 // Available reports whether the running kernel has the imafs series: its

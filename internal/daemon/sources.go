@@ -118,12 +118,18 @@ func (k *kernelSource) Start(env *Env) error {
 		k.status.set("kernel", "off")
 		return err
 	}
+	tmpl, err := kernelsrc.ParseContainerTemplate(k.cfg.ContainerTemplate)
+	if err != nil {
+		return fmt.Errorf("--kernel-container-template: %w", err)
+	}
 	k.status.set("kernel", "ima-series")
 	src := kernelsrc.New(env.Reg, kernelsrc.Options{
 		Log:            env.Log,
 		CursorPath:     filepath.Join(k.stateDir, "kernel.cursor"),
 		ListPath:       k.cfg.ListPath,
 		NamespacesPath: k.cfg.NamespacesPath,
+
+		ContainerTemplate: tmpl,
 	})
 	k.unobserve = env.Reg.AddObserver(src)
 	restored := env.Restored
