@@ -196,3 +196,15 @@ func mustView(t *testing.T, e *measurelog.Entry) *measurelog.Entry {
 	}
 	return v
 }
+
+func TestParseContainerTemplate(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		ok       bool
+	}{{"", ContainerNG, true}, {"ima-ng", ContainerNG, true}, {"ima-ns", ContainerNS, true}, {"ima-sig", "", false}, {"keylime", "", false}} {
+		got, err := ParseContainerTemplate(tc.in)
+		if got != tc.want || (err == nil) != tc.ok {
+			t.Errorf("ParseContainerTemplate(%q) = %q, %v; want %q, ok %v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
