@@ -26,8 +26,10 @@ var ErrBinding = errors.New("container list not bound to the host list")
 // already holds that rendering (the kernel's duplicate rule drops it: two
 // registrations measure a file twice). Any other host entry may be the next
 // container entry when equal to it (an entry imafs itself measured in the
-// container goes in both lists). Every container entry must be matched:
-// so a container entry dropped, altered, added or moved fails. The
+// container goes in both lists), and a container entry equal to an earlier
+// host entry is one the host list's duplicate rule dropped. Every container
+// entry must be matched: so a container entry dropped, altered, added (but
+// for a copy of a host entry) or moved fails. The
 // container's first entry, its boot_aggregate, must carry the host list's
 // boot_aggregate digest.
 //
@@ -41,10 +43,22 @@ func VerifyBinding(host, container []*measurelog.Entry, id, pidNS string) error 
 		return err
 	}
 	tags := registrations(host, id, pidNS)
-	seen := map[string]bool{dupKey(container[0]): true}
+	seen := map[string]bool{dupKey(container[0]): true} // the container list's
+	inHost := map[string]bool{}                         // the host entries walked
 	j := 1
+	// dropped skips container entries, other than h's, that an earlier host
+	// entry has: the host list's duplicate rule dropped them (imafs measured
+	// in the container what the host list already had). h is nil at the end.
+	dropped := func(h *measurelog.Entry) {
+		for j < len(container) && !container[j].Violation && inHost[dupKey(container[j])] &&
+			(h == nil || !equalEntry(h, container[j]) && !equalEntry(viewOf(h), container[j])) {
+			seen[dupKey(container[j])] = true
+			j++
+		}
+	}
 	for i, h := range host[1:] {
 		tagged := tags[Label(h)]
+		dropped(h)
 		next := j < len(container) && (equalEntry(h, container[j]) || tagged && equalEntry(viewOf(h), container[j]))
 		switch {
 		case next:
@@ -58,7 +72,11 @@ func VerifyBinding(host, container []*measurelog.Entry, id, pidNS string) error 
 		case tagged:
 			return fmt.Errorf("%w: host entry %d (%s %q) is missing from the container's list", ErrBinding, i+1, h.Template, h.Name())
 		}
+		if !h.Violation {
+			inHost[dupKey(h)] = true
+		}
 	}
+	dropped(nil)
 	if j < len(container) {
 		return fmt.Errorf("%w: container entry %d (%s %q) has no host entry", ErrBinding, j, container[j].Template, container[j].Name())
 	}

@@ -151,6 +151,16 @@ func TestVerifyBinding(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	// imafs records in c1 an entry the host list already has: the host
+	// list drops it, c1's keeps it.
+	hostDup, c1Dup := demux(t, ContainerNG, stream, func(reg *fakeRegistry) {
+		if err := reg.RecordAll([]imans.Item{{NS: reg.containers["c1"], Entry: stream[3]}, {NS: reg.containers["c1"], Entry: own}}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if len(c1Dup) != len(c1)+2 || len(hostDup) != len(host)+1 {
+		t.Fatalf("host list %d -> %d entries, c1's %d -> %d: want +1 and +2", len(host), len(hostDup), len(c1), len(c1Dup))
+	}
 	swap := slices.Clone(c1)
 	swap[1], swap[2] = swap[2], swap[1]
 	altered := slices.Clone(c1)
@@ -167,6 +177,8 @@ func TestVerifyBinding(t *testing.T) {
 		{"honest ima-ns (old behaviour)", hostNS, c1NS, "", true},
 		{"imafs's own entry in both lists", hostOwn, c1Own, "", true},
 		{"own entry missing from the host list", host, c1Own, "", false},
+		{"own entry the host list dropped as a duplicate", hostDup, c1Dup, "", true},
+		{"own entry the host list lacks, after a dropped one", host, c1Dup, "", false},
 		{"dropped entry", host, slices.Delete(slices.Clone(c1), 2, 3), "", false},
 		{"dropped last entry", host, c1[:len(c1)-1], "", false},
 		{"altered entry", host, altered, "", false},
