@@ -311,6 +311,21 @@ func TestKeylimeReadsContainerList(t *testing.T) {
 	if err := VerifyBinding(decodeList(t, kt.reg.Host().List), decodeList(t, kt.c1.List), "c1", kt.pidNS); err != nil {
 		t.Errorf("after a restart, c1's list not bound to the host list: %v", err)
 	}
+	// The journals are the lists: the binding holds between them too
+	// (docs/operations.md).
+	var journals [2][]*measurelog.Entry
+	for i, p := range []string{"host.journal", filepath.Join("ns", "c1", "list.journal")} {
+		b, err := os.ReadFile(filepath.Join(kt.state, p))
+		if err == nil {
+			journals[i], err = measurelog.DecodeBinary(b, measurelog.SHA1)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := VerifyBinding(journals[0], journals[1], "c1", kt.pidNS); err != nil {
+		t.Errorf("c1's journal not bound to the host's: %v", err)
+	}
 }
 
 // TestOldJournalIMANS: a container journal written by a daemon that kept
