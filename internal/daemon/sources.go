@@ -114,13 +114,14 @@ func (k *kernelSource) bootAggregate(fallback func(measurelog.Algo) ([]byte, err
 }
 
 func (k *kernelSource) Start(env *Env) error {
+	tmpl, err := kernelsrc.ParseContainerTemplate(k.cfg.ContainerTemplate)
+	if err != nil {
+		k.status.set("kernel", "off")
+		return fmt.Errorf("--kernel-container-template: %w", err)
+	}
 	if on, err := k.enabled(); !on {
 		k.status.set("kernel", "off")
 		return err
-	}
-	tmpl, err := kernelsrc.ParseContainerTemplate(k.cfg.ContainerTemplate)
-	if err != nil {
-		return fmt.Errorf("--kernel-container-template: %w", err)
 	}
 	k.status.set("kernel", "ima-series")
 	src := kernelsrc.New(env.Reg, kernelsrc.Options{
