@@ -436,25 +436,6 @@ func (r *Registry) Record(ns *Namespace, e *measurelog.Entry) error {
 	return r.RecordAll([]Item{{NS: ns, Entry: e}})
 }
 
-// Item is one entry for RecordAll and the namespace whose list it goes in.
-type Item struct {
-	NS    *Namespace
-	Entry *measurelog.Entry
-	// Host, when set for a container's item, is the form of Entry the
-	// host's list (and journal) takes instead of Entry: the kernel's own
-	// record, of which Entry is the container's view (kernelsrc renders an
-	// ima-ns record as ima-ng for the container). Nil: Entry.
-	Host *measurelog.Entry
-}
-
-// hostEntry is the entry the host list takes.
-func (it Item) hostEntry() *measurelog.Entry {
-	if it.Host != nil {
-		return it.Host
-	}
-	return it.Entry
-}
-
 // RecordAll records items in order, each as Record would. With a state
 // directory they are journaled together: one write and fsync per journal
 // for all of them instead of one per entry, for a source with a backlog
