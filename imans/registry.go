@@ -436,12 +436,6 @@ func (r *Registry) Record(ns *Namespace, e *measurelog.Entry) error {
 	return r.RecordAll([]Item{{NS: ns, Entry: e}})
 }
 
-// Item is one entry for RecordAll and the namespace whose list it goes in.
-type Item struct {
-	NS    *Namespace
-	Entry *measurelog.Entry
-}
-
 // RecordAll records items in order, each as Record would. With a state
 // directory they are journaled together: one write and fsync per journal
 // for all of them instead of one per entry, for a source with a backlog
@@ -456,6 +450,9 @@ func (r *Registry) RecordAll(items []Item) error {
 		// Two lists (its namespace's and the host's) and two journals
 		// take every entry: compute its digests once.
 		it.Entry.CacheDigests()
+		if it.Host != nil {
+			it.Host.CacheDigests()
+		}
 	}
 	if r.state != nil {
 		if i, err := r.state.commitAll(r.host, items); err != nil {
@@ -468,7 +465,7 @@ func (r *Registry) RecordAll(items []Item) error {
 	for _, it := range items {
 		it.NS.List.Append(it.Entry)
 		if it.NS != r.host {
-			r.host.List.Append(it.Entry)
+			r.host.List.Append(it.hostEntry())
 		}
 	}
 	return nil

@@ -368,3 +368,54 @@ func TestRecordAll(t *testing.T) {
 		t.Error("lists after restore differ from what RecordAll acknowledged")
 	}
 }
+
+// TestRecordAllHostForm: an Item with Host puts Entry in its container's
+// list and journal and Host in the host's, in memory and on a state
+// directory, where a restart replays each list as it was.
+func TestRecordAllHostForm(t *testing.T) {
+	needRoot(t)
+	for _, withState := range []bool{false, true} {
+		t.Run(fmt.Sprintf("state=%v", withState), func(t *testing.T) {
+			opts := Options{DefaultContainerPolicy: mustParse(t, "measure func=FILE_CHECK\n")}
+			if withState {
+				opts.StateDir = t.TempDir()
+			}
+			r := newTestRegistry(t, opts)
+			c, err := r.Attach("c", harness.StartSleeper(t).Pid, []byte(`{"ociVersion":"1.0.2"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			view := bufEntry(t, c, "/bin/view")
+			kernel, err := measurelog.NewEntry(measurelog.TemplateIMANS, DefaultPCR, measurelog.Measurement{
+				FileDigest: measurelog.SHA256.Sum([]byte("/bin/view")), FileAlgo: measurelog.SHA256, Name: "/bin/view", Namespace: "c:1",
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.RecordAll([]Item{{NS: c, Entry: view, Host: kernel}}); err != nil {
+				t.Fatal(err)
+			}
+			check := func(when string, r *Registry, c *Namespace) {
+				t.Helper()
+				if got := c.List.Entry(c.List.Len() - 1); got.Template != measurelog.TemplateIMANG || got.Name() != "/bin/view" {
+					t.Errorf("%s: container's last entry %s %q, want the ima-ng view", when, got.Template, got.Name())
+				}
+				if got := r.Host().List.Entry(r.Host().List.Len() - 1); got.Template != measurelog.TemplateIMANS || got.Name() != "/bin/view" {
+					t.Errorf("%s: host's last entry %s %q, want the ima-ns record", when, got.Template, got.Name())
+				}
+			}
+			check("recorded", r, c)
+			if !withState {
+				return
+			}
+			r.Close()
+			r2 := newTestRegistry(t, opts)
+			r2.Restore()
+			c2, ok := r2.Get("c")
+			if !ok {
+				t.Fatal("c not restored")
+			}
+			check("restored", r2, c2)
+		})
+	}
+}

@@ -80,8 +80,17 @@ type jfile struct {
 type pending struct {
 	ns   *Namespace
 	e    *measurelog.Entry
+	host *measurelog.Entry // the host list's form of e (Item.Host), nil: e
 	err  error
 	done bool
+}
+
+// hostEntry is the entry the host list takes for p.
+func (p *pending) hostEntry() *measurelog.Entry {
+	if p.host != nil {
+		return p.host
+	}
+	return p.e
 }
 
 // state journals every recorded entry (group commit: concurrent Records
@@ -198,7 +207,7 @@ func (s *state) commitAll(host *Namespace, items []Item) (int, error) {
 		return 0, ErrFrozen
 	}
 	for i, it := range items {
-		ps[i] = pending{ns: it.NS, e: it.Entry}
+		ps[i] = pending{ns: it.NS, e: it.Entry, host: it.Host}
 		s.queue = append(s.queue, &ps[i])
 	}
 	for i := range ps {

@@ -46,7 +46,7 @@ func (s *state) flush(host *Namespace) {
 	for _, p := range batch {
 		if p.err != nil && errors.Is(p.err, ErrStorage) && p.e.Violation {
 			// A violation must reach the list: written once writes work.
-			s.owed = append(s.owed, &pending{ns: p.ns, e: p.e})
+			s.owed = append(s.owed, &pending{ns: p.ns, e: p.e, host: p.host})
 		}
 		p.done = true
 	}
@@ -77,6 +77,9 @@ func (s *state) commitBatch(host *Namespace, items []*pending) (failed bool) {
 					files = append(files, j)
 				}
 				j.buf = append(j.buf, rec...)
+				if p.host != nil {
+					rec = p.host.AppendBinary(rec[:0], measurelog.SHA1)
+				}
 			}
 			s.host.buf = append(s.host.buf, rec...)
 		}
@@ -106,7 +109,7 @@ func (s *state) commitBatch(host *Namespace, items []*pending) (failed bool) {
 			for _, p := range items {
 				p.ns.List.Append(p.e)
 				if p.ns != host {
-					host.List.Append(p.e)
+					host.List.Append(p.hostEntry())
 				}
 			}
 			return failed

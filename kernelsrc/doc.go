@@ -8,8 +8,11 @@
 // with the daemon's registry (it is an imans.Observer: attach writes
 // "FD ID" to the kernel's /sys/kernel/security/ima/namespaces, FD being the
 // container's pinned pid namespace fd, detach writes "-ID"), tails the
-// kernel's binary_runtime_measurements and hands every entry, unchanged, to
-// the registry. The kernel measures each registration ("ima_ns_register",
+// kernel's binary_runtime_measurements and hands every entry to the
+// registry: unchanged for the host list, and for a container's list without
+// its ns field (ContainerView: ima-ns becomes ima-ng, so Keylime reads it;
+// VerifyBinding checks a container's list against the host's, see
+// docs/keylime.md). The kernel measures each registration ("ima_ns_register",
 // an ima-buf record of "label:id pid:[inode]") before any entry can carry
 // its id; the Source learns from these records which tags belong to which
 // attached container (the label is its ID and the inode its pid

@@ -53,7 +53,8 @@ func TestRealKernelList(t *testing.T) {
 			t.Errorf("entry %d: ns field data %q for label %q", i, raw, want)
 		}
 		if i > 0 { // the boot_aggregate is left to the registry
-			wantByLabel[Label(e)] = append(wantByLabel[Label(e)], lines[i])
+			// A container's list has the ima-ng view of its entries.
+			wantByLabel[Label(e)] = append(wantByLabel[Label(e)], string(viewOf(e).AppendASCII(nil, measurelog.SHA1)))
 		}
 	}
 
@@ -75,7 +76,19 @@ func TestRealKernelList(t *testing.T) {
 		return out
 	}
 	if got, want := render(reg.containers["k1"].List), wantByLabel["k1"]; strings.Join(got, "") != strings.Join(want, "") {
-		t.Errorf("k1's list:\n%s\nwant the kernel's k1 lines:\n%s", strings.Join(got, ""), strings.Join(want, ""))
+		t.Errorf("k1's list:\n%s\nwant the kernel's k1 lines as ima-ng:\n%s", strings.Join(got, ""), strings.Join(want, ""))
+	}
+	// k1's list, behind the boot_aggregate the registry gives it, is bound
+	// to the kernel's list.
+	k1 := []*measurelog.Entry{viewOf(entries[0])}
+	for i := 0; i < reg.containers["k1"].List.Len(); i++ {
+		k1 = append(k1, reg.containers["k1"].List.Entry(i))
+	}
+	if err := VerifyBinding(entries, k1, "k1", ""); err != nil {
+		t.Errorf("k1's list not bound to the kernel's: %v", err)
+	}
+	if err := VerifyBinding(entries, k1, "k2", ""); err == nil {
+		t.Error("k1's list bound to the kernel's as k2's")
 	}
 	if got, want := reg.host.List.Len(), len(entries)-1; got != want {
 		t.Errorf("host list has %d entries, want %d (all but the kernel's boot_aggregate)", got, want)

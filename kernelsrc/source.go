@@ -52,7 +52,11 @@ type Options struct {
 	CursorPath string
 	// BootIDPath names the current boot (DefaultBootIDPath).
 	BootIDPath string
-	Log        logrus.FieldLogger
+	// ContainerTemplate is how containers' lists render the kernel's
+	// entries: ContainerNG (the default, see ContainerView) or ContainerNS
+	// (unchanged). The host list always has them unchanged.
+	ContainerTemplate string
+	Log               logrus.FieldLogger
 }
 
 // Available reports whether the running kernel has the imafs series: its
@@ -203,7 +207,7 @@ func (s *Source) tail(ctx context.Context, r io.Reader) error {
 			case consumed == 1 && !s.opts.KeepBootAggregate && e.Name() == "boot_aggregate":
 				s.entries.Add(1)
 			default:
-				batch = append(batch, imans.Item{NS: s.target(e), Entry: e})
+				batch = append(batch, s.item(e))
 			}
 			if len(batch) == maxBatch {
 				if err := flush(); err != nil {
@@ -274,6 +278,19 @@ func (s *Source) target(e *measurelog.Entry) *imans.Namespace {
 	s.foreign.Add(1)
 	s.log.WithFields(logrus.Fields{"label": tag, "name": e.Name()}).Debug("entry of an unknown namespace: host list only")
 	return s.reg.Host()
+}
+
+// item is the record of e: in its target's list, rendered for a container
+// as Options.ContainerTemplate says, and unchanged in the host's.
+func (s *Source) item(e *measurelog.Entry) imans.Item {
+	ns := s.target(e)
+	if ns == s.reg.Host() || s.opts.ContainerTemplate == ContainerNS {
+		return imans.Item{NS: ns, Entry: e}
+	}
+	if v, ok := ContainerView(e); ok {
+		return imans.Item{NS: ns, Entry: v, Host: e}
+	}
+	return imans.Item{NS: ns, Entry: e}
 }
 
 // splitTag splits an ns field "label:id" of the v2 kernel series; ok is

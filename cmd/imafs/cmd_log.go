@@ -27,6 +27,9 @@ const logUsage = `Usage:
       extends, in bank ALG (default sha1, the bank every TPM and kernel keeps). Violations
       extend with 0xff.. as the kernel does. --all prints PCR-00..PCR-23, the format of
       evmctl ima_measurement --pcrs ALG,FILE.
+  imafs log binding --id ID [--pid-ns 'pid:[INODE]'] HOSTLIST CONTAINERLIST
+      Check that a container's list is bound to the host's ima-ns entries (kernel
+      source; see imafs log binding --help and docs/keylime.md).
   imafs log ID|--host [...]
       Show a namespace's list (needs the daemon; see imafs log ID --help).
 
@@ -40,6 +43,9 @@ list with a damaged tail the entries before it are still printed.
 func runLog(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && (args[0] == "decode" || args[0] == "replay") {
 		return runLogFile(args[0], args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "binding" {
+		return runLogBinding(args[1:], stdout, stderr)
 	}
 	return runClientOrUsage(args, logClient, logUsage, stdout, stderr)
 }

@@ -50,6 +50,10 @@ type Config struct {
 // KernelSourceConfig configures the kernel source (kernelsrc).
 type KernelSourceConfig struct {
 	Mode string // auto (when the kernel has the imafs series), on, off
+	// ContainerTemplate is how containers' lists render the kernel's
+	// ima-ns entries: "ima-ng" (or ""; the ns field dropped, readable by
+	// Keylime and evmctl) or "ima-ns" (unchanged); see kernelsrc.
+	ContainerTemplate string
 	// ListPath and NamespacesPath replace the kernel's files (tests).
 	ListPath, NamespacesPath string
 }

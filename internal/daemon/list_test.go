@@ -111,3 +111,18 @@ func TestKernelSourceEnabled(t *testing.T) {
 		}
 	}
 }
+
+// TestKernelContainerTemplate: a bad --kernel-container-template fails the
+// start even where the kernel has no imafs series.
+func TestKernelContainerTemplate(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nosuch")
+	for _, tc := range []struct{ tmpl, err string }{
+		{"", ""}, {"ima-ng", ""}, {"ima-ns", ""}, {"ima-sig", `kernel container template "ima-sig": want ima-ng or ima-ns`},
+	} {
+		k := &kernelSource{cfg: KernelSourceConfig{Mode: "auto", NamespacesPath: missing, ContainerTemplate: tc.tmpl}, status: &sourceStatus{}}
+		err := k.Start(nil)
+		if (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("Start with %q: %v, want %q", tc.tmpl, err, tc.err)
+		}
+	}
+}

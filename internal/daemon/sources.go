@@ -114,6 +114,11 @@ func (k *kernelSource) bootAggregate(fallback func(measurelog.Algo) ([]byte, err
 }
 
 func (k *kernelSource) Start(env *Env) error {
+	tmpl, err := kernelsrc.ParseContainerTemplate(k.cfg.ContainerTemplate)
+	if err != nil {
+		k.status.set("kernel", "off")
+		return fmt.Errorf("--kernel-container-template: %w", err)
+	}
 	if on, err := k.enabled(); !on {
 		k.status.set("kernel", "off")
 		return err
@@ -124,6 +129,8 @@ func (k *kernelSource) Start(env *Env) error {
 		CursorPath:     filepath.Join(k.stateDir, "kernel.cursor"),
 		ListPath:       k.cfg.ListPath,
 		NamespacesPath: k.cfg.NamespacesPath,
+
+		ContainerTemplate: tmpl,
 	})
 	k.unobserve = env.Reg.AddObserver(src)
 	restored := env.Restored
