@@ -63,13 +63,26 @@ func BenchmarkCallerOwner(b *testing.B) {
 	}
 }
 
-// BenchmarkCaller is Caller alone (no ancestry), the floor of a resolution.
+// BenchmarkCaller is Caller alone (no ancestry), the floor of a resolution:
+// uncached through the pidfd ioctls (proc=false) and /proc (proc=true), and
+// from the task cache, all fields (cached) and those a list read needs
+// (cached-read: no capabilities, no mount namespace).
 func BenchmarkCaller(b *testing.B) {
-	for _, proc := range []bool{false, true} {
-		b.Run(fmt.Sprintf("proc=%v", proc), func(b *testing.B) {
-			r := NewResolverWithOptions(ResolverOptions{CacheSize: -1, ProcOnly: proc})
+	for _, c := range []struct {
+		name string
+		opts ResolverOptions
+		want Want
+	}{
+		{"proc=false", ResolverOptions{CacheSize: -1, TaskCacheSize: -1}, WantAll},
+		{"proc=true", ResolverOptions{CacheSize: -1, ProcOnly: true}, WantAll},
+		{"cached", ResolverOptions{}, WantAll},
+		{"cached-read", ResolverOptions{}, 0},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			r := NewResolverWithOptions(c.opts)
+			defer r.Close()
 			loop(b, func() error {
-				_, err := r.Caller(os.Getpid())
+				_, err := r.CallerWith(os.Getpid(), c.want)
 				return err
 			})
 		})

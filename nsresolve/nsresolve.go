@@ -46,25 +46,47 @@ var ErrGone = errors.New("task gone")
 // namespace, to its thread group, namespaces and credentials.
 //
 // The number tid is looked up once; everything else is read through a handle
-// bound to that task's struct pid (a thread pidfd, or an open /proc/TID
-// directory on kernels without PIDFD_GET_INFO), so every read either
-// describes the same task or fails with an error wrapping ErrGone; it never
-// describes another task that reused the number. (The one unavoidable window
-// is between the kernel queueing the request and that lookup; but a FUSE
-// requester is blocked in the kernel until answered, so its tid can't be
-// freed in between unless it is SIGKILLed, and then nobody reads the answer.)
-func (r *Resolver) Caller(tid int) (*Caller, error) {
+// bound to that task's struct pid (a thread pidfd and its /proc/TID
+// directory, or an open /proc/TID directory alone on kernels without
+// PIDFD_GET_INFO), so every read either describes the same task or fails
+// with an error wrapping ErrGone; it never describes another task that
+// reused the number. (The one unavoidable window is between the kernel
+// queueing the request and that lookup; but a FUSE requester is blocked in
+// the kernel until answered, so its tid can't be freed in between unless
+// it is SIGKILLed, and then nobody reads the answer.)
+//
+// The handles are cached per tid (the task cache): a later resolution of
+// the same tid first checks, through the cached pidfd, that its task is
+// alive (then the number still names it) and reads what may have changed
+// (ids, capabilities, user and mount namespaces) afresh; only the pid
+// namespace, fixed for a task's life, is kept. A dead task's entry is
+// dropped and the number looked up again.
+func (r *Resolver) Caller(tid int) (*Caller, error) { return r.CallerWith(tid, WantAll) }
+
+// CallerWith is Caller filling CapEff and MntNS only when want asks for
+// them (zero otherwise): a list read needs neither, and each is a system
+// call.
+func (r *Resolver) CallerWith(tid int, want Want) (*Caller, error) {
 	if tid <= 0 {
 		return nil, fmt.Errorf("resolve caller tid %d: no such task (pid 0 is a kernel-internal request such as RELEASE)", tid)
 	}
 	if !r.procOnly.Load() {
-		c, err := r.callerPidfd(tid)
+		c, err := r.callerCached(tid, want)
 		if !errors.Is(err, errNoPidfdInfo) {
 			return c, err
 		}
 		r.procOnly.Store(true) // old kernel: use /proc from now on
 	}
-	return r.callerProc(tid)
+	c, err := r.callerProc(tid)
+	if err == nil {
+		if want&WantCaps == 0 {
+			c.CapEff = 0
+		}
+		if want&WantMntNS == 0 {
+			c.MntNS = NSID{}
+		}
+	}
+	return c, err
 }
 
 // callerProc is Caller through /proc/TID/{status,ns/*}.

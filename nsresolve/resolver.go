@@ -25,6 +25,9 @@ type ResolverOptions struct {
 	// ProcOnly resolves callers through /proc/TID text files only, as on
 	// kernels before 6.13 (no PIDFD_GET_INFO). For tests and comparison.
 	ProcOnly bool
+	// TaskCacheSize bounds the task cache (tasks, two fds each; see
+	// Caller). 0 means DefaultTaskCacheSize; negative disables it.
+	TaskCacheSize int
 }
 
 // Resolver resolves callers and caches pid-namespace ancestry.
@@ -55,6 +58,13 @@ type Resolver struct {
 	userMu  sync.Mutex
 	users   map[NSID]*userEntry
 	userLRU *list.List
+
+	// The task cache (taskcache.go): tid → handles of the task it names.
+	taskMu               sync.Mutex
+	taskMax              int
+	tasks                map[int]*task
+	taskLRU              *list.List
+	taskHits, taskMisses atomic.Uint64
 }
 
 type userEntry struct {
@@ -78,9 +88,13 @@ func NewResolver() *Resolver { return NewResolverWithOptions(ResolverOptions{}) 
 
 // NewResolverWithOptions returns a Resolver configured by opts.
 func NewResolverWithOptions(opts ResolverOptions) *Resolver {
-	r := &Resolver{max: opts.CacheSize, entries: map[NSID]*entry{}, lru: list.New(), users: map[NSID]*userEntry{}, userLRU: list.New()}
+	r := &Resolver{max: opts.CacheSize, entries: map[NSID]*entry{}, lru: list.New(), users: map[NSID]*userEntry{}, userLRU: list.New(),
+		taskMax: opts.TaskCacheSize, tasks: map[int]*task{}, taskLRU: list.New()}
 	if r.max == 0 {
 		r.max = DefaultCacheSize
+	}
+	if r.taskMax == 0 {
+		r.taskMax = DefaultTaskCacheSize
 	}
 	r.procOnly.Store(opts.ProcOnly)
 	dir, err := unix.Open("/proc/thread-self", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -115,9 +129,10 @@ func (r *Resolver) CacheStats() (hits, misses uint64, size int) {
 	return r.hits.Load(), r.misses.Load(), size
 }
 
-// Close releases every cached namespace fd. The Resolver stays usable
-// (uncached) after Close.
+// Close releases every cached namespace and task fd. The Resolver stays
+// usable (uncached) after Close.
 func (r *Resolver) Close() error {
+	r.closeTasks()
 	r.mu.Lock()
 	for id, e := range r.entries {
 		delete(r.entries, id)

@@ -1,0 +1,206 @@
+package nsresolve
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imafs/imafs/integration/harness"
+)
+
+// statusField returns a field of /proc/PID/status ("" when unreadable).
+func statusField(pid int, key string) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return ""
+	}
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if k, v, ok := bytes.Cut(l, []byte(":")); ok && string(k) == key {
+			return string(bytes.Fields(v)[0])
+		}
+	}
+	return ""
+}
+
+// waitFor polls cond until it holds or the harness timeout passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(harness.DefaultTimeout); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// reuse starts a process whose host pid is pid, a number that was just
+// freed: a shell writes pid-1 to the host's ns_last_pid and execs `unshare
+// --pid --fork`, whose child (pid 1 of a new pid namespace) gets the next
+// number, and which then runs as uid 4321. Other tasks of the machine may
+// take the number first: then it tries again.
+func reuse(t *testing.T, pid int) *exec.Cmd {
+	t.Helper()
+	script := fmt.Sprintf("echo %d > /proc/sys/kernel/ns_last_pid && exec unshare --pid --fork --kill-child setpriv --reuid=4321 --regid=4321 --clear-groups sleep 600", pid-1)
+	for try := 0; try < 500; try++ {
+		cmd := exec.Command("sh", "-c", script)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// The child appears once unshare has forked; it is ours if its
+		// parent is our shell (now unshare).
+		var ppid string
+		waitFor(t, "unshare's child", func() bool {
+			ppid = statusField(pid, "PPid")
+			return ppid != "" || !alive(cmd.Process.Pid)
+		})
+		if ppid == strconv.Itoa(cmd.Process.Pid) {
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			t.Logf("pid %d reused after %d tries", pid, try+1)
+			return cmd
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	t.Fatalf("pid %d was not reused in 500 tries", pid)
+	return nil
+}
+
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+// TestCallerAfterPidReuse: a tid resolved (and cached) for one task, then
+// freed and given to another task in another pid namespace with other ids,
+// resolves to the new task, never to what was cached for the old one.
+func TestCallerAfterPidReuse(t *testing.T) {
+	harness.RequireRoot(t)
+	harness.RequireTools(t, "sh", "unshare", "setpriv", "sleep")
+	r := NewResolver()
+	defer r.Close()
+	old := exec.Command("sleep", "600")
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := old.Process.Pid
+	c := mustCaller(t, r, pid)
+	if c.PID != pid || c.EUID != uint32(os.Geteuid()) || c.PidNS != r.HostPidNS() {
+		t.Fatalf("old task: %+v", *c)
+	}
+	if _, _, n := r.TaskCacheStats(); n == 0 {
+		t.Fatal("the old task was not cached")
+	}
+	old.Process.Kill()
+	old.Wait() // reaped: the number is free
+
+	reuse(t, pid)
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sleep, _ = filepath.EvalSymlinks(sleep)
+	waitFor(t, "sleep as uid 4321 in the new task", func() bool {
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		return exe == sleep && statusField(pid, "Uid") == "4321" && statusField(pid, "CapEff") == "0000000000000000"
+	})
+	hits, misses, _ := r.TaskCacheStats()
+	c = mustCaller(t, r, pid)
+	want := statNS(t, pid, "pid")
+	if c.PID != pid || c.EUID != 4321 || c.PidNS != want || c.PidNS == r.HostPidNS() {
+		t.Fatalf("reused pid %d resolved to %+v; want euid 4321 in pid ns %v", pid, *c, want)
+	}
+	if h, m, _ := r.TaskCacheStats(); h != hits || m != misses+1 {
+		t.Fatalf("the dead task's entry answered: hits %d→%d, misses %d→%d", hits, h, misses, m)
+	}
+	// The new task is cached now, and answers from the cache.
+	if c2 := mustCaller(t, r, pid); *c2 != *c {
+		t.Fatalf("second resolution %+v, first %+v", *c2, *c)
+	}
+	if h, _, _ := r.TaskCacheStats(); h != hits+1 {
+		t.Fatalf("the new task's entry was not used: hits %d→%d", hits, h)
+	}
+}
+
+// TestCallerSeesChanges: what a task may change about itself (ids by
+// setuid, its user namespace by unshare, capabilities) is read afresh when
+// its tid is resolved from the cache.
+func TestCallerSeesChanges(t *testing.T) {
+	harness.RequireRoot(t)
+	harness.RequireTools(t, "sh", "unshare", "setpriv", "sleep")
+	for _, tc := range []struct {
+		name, exec string
+		check      func(before, after *Caller) bool
+	}{
+		{"setuid", "setpriv --reuid=4321 --regid=4321 --clear-groups sleep 600",
+			func(b, a *Caller) bool { return a.EUID == 4321 && a.UID == 4321 && a.EGID == 4321 && a.CapEff == 0 }},
+		{"unshare user", "unshare -U sleep 600",
+			func(b, a *Caller) bool { return a.UserNS != b.UserNS && a.MntNS == b.MntNS }},
+		{"unshare mount", "unshare -m --propagation private sleep 600",
+			func(b, a *Caller) bool { return a.MntNS != b.MntNS && a.UserNS == b.UserNS }},
+		{"drop caps", "setpriv --inh-caps=-all --bounding-set=-sys_admin sleep 600",
+			func(b, a *Caller) bool { return b.CapEff&CapSysAdmin != 0 && a.CapEff&CapSysAdmin == 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := NewResolver()
+			defer r.Close()
+			cmd := exec.Command("sh", "-c", "read go; exec "+tc.exec)
+			in, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { cmd.Process.Kill(); cmd.Wait() }()
+			pid := cmd.Process.Pid
+			before := mustCaller(t, r, pid)
+			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+			io.WriteString(in, "go\n")
+			waitFor(t, "sleep", func() bool {
+				e, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+				return e != exe && statusField(pid, "State") == "S"
+			})
+			time.Sleep(10 * time.Millisecond)
+			hits, _, _ := r.TaskCacheStats()
+			after := mustCaller(t, r, pid)
+			if h, _, _ := r.TaskCacheStats(); h != hits+1 {
+				t.Fatalf("not answered from the cache: hits %d→%d", hits, h)
+			}
+			if !tc.check(before, after) {
+				t.Fatalf("before %+v\nafter %+v", *before, *after)
+			}
+			if fresh := mustCaller(t, NewResolverWithOptions(ResolverOptions{TaskCacheSize: -1}), pid); *fresh != *after {
+				t.Fatalf("cached %+v\nuncached %+v", *after, *fresh)
+			}
+		})
+	}
+}
+
+// TestCallerWith: the fields a resolution was not asked for are zero, the
+// others those of a full resolution.
+func TestCallerWith(t *testing.T) {
+	r := NewResolver()
+	defer r.Close()
+	full := mustCaller(t, r, os.Getpid())
+	for _, want := range []Want{0, WantCaps, WantMntNS, WantAll} {
+		c, err := r.CallerWith(os.Getpid(), want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exp := *full
+		if want&WantCaps == 0 {
+			exp.CapEff = 0
+		}
+		if want&WantMntNS == 0 {
+			exp.MntNS = NSID{}
+		}
+		if *c != exp {
+			t.Errorf("want %b: %+v, expected %+v", want, *c, exp)
+		}
+	}
+}
