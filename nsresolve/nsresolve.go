@@ -1,6 +1,7 @@
 package nsresolve
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -240,4 +241,33 @@ func parseStatus(b []byte, c *Caller) error {
 		return fmt.Errorf("missing Tgid, Uid, Gid or CapEff (have mask %#x)", have)
 	}
 	return nil
+}
+
+// mapUp translates a uid of the reader's (host) user namespace into the
+// namespace whose uid_map text is m ("inside outside count" lines, outside
+// relative to the reader). ok=false when it is not mapped.
+func mapUp(m []byte, host uint32) (uint32, bool, error) {
+	sc := bufio.NewScanner(bytes.NewReader(m))
+	for sc.Scan() {
+		f := bytes.Fields(sc.Bytes())
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) != 3 {
+			return 0, false, fmt.Errorf("line %q: want 3 fields", sc.Bytes())
+		}
+		var v [3]uint64
+		for i := range f {
+			n, err := strconv.ParseUint(string(f[i]), 10, 32)
+			if err != nil {
+				return 0, false, fmt.Errorf("line %q: %w", sc.Bytes(), err)
+			}
+			v[i] = n
+		}
+		inside, outside, count := v[0], v[1], v[2]
+		if uint64(host) >= outside && uint64(host) < outside+count {
+			return uint32(inside + uint64(host) - outside), true, nil
+		}
+	}
+	return 0, false, sc.Err()
 }
