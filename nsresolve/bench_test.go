@@ -33,7 +33,8 @@ func loop(b *testing.B, f func() error) {
 
 // BenchmarkCallerOwner measures one request's resolution: Caller(tid) then
 // Owner() with A and C registered, for callers at pid-ns depth 0 (host), 1
-// (A), 2 (B, owner A) and 3 (C), with the ancestry cache on and off.
+// (A), 2 (B, owner A) and 3 (C), with the ancestry and task caches on
+// and off.
 func BenchmarkCallerOwner(b *testing.B) {
 	w := newWorld(b)
 	reg := w.registered(b, "A,C")
@@ -47,7 +48,7 @@ func BenchmarkCallerOwner(b *testing.B) {
 			pid  int
 		}{{"host", os.Getpid()}, {"depth1", w.a.Pid}, {"depth2", w.b.Pid}, {"depth3", w.c.Pid}} {
 			b.Run(fmt.Sprintf("%s/%s", cache.name, caller.name), func(b *testing.B) {
-				r := NewResolverWithOptions(ResolverOptions{CacheSize: cache.size, ProcOnly: cache.proc})
+				r := NewResolverWithOptions(ResolverOptions{CacheSize: cache.size, TaskCacheSize: cache.size, ProcOnly: cache.proc})
 				defer r.Close()
 				b.ReportAllocs()
 				loop(b, func() error {
