@@ -133,6 +133,11 @@ func (r *Root) MountOptions() *gofs.Options {
 			Name:          "imafs",
 			MaxWrite:      r.opts.MaxRead,
 			DisableSplice: true,
+			// The symlinks (ima, the unsuffixed lists) are the same for
+			// every caller and never change: the kernel may keep their
+			// targets, saving two READLINK round trips per open of
+			// /sys/kernel/security/ima/ascii_runtime_measurements.
+			EnableSymlinkCaching: true,
 		},
 		EntryTimeout:    &t,
 		AttrTimeout:     &attr,
