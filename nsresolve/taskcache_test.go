@@ -53,20 +53,23 @@ func reuse(t *testing.T, pid int) *exec.Cmd {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		// The child appears once unshare has forked; it is ours if its
-		// parent is our shell (now unshare).
-		var ppid string
+		// unshare's child appears once it has forked: the reuse worked
+		// if it got pid.
+		children := fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid)
+		var child string
 		waitFor(t, "unshare's child", func() bool {
-			ppid = statusField(pid, "PPid")
-			return ppid != "" || !alive(cmd.Process.Pid)
+			b, _ := os.ReadFile(children)
+			child = string(bytes.TrimSpace(b))
+			return child != "" || !alive(cmd.Process.Pid)
 		})
-		if ppid == strconv.Itoa(cmd.Process.Pid) {
+		if child == strconv.Itoa(pid) {
 			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 			t.Logf("pid %d reused after %d tries", pid, try+1)
 			return cmd
 		}
 		cmd.Process.Kill()
 		cmd.Wait()
+		time.Sleep(10 * time.Millisecond) // whoever took the number may be short-lived
 	}
 	t.Fatalf("pid %d was not reused in 500 tries", pid)
 	return nil
