@@ -71,14 +71,15 @@ func (r *Root) truncateOnly(ctx context.Context, in *fuse.SetAttrIn, op string) 
 
 // resolve returns the caller of the request in ctx and the imafs namespace
 // that answers for it. The caller's CapEff and MntNS are filled only when
-// want asks for them (nsresolve.CallerWith).
+// want asks for them; its ids are the request's (fsuid and fsgid: what the
+// kernel checks a file's mode against), nsresolve.CallerOfRequest.
 func (r *Root) resolve(ctx context.Context, want nsresolve.Want) (*nsresolve.Caller, *imans.Namespace, syscall.Errno) {
 	fc, ok := fuse.FromContext(ctx)
 	if !ok || fc.Pid == 0 {
 		// No pid: the kernel made the request for no task we can judge.
 		return nil, nil, syscall.EACCES
 	}
-	c, err := r.reg.Resolver().CallerWith(int(fc.Pid), want)
+	c, err := r.reg.Resolver().CallerOfRequest(int(fc.Pid), nsresolve.Ids{UID: fc.Uid, GID: fc.Gid}, want)
 	if err != nil {
 		r.log.WithError(err).WithField("tid", fc.Pid).Debug("resolve caller")
 		return nil, nil, errnoOf(err)

@@ -67,7 +67,8 @@ func BenchmarkCallerOwner(b *testing.B) {
 // BenchmarkCaller is Caller alone (no ancestry), the floor of a resolution:
 // uncached through the pidfd ioctls (proc=false) and /proc (proc=true), and
 // from the task cache, all fields (cached) and those a list read needs
-// (cached-read: no capabilities, no mount namespace).
+// (cached-read: no capabilities, no mount namespace; cached-request: the
+// same with the ids from the request, as fs asks).
 func BenchmarkCaller(b *testing.B) {
 	for _, c := range []struct {
 		name string
@@ -88,6 +89,15 @@ func BenchmarkCaller(b *testing.B) {
 			})
 		})
 	}
+	// What fs does for a list open: the ids from the request.
+	b.Run("cached-request", func(b *testing.B) {
+		r := NewResolver()
+		defer r.Close()
+		loop(b, func() error {
+			_, err := r.CallerOfRequest(os.Getpid(), Ids{}, 0)
+			return err
+		})
+	})
 }
 
 // BenchmarkPrivileged is the privilege check done at open.

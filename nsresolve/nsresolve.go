@@ -68,11 +68,26 @@ func (r *Resolver) Caller(tid int) (*Caller, error) { return r.CallerWith(tid, W
 // them (zero otherwise): a list read needs neither, and each is a system
 // call.
 func (r *Resolver) CallerWith(tid int, want Want) (*Caller, error) {
+	return r.caller(tid, want, nil)
+}
+
+// CallerOfRequest is CallerWith for a FUSE request, whose header carries
+// the caller's fsuid and fsgid (host ids): UID and EUID are the request's
+// uid, GID and EGID its gid, the ids the kernel's own permission checks
+// use, taken from there instead of being read from the task. A resolution
+// from the task cache then costs one system call (two with WantCaps or
+// WantMntNS each). Kernels without PIDFD_GET_INFO read the task's ids from
+// /proc as Caller does.
+func (r *Resolver) CallerOfRequest(tid int, ids Ids, want Want) (*Caller, error) {
+	return r.caller(tid, want, &ids)
+}
+
+func (r *Resolver) caller(tid int, want Want, ids *Ids) (*Caller, error) {
 	if tid <= 0 {
 		return nil, fmt.Errorf("resolve caller tid %d: no such task (pid 0 is a kernel-internal request such as RELEASE)", tid)
 	}
 	if !r.procOnly.Load() {
-		c, err := r.callerCached(tid, want)
+		c, err := r.callerCached(tid, want, ids)
 		if !errors.Is(err, errNoPidfdInfo) {
 			return c, err
 		}
@@ -122,10 +137,14 @@ func (r *Resolver) callerProc(tid int) (*Caller, error) {
 	return c, nil
 }
 
-// openProcDir opens /proc/TID. For a thread that is not a group leader the
-// lookup still works (the directory is hidden from readdir only).
-func openProcDir(tid int) (int, error) {
+// openProcDir opens /proc/TID (or a directory below it, sub). For a thread
+// that is not a group leader the lookup still works (the directory is
+// hidden from readdir only).
+func openProcDir(tid int, sub ...string) (int, error) {
 	path := "/proc/" + strconv.Itoa(tid)
+	for _, s := range sub {
+		path += "/" + s
+	}
 	fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {

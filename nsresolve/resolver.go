@@ -45,6 +45,7 @@ type Resolver struct {
 
 	hostPid, hostUser NSID
 	hostErr           error
+	nsDev             uint64 // nsfs's device (every NSID's Dev); 0: unknown
 
 	hits, misses atomic.Uint64
 	procOnly     atomic.Bool // pidfd ioctls unsupported (or ProcOnly)
@@ -106,6 +107,7 @@ func NewResolverWithOptions(opts ResolverOptions) *Resolver {
 	} else if r.hostUser, err = statAt(dir, "ns/user"); err != nil {
 		r.hostErr = fmt.Errorf("daemon's own user namespace: %w", err)
 	}
+	r.nsDev = r.hostUser.Dev
 	return r
 }
 

@@ -79,8 +79,14 @@ func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 
 // TestCallerAfterPidReuse: a tid resolved (and cached) for one task, then
 // freed and given to another task in another pid namespace with other ids,
-// resolves to the new task, never to what was cached for the old one.
+// resolves to the new task, never to what was cached for the old one; and
+// so does a request's (CallerOfRequest: its hit reads no ids from the task).
 func TestCallerAfterPidReuse(t *testing.T) {
+	t.Run("Caller", func(t *testing.T) { testPidReuse(t, false) })
+	t.Run("CallerOfRequest", func(t *testing.T) { testPidReuse(t, true) })
+}
+
+func testPidReuse(t *testing.T, request bool) {
 	harness.RequireRoot(t)
 	harness.RequireTools(t, "sh", "unshare", "setpriv", "sleep")
 	r := NewResolver()
@@ -90,8 +96,18 @@ func TestCallerAfterPidReuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := old.Process.Pid
-	c := mustCaller(t, r, pid)
-	if c.PID != pid || c.EUID != uint32(os.Geteuid()) || c.PidNS != r.HostPidNS() {
+	resolve := func() *Caller { return mustCaller(t, r, pid) }
+	if request {
+		resolve = func() *Caller {
+			c, err := r.CallerOfRequest(pid, Ids{UID: 4321, GID: 4321}, WantAll)
+			if err != nil {
+				t.Fatalf("CallerOfRequest(%d): %v", pid, err)
+			}
+			return c
+		}
+	}
+	c := resolve()
+	if c.PID != pid || c.PidNS != r.HostPidNS() || c.CapEff&CapSysAdmin == 0 {
 		t.Fatalf("old task: %+v", *c)
 	}
 	if _, _, n := r.TaskCacheStats(); n == 0 {
@@ -111,16 +127,16 @@ func TestCallerAfterPidReuse(t *testing.T) {
 		return exe == sleep && statusField(pid, "Uid") == "4321" && statusField(pid, "CapEff") == "0000000000000000"
 	})
 	hits, misses, _ := r.TaskCacheStats()
-	c = mustCaller(t, r, pid)
+	c = resolve()
 	want := statNS(t, pid, "pid")
-	if c.PID != pid || c.EUID != 4321 || c.PidNS != want || c.PidNS == r.HostPidNS() {
-		t.Fatalf("reused pid %d resolved to %+v; want euid 4321 in pid ns %v", pid, *c, want)
+	if c.PID != pid || c.EUID != 4321 || c.CapEff != 0 || c.PidNS != want || c.PidNS == r.HostPidNS() {
+		t.Fatalf("reused pid %d resolved to %+v; want euid 4321, no capabilities, pid ns %v", pid, *c, want)
 	}
 	if h, m, _ := r.TaskCacheStats(); h != hits || m != misses+1 {
 		t.Fatalf("the dead task's entry answered: hits %d→%d, misses %d→%d", hits, h, misses, m)
 	}
 	// The new task is cached now, and answers from the cache.
-	if c2 := mustCaller(t, r, pid); *c2 != *c {
+	if c2 := resolve(); *c2 != *c {
 		t.Fatalf("second resolution %+v, first %+v", *c2, *c)
 	}
 	if h, _, _ := r.TaskCacheStats(); h != hits+1 {
@@ -177,10 +193,37 @@ func TestCallerSeesChanges(t *testing.T) {
 			if !tc.check(before, after) {
 				t.Fatalf("before %+v\nafter %+v", *before, *after)
 			}
+			// A request's resolution (no ids read from the task) sees the
+			// rest of the change as well.
+			if req, err := r.CallerOfRequest(pid, Ids{UID: after.EUID, GID: after.EGID}, WantAll); err != nil || *req != *after {
+				t.Fatalf("CallerOfRequest: %+v, %v; want %+v", req, err, *after)
+			}
 			if fresh := mustCaller(t, NewResolverWithOptions(ResolverOptions{TaskCacheSize: -1}), pid); *fresh != *after {
 				t.Fatalf("cached %+v\nuncached %+v", *after, *fresh)
 			}
 		})
+	}
+}
+
+// TestCallerOfRequest: a request's caller has the request's ids and,
+// otherwise, what Caller finds, from the cache as on a miss.
+func TestCallerOfRequest(t *testing.T) {
+	r := NewResolver()
+	defer r.Close()
+	full := mustCaller(t, r, os.Getpid())
+	for i := 0; i < 2; i++ {
+		c, err := r.CallerOfRequest(os.Getpid(), Ids{UID: 1234, GID: 5678}, WantAll)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exp := *full
+		exp.UID, exp.EUID, exp.GID, exp.EGID = 1234, 1234, 5678, 5678
+		if *c != exp {
+			t.Errorf("resolution %d: %+v, expected %+v", i, *c, exp)
+		}
+	}
+	if h, m, _ := r.TaskCacheStats(); h < 2 || m != 1 {
+		t.Errorf("task cache: %d hits, %d misses; want 2+ hits, 1 miss", h, m)
 	}
 }
 
