@@ -84,9 +84,8 @@ func (r *Resolver) callerCached(tid int, want Want, ids *Ids) (*Caller, error) {
 	return c, nil
 }
 
-// openTask looks tid up (pidfd_open, then /proc/TID) and reads its pid
-// namespace. The /proc/TID/ns directory is opened by number after the
-// pidfd: fromTask's
+// openTask looks tid up (pidfd_open, then /proc/TID/ns) and reads its pid
+// namespace. The directory is opened by number after the pidfd: fromTask's
 // PIDFD_GET_INFO, which finds the pidfd's task alive, proves that number
 // named the same task all along.
 func (r *Resolver) openTask(tid int) (*task, error) {
