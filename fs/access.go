@@ -70,14 +70,16 @@ func (r *Root) truncateOnly(ctx context.Context, in *fuse.SetAttrIn, op string) 
 }
 
 // resolve returns the caller of the request in ctx and the imafs namespace
-// that answers for it.
-func (r *Root) resolve(ctx context.Context) (*nsresolve.Caller, *imans.Namespace, syscall.Errno) {
+// that answers for it. The caller's CapEff and MntNS are filled only when
+// want asks for them; its ids are the request's (fsuid and fsgid: what the
+// kernel checks a file's mode against), nsresolve.CallerOfRequest.
+func (r *Root) resolve(ctx context.Context, want nsresolve.Want) (*nsresolve.Caller, *imans.Namespace, syscall.Errno) {
 	fc, ok := fuse.FromContext(ctx)
 	if !ok || fc.Pid == 0 {
 		// No pid: the kernel made the request for no task we can judge.
 		return nil, nil, syscall.EACCES
 	}
-	c, err := r.reg.Resolver().Caller(int(fc.Pid))
+	c, err := r.reg.Resolver().CallerOfRequest(int(fc.Pid), nsresolve.Ids{UID: fc.Uid, GID: fc.Gid}, want)
 	if err != nil {
 		r.log.WithError(err).WithField("tid", fc.Pid).Debug("resolve caller")
 		return nil, nil, errnoOf(err)
@@ -98,8 +100,10 @@ func (r *Root) resolve(ctx context.Context) (*nsresolve.Caller, *imans.Namespace
 // its namespace (policy, quote): uid 0 with CAP_SYS_ADMIN in the user
 // namespace that owns the container (the initial user namespace for the
 // host view).
+// The caller comes with every field (CapEff for the check, MntNS for a
+// policy write's pinRoot).
 func (r *Root) authorize(ctx context.Context, op string) (*nsresolve.Caller, *imans.Namespace, syscall.Errno) {
-	return r.check(ctx, op, r.reg.Resolver().Privileged)
+	return r.check(ctx, op, nsresolve.WantAll, r.reg.Resolver().Privileged)
 }
 
 // authorizeRead resolves the caller and checks it may read the lists and
@@ -110,7 +114,7 @@ func (r *Root) authorizeRead(ctx context.Context, op string) (*nsresolve.Caller,
 	if r.opts.ListRead == ListReadSysAdmin {
 		return r.authorize(ctx, op)
 	}
-	return r.check(ctx, op, r.reg.Resolver().RootIn)
+	return r.check(ctx, op, 0, r.reg.Resolver().RootIn)
 }
 
 // viewUserNS is the user namespace whose uid 0 owns ns's tree.
@@ -121,10 +125,10 @@ func (r *Root) viewUserNS(ns *imans.Namespace) nsresolve.NSID {
 	return ns.Pinned.UserNS
 }
 
-// check resolves the caller and asks allowed whether it may do op in the
-// user namespace that owns its view.
-func (r *Root) check(ctx context.Context, op string, allowed func(*nsresolve.Caller, nsresolve.NSID) (bool, error)) (*nsresolve.Caller, *imans.Namespace, syscall.Errno) {
-	c, ns, errno := r.resolve(ctx)
+// check resolves the caller (with the fields want names) and asks allowed
+// whether it may do op in the user namespace that owns its view.
+func (r *Root) check(ctx context.Context, op string, want nsresolve.Want, allowed func(*nsresolve.Caller, nsresolve.NSID) (bool, error)) (*nsresolve.Caller, *imans.Namespace, syscall.Errno) {
+	c, ns, errno := r.resolve(ctx, want)
 	if errno != 0 {
 		return nil, nil, errno
 	}
@@ -144,7 +148,7 @@ func (r *Root) check(ctx context.Context, op string, allowed func(*nsresolve.Cal
 // owner of every entry of the tree, as root is of securityfs's); the caller
 // and namespace are nil when it can't be resolved.
 func (r *Root) rootOfView(ctx context.Context) (*nsresolve.Caller, *imans.Namespace, bool) {
-	c, ns, errno := r.resolve(ctx)
+	c, ns, errno := r.resolve(ctx, 0)
 	if errno != 0 {
 		return nil, nil, false
 	}

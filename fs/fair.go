@@ -67,6 +67,18 @@ func (f *Fairness) acquire(ctx context.Context, ns *imans.Namespace) (func(), sy
 	}
 }
 
+// alone reports whether ns is the only namespace with reads in flight (or
+// there is no bound): a read of ns may then use every CPU.
+func (f *Fairness) alone(ns *imans.Namespace) bool {
+	if f == nil || f.limit <= 0 {
+		return true
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, in := f.slots[ns]
+	return len(f.slots) == 1 && in
+}
+
 func (f *Fairness) leave(ns *imans.Namespace, s *nsSlots) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

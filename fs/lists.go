@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -105,11 +107,51 @@ func (h *listHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		return nil, errno
 	}
 	defer done()
-	n, err := h.ns.List.ReadAt(dest, off, h.format, h.bank)
+	n, err := h.render(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, syscall.EIO
 	}
 	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// splitPart is the smallest part of a READ rendered by a goroutine of its
+// own.
+const splitPart = 128 << 10
+
+// render renders the list's bytes at off into dest (List.ReadAt: the reply
+// buffer itself, no copy). A large READ is cut into parts of at least
+// splitPart, one per CPU, rendered at once, each at its own offset (the
+// rendering is a pure function of the offset), unless another namespace
+// is being read (Fairness.alone): then one CPU is all a namespace gets.
+// The bytes are those one ReadAt would give: a part that ends short (the
+// end of the list) ends the read there, whatever later parts found.
+func (h *listHandle) render(dest []byte, off int64) (int, error) {
+	parts := min(runtime.GOMAXPROCS(0), len(dest)/splitPart)
+	if parts < 2 || !h.fair.alone(h.ns) {
+		return h.ns.List.ReadAt(dest, off, h.format, h.bank)
+	}
+	size := (len(dest) + parts - 1) / parts
+	n := make([]int, parts)
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for i := 1; i < parts; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lo, hi := i*size, min((i+1)*size, len(dest))
+			n[i], errs[i] = h.ns.List.ReadAt(dest[lo:hi], off+int64(lo), h.format, h.bank)
+		}()
+	}
+	n[0], errs[0] = h.ns.List.ReadAt(dest[:size], off, h.format, h.bank)
+	wg.Wait()
+	total := 0
+	for i := range parts {
+		total += n[i]
+		if errs[i] != nil {
+			return total, errs[i]
+		}
+	}
+	return total, nil
 }
 
 // counterNode is runtime_measurements_count or violations.

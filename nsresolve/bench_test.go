@@ -33,7 +33,8 @@ func loop(b *testing.B, f func() error) {
 
 // BenchmarkCallerOwner measures one request's resolution: Caller(tid) then
 // Owner() with A and C registered, for callers at pid-ns depth 0 (host), 1
-// (A), 2 (B, owner A) and 3 (C), with the ancestry cache on and off.
+// (A), 2 (B, owner A) and 3 (C), with the ancestry and task caches on
+// and off.
 func BenchmarkCallerOwner(b *testing.B) {
 	w := newWorld(b)
 	reg := w.registered(b, "A,C")
@@ -47,7 +48,7 @@ func BenchmarkCallerOwner(b *testing.B) {
 			pid  int
 		}{{"host", os.Getpid()}, {"depth1", w.a.Pid}, {"depth2", w.b.Pid}, {"depth3", w.c.Pid}} {
 			b.Run(fmt.Sprintf("%s/%s", cache.name, caller.name), func(b *testing.B) {
-				r := NewResolverWithOptions(ResolverOptions{CacheSize: cache.size, ProcOnly: cache.proc})
+				r := NewResolverWithOptions(ResolverOptions{CacheSize: cache.size, TaskCacheSize: cache.size, ProcOnly: cache.proc})
 				defer r.Close()
 				b.ReportAllocs()
 				loop(b, func() error {
@@ -63,17 +64,40 @@ func BenchmarkCallerOwner(b *testing.B) {
 	}
 }
 
-// BenchmarkCaller is Caller alone (no ancestry), the floor of a resolution.
+// BenchmarkCaller is Caller alone (no ancestry), the floor of a resolution:
+// uncached through the pidfd ioctls (proc=false) and /proc (proc=true), and
+// from the task cache, all fields (cached) and those a list read needs
+// (cached-read: no capabilities, no mount namespace; cached-request: the
+// same with the ids from the request, as fs asks).
 func BenchmarkCaller(b *testing.B) {
-	for _, proc := range []bool{false, true} {
-		b.Run(fmt.Sprintf("proc=%v", proc), func(b *testing.B) {
-			r := NewResolverWithOptions(ResolverOptions{CacheSize: -1, ProcOnly: proc})
+	for _, c := range []struct {
+		name string
+		opts ResolverOptions
+		want Want
+	}{
+		{"proc=false", ResolverOptions{CacheSize: -1, TaskCacheSize: -1}, WantAll},
+		{"proc=true", ResolverOptions{CacheSize: -1, ProcOnly: true}, WantAll},
+		{"cached", ResolverOptions{}, WantAll},
+		{"cached-read", ResolverOptions{}, 0},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			r := NewResolverWithOptions(c.opts)
+			defer r.Close()
 			loop(b, func() error {
-				_, err := r.Caller(os.Getpid())
+				_, err := r.CallerWith(os.Getpid(), c.want)
 				return err
 			})
 		})
 	}
+	// What fs does for a list open: the ids from the request.
+	b.Run("cached-request", func(b *testing.B) {
+		r := NewResolver()
+		defer r.Close()
+		loop(b, func() error {
+			_, err := r.CallerOfRequest(os.Getpid(), Ids{}, 0)
+			return err
+		})
+	})
 }
 
 // BenchmarkPrivileged is the privilege check done at open.

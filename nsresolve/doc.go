@@ -12,9 +12,12 @@
 //   - Two NSIDs are compared only while both namespaces are held (Pin, the
 //     resolver's fd-pinned LRU cache, the waiting caller itself): nsfs inode
 //     numbers are reused once a namespace is freed.
-//   - Caller looks a tid up once (pidfd_open) and reads everything through
-//     that pidfd (or /proc/TID before 6.13): a task that exited gives an
-//     error wrapping ErrGone, never another task's answer.
+//   - Caller looks a tid up once (pidfd_open, then /proc/TID/ns) and reads
+//     everything through those handles (or /proc/TID alone before 6.13): a
+//     task that exited gives an error wrapping ErrGone, never another task's
+//     answer. The handles are cached per tid; a hit re-reads all but the pid
+//     namespace (a task keeps it for life) through them, which fails once
+//     the task is reaped; CallerOfRequest takes the ids from the request.
 //   - Privileged(c, userNS): c's user namespace is userNS exactly, its euid
 //     maps to 0 there and it has CAP_SYS_ADMIN (the kernel's rule); RootIn
 //     is the uid-0 half.

@@ -1,6 +1,7 @@
 package nsresolve
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -46,25 +47,62 @@ var ErrGone = errors.New("task gone")
 // namespace, to its thread group, namespaces and credentials.
 //
 // The number tid is looked up once; everything else is read through a handle
-// bound to that task's struct pid (a thread pidfd, or an open /proc/TID
-// directory on kernels without PIDFD_GET_INFO), so every read either
-// describes the same task or fails with an error wrapping ErrGone; it never
-// describes another task that reused the number. (The one unavoidable window
-// is between the kernel queueing the request and that lookup; but a FUSE
-// requester is blocked in the kernel until answered, so its tid can't be
-// freed in between unless it is SIGKILLed, and then nobody reads the answer.)
-func (r *Resolver) Caller(tid int) (*Caller, error) {
+// bound to that task's struct pid (a thread pidfd and its /proc/TID
+// directory, or an open /proc/TID directory alone on kernels without
+// PIDFD_GET_INFO), so every read either describes the same task or fails
+// with an error wrapping ErrGone; it never describes another task that
+// reused the number. (The one unavoidable window is between the kernel
+// queueing the request and that lookup; but a FUSE requester is blocked in
+// the kernel until answered, so its tid can't be freed in between unless
+// it is SIGKILLed, and then nobody reads the answer.)
+//
+// The handles are cached per tid (the task cache): a later resolution of
+// the same tid first checks, through the cached pidfd, that its task is
+// alive (then the number still names it) and reads what may have changed
+// (ids, capabilities, user and mount namespaces) afresh; only the pid
+// namespace, fixed for a task's life, is kept. A dead task's entry is
+// dropped and the number looked up again.
+func (r *Resolver) Caller(tid int) (*Caller, error) { return r.CallerWith(tid, WantAll) }
+
+// CallerWith is Caller filling CapEff and MntNS only when want asks for
+// them (zero otherwise): a list read needs neither, and each is a system
+// call.
+func (r *Resolver) CallerWith(tid int, want Want) (*Caller, error) {
+	return r.caller(tid, want, nil)
+}
+
+// CallerOfRequest is CallerWith for a FUSE request, whose header carries
+// the caller's fsuid and fsgid (host ids): UID and EUID are the request's
+// uid, GID and EGID its gid, the ids the kernel's own permission checks
+// use, taken from there instead of being read from the task. A resolution
+// from the task cache then costs one system call (two with WantCaps or
+// WantMntNS each). Kernels without PIDFD_GET_INFO read the task's ids from
+// /proc as Caller does.
+func (r *Resolver) CallerOfRequest(tid int, ids Ids, want Want) (*Caller, error) {
+	return r.caller(tid, want, &ids)
+}
+
+func (r *Resolver) caller(tid int, want Want, ids *Ids) (*Caller, error) {
 	if tid <= 0 {
 		return nil, fmt.Errorf("resolve caller tid %d: no such task (pid 0 is a kernel-internal request such as RELEASE)", tid)
 	}
 	if !r.procOnly.Load() {
-		c, err := r.callerPidfd(tid)
+		c, err := r.callerCached(tid, want, ids)
 		if !errors.Is(err, errNoPidfdInfo) {
 			return c, err
 		}
 		r.procOnly.Store(true) // old kernel: use /proc from now on
 	}
-	return r.callerProc(tid)
+	c, err := r.callerProc(tid)
+	if err == nil {
+		if want&WantCaps == 0 {
+			c.CapEff = 0
+		}
+		if want&WantMntNS == 0 {
+			c.MntNS = NSID{}
+		}
+	}
+	return c, err
 }
 
 // callerProc is Caller through /proc/TID/{status,ns/*}.
@@ -99,10 +137,14 @@ func (r *Resolver) callerProc(tid int) (*Caller, error) {
 	return c, nil
 }
 
-// openProcDir opens /proc/TID. For a thread that is not a group leader the
-// lookup still works (the directory is hidden from readdir only).
-func openProcDir(tid int) (int, error) {
+// openProcDir opens /proc/TID (or a directory below it, sub). For a thread
+// that is not a group leader the lookup still works (the directory is
+// hidden from readdir only).
+func openProcDir(tid int, sub ...string) (int, error) {
 	path := "/proc/" + strconv.Itoa(tid)
+	for _, s := range sub {
+		path += "/" + s
+	}
 	fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
@@ -218,4 +260,33 @@ func parseStatus(b []byte, c *Caller) error {
 		return fmt.Errorf("missing Tgid, Uid, Gid or CapEff (have mask %#x)", have)
 	}
 	return nil
+}
+
+// mapUp translates a uid of the reader's (host) user namespace into the
+// namespace whose uid_map text is m ("inside outside count" lines, outside
+// relative to the reader). ok=false when it is not mapped.
+func mapUp(m []byte, host uint32) (uint32, bool, error) {
+	sc := bufio.NewScanner(bytes.NewReader(m))
+	for sc.Scan() {
+		f := bytes.Fields(sc.Bytes())
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) != 3 {
+			return 0, false, fmt.Errorf("line %q: want 3 fields", sc.Bytes())
+		}
+		var v [3]uint64
+		for i := range f {
+			n, err := strconv.ParseUint(string(f[i]), 10, 32)
+			if err != nil {
+				return 0, false, fmt.Errorf("line %q: %w", sc.Bytes(), err)
+			}
+			v[i] = n
+		}
+		inside, outside, count := v[0], v[1], v[2]
+		if uint64(host) >= outside && uint64(host) < outside+count {
+			return uint32(inside + uint64(host) - outside), true, nil
+		}
+	}
+	return 0, false, sc.Err()
 }

@@ -1,12 +1,10 @@
 package nsresolve
 
 import (
-	"bufio"
 	"bytes"
 	"container/list"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -25,6 +23,9 @@ type ResolverOptions struct {
 	// ProcOnly resolves callers through /proc/TID text files only, as on
 	// kernels before 6.13 (no PIDFD_GET_INFO). For tests and comparison.
 	ProcOnly bool
+	// TaskCacheSize bounds the task cache (tasks, two fds each; see
+	// Caller). 0 means DefaultTaskCacheSize; negative disables it.
+	TaskCacheSize int
 }
 
 // Resolver resolves callers and caches pid-namespace ancestry.
@@ -44,6 +45,7 @@ type Resolver struct {
 
 	hostPid, hostUser NSID
 	hostErr           error
+	nsDev             uint64 // nsfs's device (every NSID's Dev); 0: unknown
 
 	hits, misses atomic.Uint64
 	procOnly     atomic.Bool // pidfd ioctls unsupported (or ProcOnly)
@@ -55,6 +57,13 @@ type Resolver struct {
 	userMu  sync.Mutex
 	users   map[NSID]*userEntry
 	userLRU *list.List
+
+	// The task cache (taskcache.go): tid → handles of the task it names.
+	taskMu               sync.Mutex
+	taskMax              int
+	tasks                map[int]*task
+	taskLRU              *list.List
+	taskHits, taskMisses atomic.Uint64
 }
 
 type userEntry struct {
@@ -78,9 +87,13 @@ func NewResolver() *Resolver { return NewResolverWithOptions(ResolverOptions{}) 
 
 // NewResolverWithOptions returns a Resolver configured by opts.
 func NewResolverWithOptions(opts ResolverOptions) *Resolver {
-	r := &Resolver{max: opts.CacheSize, entries: map[NSID]*entry{}, lru: list.New(), users: map[NSID]*userEntry{}, userLRU: list.New()}
+	r := &Resolver{max: opts.CacheSize, entries: map[NSID]*entry{}, lru: list.New(), users: map[NSID]*userEntry{}, userLRU: list.New(),
+		taskMax: opts.TaskCacheSize, tasks: map[int]*task{}, taskLRU: list.New()}
 	if r.max == 0 {
 		r.max = DefaultCacheSize
+	}
+	if r.taskMax == 0 {
+		r.taskMax = DefaultTaskCacheSize
 	}
 	r.procOnly.Store(opts.ProcOnly)
 	dir, err := unix.Open("/proc/thread-self", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -94,6 +107,7 @@ func NewResolverWithOptions(opts ResolverOptions) *Resolver {
 	} else if r.hostUser, err = statAt(dir, "ns/user"); err != nil {
 		r.hostErr = fmt.Errorf("daemon's own user namespace: %w", err)
 	}
+	r.nsDev = r.hostUser.Dev
 	return r
 }
 
@@ -115,9 +129,10 @@ func (r *Resolver) CacheStats() (hits, misses uint64, size int) {
 	return r.hits.Load(), r.misses.Load(), size
 }
 
-// Close releases every cached namespace fd. The Resolver stays usable
-// (uncached) after Close.
+// Close releases every cached namespace and task fd. The Resolver stays
+// usable (uncached) after Close.
 func (r *Resolver) Close() error {
+	r.closeTasks()
 	r.mu.Lock()
 	for id, e := range r.entries {
 		delete(r.entries, id)
@@ -466,33 +481,4 @@ func (r *Resolver) uidMap(c *Caller) ([]byte, error) {
 		unix.Close(old.fd)
 	}
 	return m, nil
-}
-
-// mapUp translates a uid of the reader's (host) user namespace into the
-// namespace whose uid_map text is m ("inside outside count" lines, outside
-// relative to the reader). ok=false when it is not mapped.
-func mapUp(m []byte, host uint32) (uint32, bool, error) {
-	sc := bufio.NewScanner(bytes.NewReader(m))
-	for sc.Scan() {
-		f := bytes.Fields(sc.Bytes())
-		if len(f) == 0 {
-			continue
-		}
-		if len(f) != 3 {
-			return 0, false, fmt.Errorf("line %q: want 3 fields", sc.Bytes())
-		}
-		var v [3]uint64
-		for i := range f {
-			n, err := strconv.ParseUint(string(f[i]), 10, 32)
-			if err != nil {
-				return 0, false, fmt.Errorf("line %q: %w", sc.Bytes(), err)
-			}
-			v[i] = n
-		}
-		inside, outside, count := v[0], v[1], v[2]
-		if uint64(host) >= outside && uint64(host) < outside+count {
-			return uint32(inside + uint64(host) - outside), true, nil
-		}
-	}
-	return 0, false, sc.Err()
 }
