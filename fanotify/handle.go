@@ -11,6 +11,7 @@ import (
 
 	"github.com/imafs/imafs/appraise"
 	"github.com/imafs/imafs/imans"
+	"github.com/imafs/imafs/internal/xattr"
 	"github.com/imafs/imafs/measurelog"
 	"github.com/imafs/imafs/nsresolve"
 	"github.com/imafs/imafs/policy"
@@ -263,7 +264,7 @@ func (w *watch) fileName(p *plan) string {
 func (w *watch) collect(p *plan) (*collected, *verdict) {
 	p.log = p.log.WithField("file", w.fileName(p))
 	c := &collected{algo: w.ns.Algo()}
-	if raw, err := getxattr(p.ev.fd, appraise.XattrName); err == nil {
+	if raw, err := xattr.Get(p.ev.fd, appraise.XattrName); err == nil {
 		c.xv, c.xerr = appraise.Parse(raw)
 	}
 	if p.d.Actions&policy.Appraise != 0 && c.xv != nil {
@@ -450,24 +451,4 @@ func hashFile(fd int, algos []measurelog.Algo, before *unix.Stat_t, deadline tim
 	}
 	changed = after.Mtim != before.Mtim || after.Ctim != before.Ctim || after.Size != before.Size
 	return h.Sums(), changed, nil
-}
-
-// getxattr reads an extended attribute of fd of any size.
-func getxattr(fd int, name string) ([]byte, error) {
-	buf := make([]byte, 512)
-	for {
-		n, err := unix.Fgetxattr(fd, name, buf)
-		if err == unix.ERANGE {
-			sz, err := unix.Fgetxattr(fd, name, nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, sz)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n], nil
-	}
 }

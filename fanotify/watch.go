@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -221,20 +222,6 @@ func (w *watch) sync() error {
 	return w.scanMounts()
 }
 
-// samePolicy compares two policies by rule identity: a load replaces or
-// appends *Rule values, it never edits one.
-func samePolicy(a, b policy.Policy) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // refreshPolicy notices a policy change: it drops the cache and the ignore
 // marks (decisions may differ now) and widens the event mask when the new
 // policy needs FILE_CHECK.
@@ -242,7 +229,7 @@ func (w *watch) refreshPolicy() (widened bool) {
 	p := w.ns.Policy()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.mask != 0 && samePolicy(p, w.policy) {
+	if w.mask != 0 && slices.Equal(p, w.policy) {
 		return false
 	}
 	w.policy = p

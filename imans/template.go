@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imafs/imafs/internal/xattr"
 	"github.com/imafs/imafs/measurelog"
 )
 
@@ -85,14 +86,14 @@ func ReadTemplateXattrs(fd int, template string, m *measurelog.Measurement) erro
 		return fmt.Errorf("read template xattrs: %w", err)
 	}
 	if needs.EVMSig {
-		if v, err := fgetxattr(fd, measurelog.XattrEVM); err == nil && len(v) > 0 {
+		if v, err := xattr.Get(fd, measurelog.XattrEVM); err == nil && len(v) > 0 {
 			m.EVMSig = v
 		}
 	}
 	if needs.Xattrs {
 		m.Xattrs = nil
 		for _, name := range measurelog.EVMXattrNames {
-			v, err := fgetxattr(fd, name)
+			v, err := xattr.Get(fd, name)
 			if errors.Is(err, unix.ENODATA) {
 				continue
 			}
@@ -104,24 +105,4 @@ func ReadTemplateXattrs(fd int, template string, m *measurelog.Measurement) erro
 		}
 	}
 	return nil
-}
-
-// fgetxattr reads an extended attribute of fd of any size.
-func fgetxattr(fd int, name string) ([]byte, error) {
-	buf := make([]byte, 256)
-	for {
-		n, err := unix.Fgetxattr(fd, name, buf)
-		if err == unix.ERANGE {
-			sz, err := unix.Fgetxattr(fd, name, nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, sz)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n], nil
-	}
 }

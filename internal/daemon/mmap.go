@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -241,7 +242,7 @@ func (m *mmapSource) pollPolicies(ctx context.Context) {
 func (m *mmapSource) refresh(w *mmapWatch) {
 	p := w.ns.Policy()
 	w.mu.Lock()
-	if w.seen && samePolicy(p, w.policy) {
+	if w.seen && slices.Equal(p, w.policy) {
 		w.mu.Unlock()
 		return
 	}
@@ -265,20 +266,6 @@ func (m *mmapSource) refresh(w *mmapWatch) {
 		log.Warn("mmap source: the policy appraises executable mappings, which imafs serve does not enforce: mappings are measured, never refused")
 		m.violation(w.ns, w.ns.Template(), imans.DefaultPCR, MmapAppraiseUnenforcedName, "appraise-unenforced", log)
 	}
-}
-
-// samePolicy compares two policies by rule identity (a load makes new
-// *Rule values, it never edits one).
-func samePolicy(a, b policy.Policy) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // mmapFuncs are the hooks of an executable mapping, in the kernel's order
