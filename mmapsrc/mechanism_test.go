@@ -45,7 +45,7 @@ func TestMechanismFallback(t *testing.T) {
 	}
 	var warned, running bool
 	for _, e := range hook.AllEntries() {
-		if e.Level == logrus.WarnLevel && strings.Contains(e.Message, "falling back") && e.Data[logrus.ErrorKey] != nil {
+		if e.Level == logrus.InfoLevel && strings.Contains(e.Message, "falling back") && e.Data[logrus.ErrorKey] != nil {
 			warned = strings.Contains(e.Data[logrus.ErrorKey].(error).Error(), refused.Error())
 		}
 		if strings.Contains(e.Message, "running") && e.Data["mechanism"] == mmapsrc.MechanismTracepoint {

@@ -193,7 +193,7 @@ func Open(opts Options) (*Source, error) {
 	case MechanismAuto, "":
 		if err := s.openLSM(); err != nil {
 			s.fallback = err
-			opts.Log.WithError(err).Warn("mmap source: BPF LSM mechanism refused, falling back to the syscall tracepoints (no in-kernel hash, cannot deny)")
+			opts.Log.WithError(err).Info("mmap source: BPF LSM mechanism refused, falling back to the syscall tracepoints (no in-kernel hash, cannot deny)")
 			if err := s.openTracepoints(); err != nil {
 				return nil, fmt.Errorf("%w (and the BPF LSM: %w)", err, s.fallback)
 			}
