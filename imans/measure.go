@@ -26,9 +26,9 @@ func (r *Registry) MeasureFile(ns *Namespace, ev policy.Event, f *os.File, name 
 	if d.Actions&policy.Measure == 0 {
 		return d, nil
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return d, fmt.Errorf("measure %s in %s: stat: %w", name, ns.ID, err)
+	attrs, err := FileAttrsOf(f)
+	if err != nil {
+		return d, fmt.Errorf("measure %s in %s: %w", name, ns.ID, err)
 	}
 	template, pcr := ns.Target(d)
 	algos, err := HashAlgos(template, ns.Algo())
@@ -39,26 +39,25 @@ func (r *Registry) MeasureFile(ns *Namespace, ev policy.Event, f *os.File, name 
 	if err := hashInto(h, f); err != nil {
 		return d, fmt.Errorf("measure %s in %s: read: %w", name, ns.ID, err)
 	}
-	m := measurelog.Measurement{
-		Name:      name,
-		Sig:       signature(f),
-		Namespace: ns.Label(),
-		UID:       st.Uid,
-		GID:       st.Gid,
-		Mode:      uint16(st.Mode),
-	}
+	m := attrs.measurement(ns, name)
 	SetDigests(&m, algos, h.Sums())
 	if err := ReadTemplateXattrs(int(f.Fd()), template, &m); err != nil {
 		return d, fmt.Errorf("measure %s in %s: %w", name, ns.ID, err)
 	}
+	return d, r.recordMeasurement(ns, template, pcr, m)
+}
+
+// recordMeasurement renders m through template into pcr and records it in
+// ns: the one tail of MeasureFile and MeasureDigest.
+func (r *Registry) recordMeasurement(ns *Namespace, template string, pcr uint32, m measurelog.Measurement) error {
 	e, err := measurelog.NewEntry(template, pcr, m)
 	if err != nil {
-		return d, fmt.Errorf("measure %s in %s: %w", name, ns.ID, err)
+		return fmt.Errorf("measure %s in %s: %w", m.Name, ns.ID, err)
 	}
 	if err := r.Record(ns, e); err != nil {
-		return d, fmt.Errorf("measure %s: %w", name, err)
+		return fmt.Errorf("measure %s: %w", m.Name, err)
 	}
-	return d, nil
+	return nil
 }
 
 // signature returns f's security.ima value when it is a signature, else nil.

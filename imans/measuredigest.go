@@ -44,21 +44,13 @@ func (r *Registry) MeasureDigest(ns *Namespace, ev policy.Event, algo measurelog
 		return d, fmt.Errorf("measure %s in %s: %d-byte digest for %s", name, ns.ID, len(digest), algo)
 	}
 	template, pcr := ns.Target(d)
-	e, err := measurelog.NewEntry(template, pcr, measurelog.Measurement{
-		FileDigest: digest,
-		FileAlgo:   algo,
-		Name:       name,
-		Sig:        attrs.Sig,
-		Namespace:  ns.Label(),
-		UID:        attrs.UID,
-		GID:        attrs.GID,
-		Mode:       attrs.Mode,
-	})
-	if err != nil {
-		return d, fmt.Errorf("measure %s in %s: %w", name, ns.ID, err)
-	}
-	if err := r.Record(ns, e); err != nil {
-		return d, fmt.Errorf("measure %s: %w", name, err)
-	}
-	return d, nil
+	m := attrs.measurement(ns, name)
+	m.FileDigest, m.FileAlgo = digest, algo
+	return d, r.recordMeasurement(ns, template, pcr, m)
+}
+
+// measurement is the part of an entry's measurement that a's file gives,
+// under name in ns.
+func (a FileAttrs) measurement(ns *Namespace, name string) measurelog.Measurement {
+	return measurelog.Measurement{Name: name, Sig: a.Sig, Namespace: ns.Label(), UID: a.UID, GID: a.GID, Mode: a.Mode}
 }
