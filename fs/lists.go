@@ -147,8 +147,8 @@ func (h *listHandle) render(dest []byte, off int64) (int, error) {
 	total := 0
 	for i := range parts {
 		total += n[i]
-		if errs[i] != nil {
-			return total, errs[i]
+		if errs[i] != nil || n[i] < min((i+1)*size, len(dest))-i*size {
+			return total, errs[i] // a short part ends the read: no gap
 		}
 	}
 	return total, nil
