@@ -83,6 +83,7 @@ type pending struct {
 	host *measurelog.Entry // the host list's form of e (Item.Host), nil: e
 	err  error
 	done bool
+	owed bool // a violation whose earlier write failed (counted in nowed)
 }
 
 // hostEntry is the entry the host list takes for p.
@@ -113,6 +114,7 @@ type state struct {
 	syncs    int
 	failures uint64       // batches that failed on a write error
 	nfailing atomic.Int64 // journals whose last write failed
+	nowed    atomic.Int64 // owed violations not yet in their lists (queued or being written)
 	lastFail atomic.Pointer[error]
 }
 

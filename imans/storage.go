@@ -46,7 +46,13 @@ func (s *state) flush(host *Namespace) {
 	for _, p := range batch {
 		if p.err != nil && errors.Is(p.err, ErrStorage) && p.e.Violation {
 			// A violation must reach the list: written once writes work.
-			s.owed = append(s.owed, &pending{ns: p.ns, e: p.e, host: p.host})
+			s.owed = append(s.owed, &pending{ns: p.ns, e: p.e, host: p.host, owed: true})
+			if !p.owed {
+				s.nowed.Add(1)
+			}
+		} else if p.owed {
+			// Listed (commitBatch appended it) or its namespace is gone.
+			s.nowed.Add(-1)
 		}
 		p.done = true
 	}
@@ -275,8 +281,9 @@ func (s *state) probe(host *Namespace) {
 
 // Degraded returns why ns's list cannot be trusted as complete or why its
 // measurements currently fail ("" when neither): its journal was found
-// damaged (until the operator removes the quarantined original), or the
-// state directory fails writes to its journal or the host's.
+// damaged (until the operator removes the quarantined original), the
+// state directory fails writes to its journal or the host's, or a violation
+// owed since writes failed is not in its list yet.
 func (r *Registry) Degraded(ns *Namespace) string {
 	var reasons []string
 	if d := ns.damaged.Load(); d != nil {
@@ -296,6 +303,11 @@ func (r *Registry) Degraded(ns *Namespace) string {
 		if failing == "" && r.state.nfailing.Load() > 0 {
 			// Another journal fails: the disk is shared, so is the risk.
 			failing = "storage: the state directory fails writes"
+		}
+		if n := r.state.nowed.Load(); failing == "" && n > 0 {
+			// Writes work again but a violation owed since they failed
+			// is not in its list yet: the list is not complete.
+			failing = fmt.Sprintf("storage: %d violation entries not yet written", n)
 		}
 		if failing != "" {
 			reasons = append(reasons, failing)
