@@ -235,7 +235,7 @@ func quiet(t *testing.T, s *mmapsrc.Source, m *guestMapper) []*received {
 	fences++
 	name := fmt.Sprintf("fence%d", fences)
 	fence := guestFiles(t, "/tmp/fences", name)[name]
-	s.Allow("sha256", sum256(t, fence))
+	s.Allow(m.MntNS, "sha256", sum256(t, fence))
 	if got := m.do(t, "mmapx "+fence); got != "ok" {
 		t.Fatalf("fence %s: %s", fence, got)
 	}
@@ -318,8 +318,15 @@ func TestGuestLSM(t *testing.T) {
 	ktest(t, got == "ok" && ev != nil && !ev.Denied && digestIs(ev, files["b"]),
 		"lsm (b): another mount namespace that does not appraise maps it: %s, %v", got, ev)
 
+	// A digest is allowed per mount namespace (each container's keys).
+	ktest(t, s.Allow(other.MntNS, "sha256", sum256(t, files["b"])) == nil, "lsm: Allow(sha256 of b) in the other mount namespace")
+	got = m.do(t, "mmapx "+files["b"])
+	ev = next(t, s, mm)
+	ktest(t, got == "err EACCES" && ev != nil && ev.Denied,
+		"lsm (b): a digest allowed in another mount namespace is still denied here: %s, %v", got, ev)
+
 	// (c) allowed: the mapping succeeds and is reported once.
-	ktest(t, s.Allow("sha256", sum256(t, files["b"])) == nil, "lsm: Allow(sha256 of b)")
+	ktest(t, s.Allow(mm, "sha256", sum256(t, files["b"])) == nil, "lsm: Allow(sha256 of b)")
 	got = m.do(t, "mmapx "+files["b"])
 	ev = next(t, s, mm)
 	ktest(t, got == "ok" && ev != nil && !ev.Denied && digestIs(ev, files["b"]),
@@ -337,7 +344,7 @@ func TestGuestLSM(t *testing.T) {
 	ev = next(t, s, mm)
 	ktest(t, got == "err EACCES" && got2 == "err EACCES" && ev != nil && ev.Kind == mmapsrc.Mprotect && ev.Denied && digestIs(ev, files["d"]) && ev.Path == files["d"],
 		"lsm (d): mprotect(+PROT_EXEC), not allowed: EACCES, reported denied with the cached digest: %s, %s, %v", got, got2, ev)
-	s.Allow("sha256", sum256(t, files["d"]))
+	s.Allow(mm, "sha256", sum256(t, files["d"]))
 	got = m.do(t, "mprotect "+files["d"])
 	ev = next(t, s, mm)
 	ktest(t, got == "ok" && ev != nil && ev.Kind == mmapsrc.Mprotect && !ev.Denied && digestIs(ev, files["d"]) && ev.Path == files["d"],
@@ -352,7 +359,7 @@ func TestGuestLSM(t *testing.T) {
 	ktest(t, got == "ok" && ev != nil && !ev.Denied && ev.Sum == sha256.Sum256(read(t, files["e"])),
 		"lsm (d): not appraised, mprotect(+PROT_EXEC) succeeds and is reported with the file: %s, %v", got, ev)
 	st := s.Stats()
-	ktest(t, st.Denied == 5 && st.Lost == 0, "lsm: Stats counts the 5 denials, nothing lost: %+v", st)
+	ktest(t, st.Denied == 6 && st.Lost == 0, "lsm: Stats counts the 6 denials, nothing lost: %+v", st)
 	cost(t, s, m, unwatched, files["a"])
 }
 

@@ -3,6 +3,7 @@ package mmapsrc
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -84,9 +85,10 @@ func bpfLSMActive() error {
 
 // SetAppraise makes the mount namespace with inode mntns appraise
 // executable mappings (on) or not: its tasks' mappings of a file whose
-// digest was not passed to Allow fail with EACCES, before the mapping
-// exists, and are reported with Denied. MechanismLSM only: turning it on
-// under another mechanism returns ErrCannotDeny.
+// digest was not passed to Allow for mntns fail with EACCES, before the
+// mapping exists, and are reported with Denied. Turning it off also drops
+// the digests allowed in mntns. MechanismLSM only: turning it on under
+// another mechanism returns ErrCannotDeny.
 func (s *Source) SetAppraise(mntns uint64, on bool) error {
 	if s.mech != MechanismLSM {
 		if on {
@@ -99,7 +101,9 @@ func (s *Source) SetAppraise(mntns uint64, on bool) error {
 	if on {
 		err = s.lsm.Appraise.Put(k, uint8(1))
 	} else if err = s.lsm.Appraise.Delete(k); errors.Is(err, ebpf.ErrKeyNotExist) {
-		err = nil
+		err = s.DisallowAll(mntns)
+	} else if err == nil {
+		err = s.DisallowAll(mntns)
 	}
 	if err != nil {
 		return fmt.Errorf("mmap source: appraise mnt ns %d (%v): %w", mntns, on, err)
@@ -107,15 +111,20 @@ func (s *Source) SetAppraise(mntns uint64, on bool) error {
 	return nil
 }
 
-// Allow lets mappings of files with this digest (algo as in Event.DigestAlgo,
-// e.g. "sha256") through in appraising namespaces; Disallow undoes it.
+// Allow lets mappings of files with this digest (algo as in
+// Event.DigestAlgo, e.g. "sha256") through in mount namespace mntns when it
+// appraises (each container trusts its own keys); Disallow undoes it.
 // Without MechanismLSM nothing is appraised and both do nothing.
-func (s *Source) Allow(algo string, digest []byte) error { return s.allow(algo, digest, true) }
+func (s *Source) Allow(mntns uint64, algo string, digest []byte) error {
+	return s.allow(mntns, algo, digest, true)
+}
 
 // Disallow removes a digest passed to Allow.
-func (s *Source) Disallow(algo string, digest []byte) error { return s.allow(algo, digest, false) }
+func (s *Source) Disallow(mntns uint64, algo string, digest []byte) error {
+	return s.allow(mntns, algo, digest, false)
+}
 
-func (s *Source) allow(algo string, digest []byte, on bool) error {
+func (s *Source) allow(mntns uint64, algo string, digest []byte, on bool) error {
 	id, ok := hashAlgoID(algo)
 	if !ok || len(digest) != hashAlgos[id].size {
 		return fmt.Errorf("mmap source: allow %s digest of %d bytes: %w", algo, len(digest), unix.EINVAL)
@@ -123,7 +132,7 @@ func (s *Source) allow(algo string, digest []byte, on bool) error {
 	if s.mech != MechanismLSM {
 		return nil
 	}
-	k := lsmDigestKey{Algo: id}
+	k := lsmDigestKey{Mntns: uint32(mntns), Algo: id}
 	copy(k.Digest[:], digest)
 	var err error
 	if on {
@@ -132,9 +141,67 @@ func (s *Source) allow(algo string, digest []byte, on bool) error {
 		err = nil
 	}
 	if err != nil {
-		return fmt.Errorf("mmap source: allow %s:%x (%v): %w", algo, digest, on, err)
+		return fmt.Errorf("mmap source: allow %s:%x in mnt ns %d (%v): %w", algo, digest, mntns, on, err)
 	}
 	return nil
+}
+
+// DisallowAll drops every digest allowed in mount namespace mntns (0: in
+// every one), e.g. after its keys or policy changed.
+func (s *Source) DisallowAll(mntns uint64) error {
+	if s.mech != MechanismLSM {
+		return nil
+	}
+	var keys []lsmDigestKey
+	var prev any // nil: the first key
+	for {
+		next := new(lsmDigestKey)
+		err := s.lsm.Allowed.NextKey(prev, next)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("mmap source: disallow in mnt ns %d: %w", mntns, err)
+		}
+		if mntns == 0 || next.Mntns == uint32(mntns) {
+			keys = append(keys, *next)
+		}
+		prev = next
+	}
+	for _, k := range keys {
+		if err := s.lsm.Allowed.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("mmap source: disallow in mnt ns %d: %w", mntns, err)
+		}
+	}
+	return nil
+}
+
+// KernelAlgo is the algorithm bpf_ima_file_hash hashes in (IMA's
+// ima_hash_algo): ima_hash= on the kernel command line, else the digest
+// algorithm of the last event that carried one, else sha256 (the
+// CONFIG_IMA_DEFAULT_HASH of distribution kernels).
+func (s *Source) KernelAlgo() string {
+	if a, _ := s.kernelAlgo.Load().(string); a != "" {
+		return a
+	}
+	return "sha256"
+}
+
+// kernelAlgoFromCmdline reads ima_hash= of the kernel command line ("" when
+// it is not given or not a known name).
+func kernelAlgoFromCmdline(proc string) string {
+	data, err := os.ReadFile(proc + "/cmdline")
+	if err != nil {
+		return ""
+	}
+	for _, f := range strings.Fields(string(data)) {
+		if v, ok := strings.CutPrefix(f, "ima_hash="); ok {
+			if _, known := hashAlgoID(v); known {
+				return v
+			}
+		}
+	}
+	return ""
 }
 
 // The kernel's enum hash_algo (include/uapi/linux/hash_info.h): IMA's

@@ -15,6 +15,7 @@ import (
 
 type lsmDigestKey struct {
 	_      structs.HostLayout
+	Mntns  uint32
 	Algo   uint32
 	Digest [64]uint8
 }

@@ -116,7 +116,7 @@ func TestAllowDigestSize(t *testing.T) {
 		{"sha256", 32, true}, {"sha1", 20, true}, {"sha512", 64, true},
 		{"sha256", 20, false}, {"nosuch", 32, false}, {"sha1", 0, false},
 	} {
-		err := s.Allow(tc.algo, make([]byte, tc.n))
+		err := s.Allow(1, tc.algo, make([]byte, tc.n))
 		if (err == nil) != tc.ok || (!tc.ok && !errors.Is(err, unix.EINVAL)) {
 			t.Errorf("Allow(%s, %d bytes) = %v, want ok %v (else EINVAL)", tc.algo, tc.n, err, tc.ok)
 		}

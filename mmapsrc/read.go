@@ -54,6 +54,9 @@ func (s *Source) decode(raw []byte) (Event, bool, error) {
 			return Event{}, false, err
 		}
 		ev, resolve := lsmEvent(&r)
+		if ev.DigestAlgo != "" && !s.algoFromCmdline {
+			s.kernelAlgo.Store(ev.DigestAlgo)
+		}
 		return ev, resolve, nil
 	}
 	var r mmapEvent

@@ -178,6 +178,9 @@ type Source struct {
 
 	reported, unresolved atomic.Uint64
 
+	kernelAlgo      atomic.Value // string: see KernelAlgo
+	algoFromCmdline bool
+
 	lostMu   sync.Mutex
 	lostSeen map[uint32]uint64 // per mount ns, as last reported
 }
@@ -189,6 +192,10 @@ func Open(opts Options) (*Source, error) {
 	opts = opts.withDefaults()
 	removeMemlock()
 	s := &Source{opts: opts, log: opts.Log, events: make(chan Event, opts.Queue), lostSeen: map[uint32]uint64{}}
+	if a := kernelAlgoFromCmdline(opts.Proc); a != "" {
+		s.kernelAlgo.Store(a)
+		s.algoFromCmdline = true
+	}
 	switch opts.Mechanism {
 	case MechanismAuto, "":
 		if err := s.openLSM(); err != nil {

@@ -52,7 +52,10 @@ struct verdict {
 	__u8 digest[DIGEST_MAX];
 };
 
+// An allowed digest is allowed in one mount namespace: each container
+// appraises with its own keys and policy.
 struct digest_key {
+	__u32 mntns;
 	__u32 algo;
 	__u8 digest[DIGEST_MAX];
 };
@@ -75,7 +78,7 @@ struct {
 	__type(value, __u8);
 } appraise SEC(".maps");
 
-// Digests the daemon verified ((algo, digest) → 1).
+// Digests the daemon verified ((mount ns, algo, digest) → 1).
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -113,6 +116,7 @@ static __always_inline int check(struct task_struct *task, struct file *file, st
 	if (read_inode(inode, &k, &st))
 		return 0;
 	k.mntns = task->nsproxy->mnt_ns->ns.inum;
+	dk.mntns = k.mntns;
 	int appr = bpf_map_lookup_elem(&appraise, &k.mntns) != NULL;
 	int have = 0, reported = 0;
 	struct verdict *v = bpf_map_lookup_elem(&seen, &k);
