@@ -22,6 +22,7 @@ type fileState struct {
 	appraisedSig bool            // ... and was satisfied by a signature
 	appraiseErr  error           // ... and failed with this
 	audited      bool
+	mmapChecked  bool // appraised for MMAP_CHECK (MmapAppraiser told)
 }
 
 func (fs *fileState) same(st *unix.Stat_t) bool {

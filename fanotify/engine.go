@@ -69,6 +69,9 @@ type Options struct {
 	// released (keep it quick): the daemon feeds its denial counters and
 	// latency histogram from it.
 	OnAnswer func(Answer)
+	// Mmap, when set, makes the engine appraise at the open the files a
+	// container's policy appraises for MMAP_CHECK (see MmapAppraiser).
+	Mmap MmapAppraiser
 }
 
 // Answer describes one answered permission event (Options.OnAnswer).

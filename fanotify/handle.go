@@ -58,6 +58,8 @@ type plan struct {
 	appraise bool
 	audit    bool
 	denied   bool   // a cached appraisal failure stands
+	mmap     bool   // appraise for MMAP_CHECK too (Options.Mmap)
+	mmapReq  appraise.Requirement
 	cause    string // ... its cause
 	name     string // see fileName
 }
@@ -72,6 +74,10 @@ type collected struct {
 	changed bool              // modified while hashed (ToMToU)
 	xv      *appraise.Value
 	xerr    error
+	// allAlgos/allDigests: algos and digests, then what the MMAP_CHECK
+	// appraisal needs (security.ima's algorithm, the kernel's).
+	allAlgos   []measurelog.Algo
+	allDigests [][]byte
 }
 
 // handle decides one permission event in the shape of the kernel's
@@ -100,8 +106,9 @@ func (w *watch) plan(ev *event) (*plan, *verdict) {
 	}
 	w.classify(p)
 	w.match(p)
+	w.matchMmap(p)
 	w.trackWriters(p)
-	if p.d.Actions&(policy.Measure|policy.Appraise|policy.Audit) == 0 {
+	if p.d.Actions&(policy.Measure|policy.Appraise|policy.Audit) == 0 && !p.mmap {
 		if p.independent {
 			w.ignore(ev, p.gen)
 		}
@@ -214,6 +221,7 @@ func (w *watch) lookup(p *plan) {
 		p.audit = acts&policy.Audit != 0 && !fs.audited
 		p.denied = acts&policy.Appraise != 0 && !p.appraise && fs.appraiseErr != nil
 		p.cause = string(appraise.CauseOf(fs.appraiseErr))
+		p.mmap = p.mmap && !fs.mmapChecked
 	})
 }
 
@@ -222,7 +230,7 @@ func (w *watch) lookup(p *plan) {
 // that must be measured while the file is open for write is an open_writers
 // violation first (ima_rdwr_violation_check).
 func (w *watch) shortcut(p *plan) *verdict {
-	nothingLeft := !p.measure && !p.appraise && !p.audit
+	nothingLeft := !p.measure && !p.appraise && !p.audit && !p.mmap
 	if p.twin {
 		if nothingLeft && !p.denied && p.independent {
 			w.ignore(p.ev, p.gen)
@@ -280,8 +288,15 @@ func (w *watch) collect(p *plan) (*collected, *verdict) {
 			c.algos = a
 		}
 	}
+	c.allAlgos = c.algos
+	if p.mmap {
+		c.allAlgos = w.mmapAlgos(c, c.algos)
+	}
 	var err error
-	c.digests, c.changed, err = hashFile(p.ev.fd, c.algos, &p.st, p.ev.start.Add(w.e.opts.Timeout))
+	c.allDigests, c.changed, err = hashFile(p.ev.fd, c.allAlgos, &p.st, p.ev.start.Add(w.e.opts.Timeout))
+	if err == nil {
+		c.digests = c.allDigests[:len(c.algos)]
+	}
 	if err != nil {
 		w.e.stats.errors.Add(1)
 		p.log.WithError(err).Warn("fanotify: cannot hash file")
@@ -323,7 +338,8 @@ func (w *watch) finish(p *plan, c *collected) (allow bool, reason string) {
 	if p.audit {
 		w.audit(p, c)
 	}
-	if allow && !c.changed && p.independent {
+	settled := !p.mmap || w.appraiseMmap(p, c)
+	if allow && settled && !c.changed && p.independent {
 		w.ignore(p.ev, p.gen)
 	}
 	return allow, reason

@@ -234,11 +234,13 @@ func (w *watch) refreshPolicy() (widened bool) {
 	}
 	w.policy = p
 	w.invalidateLocked("policy changed")
-	for _, fn := range []policy.Func{policy.BPRMCheck, policy.FileCheck} {
+	for _, fn := range []policy.Func{policy.BPRMCheck, policy.FileCheck, policy.MMAPCheck, policy.MMAPCheckReqprot} {
 		w.independent[fn] = !p.DependsOnCaller(fn)
 	}
 	w.hasAppraise = p.Appraises()
-	needOpen := p.Uses(policy.FileCheck, policy.Measure|policy.Appraise|policy.Audit)
+	needOpen := p.Uses(policy.FileCheck, policy.Measure|policy.Appraise|policy.Audit) ||
+		w.e.opts.Mmap != nil && appraisesMmap(p) // libraries are appraised at their open
+
 	mask := uint64(maskExec)
 	if needOpen {
 		mask |= maskOpen | maskCloseWrite
@@ -272,6 +274,9 @@ func (w *watch) invalidateLocked(why string) {
 	w.ignoreMarks = 0
 	if err := w.g.flushInodeMarks(); err != nil && !w.closed {
 		w.log.WithError(err).Warn("fanotify: flush ignore marks")
+	}
+	if m := w.e.opts.Mmap; m != nil {
+		m.Invalidated(w.ns)
 	}
 	w.log.WithField("why", why).Debug("fanotify: cache flushed")
 }

@@ -72,8 +72,9 @@ func New(cfg Config, log *logrus.Logger) (*Daemon, error) {
 	d.mounts = &mounts{log: log, quoter: vt.quoter, hostTarget: cfg.HostMount, listRead: cfg.ListRead}
 	d.upgrade = newUpgrade(d)
 	d.control = &control{cfg: cfg, log: log, mounts: d.mounts, vtpm: vt, upgrade: d.upgrade, errs: make(chan error, 1), sources: status}
-	d.list = []Component{host, d.reg, vt, d.mounts, kernel, fan,
-		&mmapSource{cfg: cfg.Mmap, fan: fan, status: status}, &metricsSource{addr: cfg.MetricsAddr}}
+	mm := &mmapSource{cfg: cfg.Mmap, fan: fan, status: status}
+	fan.mmap = mm // appraise func=MMAP_CHECK: the engine verifies, the mmap source refuses
+	d.list = []Component{host, d.reg, vt, d.mounts, kernel, fan, mm, &metricsSource{addr: cfg.MetricsAddr}}
 	d.list = append(d.list, cfg.testSources...)
 	d.list = append(d.list, &restore{mounts: d.mounts, vtpm: vt}, d.control, &readiness{d: d})
 	if err := d.start(&Env{}); err != nil {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,9 +25,12 @@ type fanotifySource struct {
 	cfg      FanotifyConfig
 	stateDir string
 	kernel   *kernelSource // auto: off when the kernel source runs
+	mmap     *mmapSource   // appraises MMAP_CHECK with it (may be nil)
 	status   *sourceStatus
 
-	// Set by Start, cleared by Stop (the start list serialises them).
+	// Set by Start, cleared by Stop (the start list serialises them;
+	// engMu for the mmap source's reads).
+	engMu      sync.Mutex
 	eng        *fanotify.Engine
 	unregister func()
 	log        *logrus.Logger
@@ -50,7 +54,14 @@ func (f *fanotifySource) enabled() (on, required bool, err error) {
 }
 
 // running reports whether the engine runs (the mmap source's auto mode).
-func (f *fanotifySource) running() bool { return f.eng != nil }
+func (f *fanotifySource) running() bool { return f.engine() != nil }
+
+// engine returns the running engine, nil when none runs.
+func (f *fanotifySource) engine() *fanotify.Engine {
+	f.engMu.Lock()
+	defer f.engMu.Unlock()
+	return f.eng
+}
 
 func (f *fanotifySource) Start(env *Env) error {
 	on, required, err := f.enabled()
@@ -81,6 +92,9 @@ func (f *fanotifySource) start(env *Env) error {
 			metrics.Denied(a.Namespace, "fanotify", a.Reason)
 		}
 	}}
+	if f.mmap != nil {
+		opts.Mmap = f.mmap
+	}
 	if f.cfg.FailClosed {
 		opts.FailClosed = func(*imans.Namespace) bool { return true }
 	}
@@ -100,7 +114,9 @@ func (f *fanotifySource) start(env *Env) error {
 		}
 		return fmt.Errorf("start fanotify engine: %w", err)
 	}
+	f.engMu.Lock()
 	f.eng = eng
+	f.engMu.Unlock()
 	f.unregister = metrics.RegisterSource("fanotify", func() metrics.SourceStats {
 		s := eng.Stats()
 		return metrics.SourceStats{Events: s.Events, Allowed: s.Allowed, Denied: s.Denied, Measured: s.Measured,
@@ -127,7 +143,9 @@ func (f *fanotifySource) Stop(handover bool) {
 	f.status.set("fanotify", "off")
 	f.unregister()
 	eng := f.eng
+	f.engMu.Lock()
 	f.eng, f.unregister = nil, nil
+	f.engMu.Unlock()
 	if handover {
 		if err := eng.Suspend(); err != nil {
 			f.log.WithError(err).Warn("fanotify: suspend for the successor")

@@ -45,7 +45,9 @@ type mmapSource struct {
 	watches map[string]*mmapWatch // by container id
 	closing bool                  // Stop began: no new watch
 
-	events, measured, violations, errors atomic.Uint64
+	causes map[mmapCauseKey]string // appraisal failures (mmap_appraise.go)
+
+	events, measured, violations, errors, refused atomic.Uint64
 }
 
 // mmapWatch is one watched container.
@@ -54,6 +56,8 @@ type mmapWatch struct {
 	pidns, mntns uint64
 	unwatch      func() error
 	uids, gids   fanotify.IDMap
+	src          *mmapsrc.Source
+	enforced     atomic.Bool // its mount namespace is appraised in the kernel
 
 	mu         sync.Mutex
 	policy     policy.Policy // the policy last seen (by rule identity)
@@ -93,9 +97,9 @@ func (m *mmapSource) Start(env *Env) error {
 			Warn("mmap source unavailable: files mapped executable (MMAP_CHECK) in containers are not measured")
 		return nil
 	}
-	m.src, m.reg, m.res, m.log = src, env.Reg, env.Reg.Resolver(), env.Log
+	m.reg, m.res, m.log = env.Reg, env.Reg.Resolver(), env.Log
 	m.mu.Lock()
-	m.watches, m.closing = map[string]*mmapWatch{}, false
+	m.src, m.watches, m.closing, m.causes = src, map[string]*mmapWatch{}, false, nil
 	m.mu.Unlock()
 	m.unregister = metrics.RegisterSource("mmap", func() metrics.SourceStats {
 		return metrics.SourceStats{Events: m.events.Load(), Measured: m.measured.Load(), Errors: m.errors.Load()}
@@ -133,11 +137,11 @@ func (m *mmapSource) Stop(bool) {
 	}
 	m.loop.stop() // returns once Events is drained and closed
 	m.mu.Lock()
-	m.watches = nil
+	m.watches, m.src = nil, nil
 	m.mu.Unlock()
 	m.unregister()
 	m.status.set("mmap", "off")
-	m.src, m.loop, m.poll, m.unobserve, m.unregister = nil, nil, nil, nil, nil
+	m.loop, m.poll, m.unobserve, m.unregister = nil, nil, nil, nil
 }
 
 // Attached watches ns's pid namespace (an imans.Observer; also called for
@@ -152,7 +156,7 @@ func (m *mmapSource) Attached(ns *imans.Namespace) {
 		return
 	}
 	m.mu.Unlock()
-	w := &mmapWatch{ns: ns, pidns: ns.Pinned.PidNS.Ino, mntns: ns.Pinned.MntNS.Ino}
+	w := &mmapWatch{ns: ns, pidns: ns.Pinned.PidNS.Ino, mntns: ns.Pinned.MntNS.Ino, src: m.src}
 	log := m.log.WithFields(logrus.Fields{"id": ns.ID, "pidns": w.pidns})
 	var err error
 	if w.uids, err = fanotify.ReadIDMap(fmt.Sprintf("/proc/%d/uid_map", ns.Init)); err != nil {
@@ -193,6 +197,9 @@ func (m *mmapSource) Detached(ns *imans.Namespace) {
 	}
 	if err := w.unwatch(); err != nil {
 		m.log.WithError(err).WithField("id", ns.ID).Warn("mmap source: unwatch")
+	}
+	if err := m.enforce(w, false); err != nil {
+		m.log.WithError(err).WithField("id", ns.ID).Warn("mmap source: stop appraising the mount namespace")
 	}
 	if !m.sharedMntNS(w.mntns) {
 		if err := m.src.ForgetMntNS(w.mntns); err != nil {
@@ -236,9 +243,10 @@ func (m *mmapSource) pollPolicies(ctx context.Context) {
 }
 
 // refresh notices a policy load of w's container: its files are
-// evaluated again at their next mapping (ForgetMntNS), and a policy that
-// now appraises MMAP_CHECK is said so (imafs serve enforces no appraisal of mappings yet), in
-// the log and in the container's list.
+// evaluated again at their next mapping (ForgetMntNS), and its mount
+// namespace is appraised in the kernel while the policy appraises
+// MMAP_CHECK (enforce); where that cannot be enforced, the log and the
+// container's list say so.
 func (m *mmapSource) refresh(w *mmapWatch) {
 	p := w.ns.Policy()
 	w.mu.Lock()
@@ -253,18 +261,20 @@ func (m *mmapSource) refresh(w *mmapWatch) {
 	now := w.appraising
 	w.mu.Unlock()
 	if !first {
-		if err := m.src.ForgetMntNS(w.mntns); err != nil {
+		if err := w.src.ForgetMntNS(w.mntns); err != nil {
 			m.log.WithError(err).WithField("id", w.ns.ID).Warn("mmap source: forget after a policy load")
 		}
 	}
-	// Even where the mechanism can deny (the BPF LSM), the daemon does not
-	// feed its per-namespace appraisal switch and allow map yet
-	// (mmapsrc.Source.SetAppraise/Allow, docs/mmap-source.md "Wiring"):
-	// no mapping is refused through imafs serve, so every mechanism says so.
-	if now && !was {
-		log := m.log.WithFields(logrus.Fields{"id": w.ns.ID, "mechanism": m.src.Mechanism(), "hooks": "MMAP_CHECK,MMAP_CHECK_REQPROT"})
-		log.Warn("mmap source: the policy appraises executable mappings, which imafs serve does not enforce: mappings are measured, never refused")
+	log := m.log.WithFields(logrus.Fields{"id": w.ns.ID, "mechanism": w.src.Mechanism(), "hooks": "MMAP_CHECK,MMAP_CHECK_REQPROT"})
+	err := m.enforce(w, now)
+	switch {
+	case now && err == nil && !was:
+		log.Info("mmap source: the policy appraises executable mappings: files are appraised at their open, other mappings refused")
+	case now && err != nil && !was:
+		log.WithError(err).Warn("mmap source: the policy appraises executable mappings, which cannot be enforced here: mappings are measured, never refused")
 		m.violation(w.ns, w.ns.Template(), imans.DefaultPCR, MmapAppraiseUnenforcedName, "appraise-unenforced", log)
+	case !now && err != nil:
+		log.WithError(err).Warn("mmap source: stop appraising the mount namespace")
 	}
 }
 

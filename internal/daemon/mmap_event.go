@@ -22,7 +22,8 @@ const (
 	// namespace is unknown.
 	MmapLostName = "<mmap-lost>"
 	// MmapAppraiseUnenforcedName: a policy load made the container
-	// appraise MMAP_CHECK, which the running mechanism cannot enforce.
+	// appraise MMAP_CHECK, which cannot be enforced (the tracepoint
+	// mechanism cannot deny, or no fanotify engine verifies files).
 	MmapAppraiseUnenforcedName = "<mmap-appraise-unenforced>"
 	// MmapUnwatchedName: the container's pid namespace could not be
 	// watched; none of its executable mappings is measured.
@@ -55,6 +56,9 @@ func (m *mmapSource) handle(ev *mmapsrc.Event) {
 	}
 	log = log.WithField("id", w.ns.ID)
 	m.refresh(w)
+	if ev.Denied {
+		m.denied(w, ev, log)
+	}
 	p := w.ns.Policy()
 	if !usesMmap(p) {
 		return

@@ -168,8 +168,9 @@ func TestMmapSourceViolations(t *testing.T) {
 	found := false
 	for _, e := range f.hook.AllEntries() {
 		if e.Level == logrus.WarnLevel && e.Data["id"] == f.ns.ID && e.Data["mechanism"] == mmapsrc.MechanismTracepoint &&
-			e.Message == "mmap source: the policy appraises executable mappings, which imafs serve does not enforce: mappings are measured, never refused" {
-			found = true
+			e.Message == "mmap source: the policy appraises executable mappings, which cannot be enforced here: mappings are measured, never refused" {
+			err, _ := e.Data[logrus.ErrorKey].(error)
+			found = errors.Is(err, mmapsrc.ErrCannotDeny)
 		}
 	}
 	if !found {
