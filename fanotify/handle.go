@@ -57,8 +57,8 @@ type plan struct {
 	measure  bool
 	appraise bool
 	audit    bool
-	denied   bool   // a cached appraisal failure stands
-	mmap     bool   // appraise for MMAP_CHECK too (Options.Mmap)
+	denied   bool // a cached appraisal failure stands
+	mmap     bool // appraise for MMAP_CHECK too (Options.Mmap)
 	mmapReq  appraise.Requirement
 	cause    string // ... its cause
 	name     string // see fileName
