@@ -128,7 +128,7 @@ func (w *watch) appraiseMmap(p *plan, c *collected) (settled bool) {
 	if aerr != nil {
 		cause := string(appraise.CauseOf(aerr))
 		m.Failed(w.ns, p.st.Dev, p.st.Ino, cause)
-		log.WithField("cause", cause).WithError(aerr).Info("fanotify: appraisal for executable mappings failed: mapping the file will be refused")
+		log.WithField("cause", cause).WithError(aerr).Debug("fanotify: appraisal for executable mappings failed: mapping the file will be refused")
 	} else if !m.Verified(w.ns, c.allAlgos, c.allDigests) {
 		log.Warn("fanotify: appraisal for executable mappings passed but could not be passed on: mapping the file will be refused")
 		return false
