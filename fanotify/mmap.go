@@ -23,10 +23,11 @@ type MmapAppraiser interface {
 	Enforces(ns *imans.Namespace) bool
 	// KernelAlgo is the algorithm the kernel hashes mapped files in.
 	KernelAlgo() measurelog.Algo
-	// Verified: a file of ns passed appraisal for MMAP_CHECK; each
-	// (algos[i], digests[i]) may be mapped. False when it could not be
-	// passed on (the engine appraises the file again at its next open).
-	Verified(ns *imans.Namespace, algos []measurelog.Algo, digests [][]byte) bool
+	// Verified: the file (dev, ino) of ns passed appraisal for
+	// MMAP_CHECK; each (algos[i], digests[i]) may be mapped. False when it
+	// could not be passed on (the engine appraises the file again at its
+	// next open).
+	Verified(ns *imans.Namespace, dev, ino uint64, algos []measurelog.Algo, digests [][]byte) bool
 	// Failed: the file (dev, ino) of ns failed appraisal for MMAP_CHECK
 	// with cause (appraise.Cause); its mappings will be refused.
 	Failed(ns *imans.Namespace, dev, ino uint64, cause string)
@@ -129,7 +130,7 @@ func (w *watch) appraiseMmap(p *plan, c *collected) (settled bool) {
 		cause := string(appraise.CauseOf(aerr))
 		m.Failed(w.ns, p.st.Dev, p.st.Ino, cause)
 		log.WithField("cause", cause).WithError(aerr).Debug("fanotify: appraisal for executable mappings failed: mapping the file will be refused")
-	} else if !m.Verified(w.ns, c.allAlgos, c.allDigests) {
+	} else if !m.Verified(w.ns, p.st.Dev, p.st.Ino, c.allAlgos, c.allDigests) {
 		log.Warn("fanotify: appraisal for executable mappings passed but could not be passed on: mapping the file will be refused")
 		return false
 	}

@@ -33,7 +33,7 @@ func (r *mmapRecorder) Enforces(*imans.Namespace) bool {
 
 func (r *mmapRecorder) KernelAlgo() measurelog.Algo { return measurelog.SHA256 }
 
-func (r *mmapRecorder) Verified(_ *imans.Namespace, algos []measurelog.Algo, digests [][]byte) bool {
+func (r *mmapRecorder) Verified(_ *imans.Namespace, _, _ uint64, algos []measurelog.Algo, digests [][]byte) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i, a := range algos {

@@ -102,7 +102,7 @@ func (m *mmapSource) Start(env *Env) error {
 	m.src, m.watches, m.closing, m.causes = src, map[string]*mmapWatch{}, false, nil
 	m.mu.Unlock()
 	m.unregister = metrics.RegisterSource("mmap", func() metrics.SourceStats {
-		return metrics.SourceStats{Events: m.events.Load(), Measured: m.measured.Load(), Errors: m.errors.Load()}
+		return metrics.SourceStats{Events: m.events.Load(), Measured: m.measured.Load(), Errors: m.errors.Load(), Denied: m.refused.Load()}
 	})
 	m.loop = spawn(func(context.Context) {
 		for ev := range src.Events() {

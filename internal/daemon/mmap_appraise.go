@@ -70,7 +70,7 @@ func (m *mmapSource) KernelAlgo() measurelog.Algo {
 }
 
 // Verified allows a verified file's digests in ns's mount namespace.
-func (m *mmapSource) Verified(ns *imans.Namespace, algos []measurelog.Algo, digests [][]byte) bool {
+func (m *mmapSource) Verified(ns *imans.Namespace, dev, ino uint64, algos []measurelog.Algo, digests [][]byte) bool {
 	w := m.watchOf(ns)
 	if w == nil || !w.enforced.Load() {
 		return false
@@ -84,12 +84,8 @@ func (m *mmapSource) Verified(ns *imans.Namespace, algos []measurelog.Algo, dige
 	}
 	if ok {
 		m.mu.Lock()
-		defer m.mu.Unlock()
-		for k := range m.causes {
-			if k.id == ns.ID {
-				delete(m.causes, k) // a new version verified; a stale cause would mislead
-			}
-		}
+		delete(m.causes, mmapCauseKey{ns.ID, dev, ino}) // a new version verified: its old cause is stale
+		m.mu.Unlock()
 	}
 	return ok
 }
