@@ -73,22 +73,7 @@ func TestMmapAppraiseAtOpen(t *testing.T) {
 	c := e.container("mm1", "cat")
 	files := map[string][]byte{"/good.so": []byte("good library"), "/bad.so": []byte("bad library"), "/none.so": []byte("no xattr")}
 	xattrs := map[string][]byte{"/good.so": imaHash(files["/good.so"]), "/bad.so": imaHash([]byte("something else"))}
-	inos := map[string]uint64{}
-	for name, data := range files {
-		if err := os.WriteFile(c.path(name), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if x := xattrs[name]; x != nil {
-			if err := unix.Setxattr(c.path(name), "security.ima", x, 0); err != nil {
-				t.Skipf("security.ima on tmpfs: %v", err)
-			}
-		}
-		var st unix.Stat_t
-		if err := unix.Stat(c.path(name), &st); err != nil {
-			t.Fatal(err)
-		}
-		inos[name] = st.Ino
-	}
+	inos := writeWithXattrs(t, c, files, xattrs)
 	bb, err := os.ReadFile(c.path("/bin/cat"))
 	if err != nil {
 		t.Fatal(err)
@@ -148,6 +133,29 @@ func TestMmapAppraiseAtOpen(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// writeWithXattrs writes files into the container with their security.ima
+// (xattrs; none when absent) and returns their inode numbers.
+func writeWithXattrs(t *testing.T, c *container, files, xattrs map[string][]byte) map[string]uint64 {
+	t.Helper()
+	inos := map[string]uint64{}
+	for name, data := range files {
+		if err := os.WriteFile(c.path(name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if x := xattrs[name]; x != nil {
+			if err := unix.Setxattr(c.path(name), "security.ima", x, 0); err != nil {
+				t.Skipf("security.ima on tmpfs: %v", err)
+			}
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(c.path(name), &st); err != nil {
+			t.Fatal(err)
+		}
+		inos[name] = st.Ino
+	}
+	return inos
 }
 
 // imaHash is a security.ima hash value (IMA_XATTR_DIGEST_NG, sha256).

@@ -297,7 +297,7 @@ func TestGuestDaemonAppraise(t *testing.T) {
 		return
 	}
 
-	const dir1, dir2 = "/tmp/guest-c1", "/tmp/guest-c2"
+	const dir1 = "/tmp/guest-c1"
 	c1 := startGuestContainer(t)
 	if got := c1.do(t, "mount "+dir1); got != "ok" {
 		t.Fatalf("mount in c1: %s", got)
@@ -353,7 +353,14 @@ func TestGuestDaemonAppraise(t *testing.T) {
 	gktest(t, violations(ns1, MmapAppraiseUnenforcedName) == 0,
 		"no %s violation where the appraisal is enforced", MmapAppraiseUnenforcedName)
 
-	// Another container, whose policy only measures, is not affected.
+	guestOtherAndDetach(t, d, c1, ns1, bad, pBad, pNone)
+}
+
+// guestOtherAndDetach: another container, whose policy only measures, is
+// not affected by c1's appraisal; once c1 is detached, its mappings are no
+// longer refused.
+func guestOtherAndDetach(t *testing.T, d *guestDaemon, c1 *guestContainer, ns1 *imans.Namespace, bad []byte, pBad, pNone string) {
+	const dir2 = "/tmp/guest-c2"
 	c2 := startGuestContainer(t)
 	if got := c2.do(t, "mount "+dir2); got != "ok" {
 		t.Fatalf("mount in c2: %s", got)
@@ -361,8 +368,8 @@ func TestGuestDaemonAppraise(t *testing.T) {
 	pBad2 := c2.file(t, dir2, "bad.so", bad, imaHash([]byte("other content")))
 	probe2 := c2.file(t, dir2, "probe", []byte("probe"), nil)
 	ns2 := d.attach(t, "guest-c2", c2, "measure func=MMAP_CHECK mask=MAY_EXEC\n", probe2)
-	got = c2.do(t, "mmapx "+pBad2)
-	e = guestEntry(ns2, pBad2, 5*time.Second)
+	got := c2.do(t, "mmapx "+pBad2)
+	e := guestEntry(ns2, pBad2, 5*time.Second)
 	gktest(t, got == "ok" && len(e) == 1 && e[0] == sha256Hex(bad),
 		"another container that does not appraise maps the same content and measures it: %s, %q", got, e)
 	gktest(t, len(entries(ns1)[pBad2]) == 0 && len(entries(ns2)[pBad]) == 0,
