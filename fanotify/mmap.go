@@ -55,8 +55,8 @@ func appraisesMmap(p policy.Policy) bool {
 // requirements are combined: a mapping passes only when both do.
 func (w *watch) matchMmap(p *plan) {
 	m := w.e.opts.Mmap
-	if m == nil || p.twin {
-		return
+	if m == nil || p.twin || p.fn == policy.FileCheck && p.mask&policy.MayRead == 0 {
+		return // mmap needs a descriptor open for read: a write-only open maps nothing
 	}
 	w.mu.Lock()
 	pol := w.policy

@@ -240,7 +240,6 @@ func (w *watch) refreshPolicy() (widened bool) {
 	w.hasAppraise = p.Appraises()
 	needOpen := p.Uses(policy.FileCheck, policy.Measure|policy.Appraise|policy.Audit) ||
 		w.e.opts.Mmap != nil && appraisesMmap(p) // libraries are appraised at their open
-
 	mask := uint64(maskExec)
 	if needOpen {
 		mask |= maskOpen | maskCloseWrite
