@@ -235,6 +235,9 @@ func (d *guestDaemon) attach(t *testing.T, id string, c *guestContainer, text, p
 	want := appraisesMmap(rules)
 	deadline := time.Now().Add(harness.DefaultTimeout)
 	for {
+		if !want && d.mm.watchOf(ns) != nil {
+			return ns // the engine does not mark opens for this policy
+		}
 		before := d.fan.engine().Stats().Events
 		got := c.do(t, "open "+probe)
 		if got == "ok" && d.fan.engine().Stats().Events > before && d.mm.Enforces(ns) == want {
@@ -311,8 +314,9 @@ func TestGuestDaemonAppraise(t *testing.T) {
 		t.Fatal(err)
 	}
 	bbBad := append(append([]byte(nil), bb...), "not the signed binary"...)
-	pBBGood := c1.file(t, dir1, "bb-good", bb, imaHash(bb))
-	pBBBad := c1.file(t, dir1, "bb-bad", bbBad, nil)
+	// busybox copies named after the applet they run
+	pBBGood := c1.file(t, dir1, "true", bb, imaHash(bb))
+	pBBBad := c1.file(t, dir1, "echo", bbBad, nil)
 	probe1 := c1.file(t, dir1, "probe", []byte("probe"), nil)
 	ns1 := d.attach(t, "guest-c1", c1, "measure func=MMAP_CHECK mask=MAY_EXEC\nappraise func=MMAP_CHECK\n", probe1)
 	gktest(t, true, "c1 attached with `appraise func=MMAP_CHECK`: its mount namespace is appraised in the kernel, the engine sees its opens")
@@ -333,11 +337,11 @@ func TestGuestDaemonAppraise(t *testing.T) {
 	got = c1.do(t, "mmapx "+pGood)
 	gktest(t, got == "ok", "the verified library is mapped again: %s", got)
 
-	got = c1.do(t, "run "+pBBGood+" true")
+	got = c1.do(t, "run "+pBBGood)
 	e = guestEntry(ns1, pBBGood, 5*time.Second)
 	gktest(t, got == "ok" && len(e) == 1 && e[0] == sha256Hex(bb),
 		"an exec'd binary whose security.ima verifies runs (the ELF loader's mapping is allowed) and is measured: %s, %q", got, e)
-	got = c1.do(t, "run "+pBBBad+" true")
+	got = c1.do(t, "run "+pBBBad+" hello")
 	gktest(t, got != "ok" && d.refusedWith("guest-c1", pBBBad, "missing-hash"),
 		"an exec'd binary without security.ima: the ELF loader's mapping is refused (the task dies after execve's point of no return): %s", got)
 
