@@ -2,6 +2,7 @@ package fanotify_test
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -162,4 +163,23 @@ func writeWithXattrs(t *testing.T, c *container, files, xattrs map[string][]byte
 func imaHash(data []byte) []byte {
 	sum := sha256.Sum256(data)
 	return append([]byte{0x04, 0x04}, sum[:]...)
+}
+
+// TestMmapAppraiseSigRequired: the MMAP_CHECK rule's own requirements
+// apply (appraise_type=imasig: a hash is not enough), not the open's.
+func TestMmapAppraiseSigRequired(t *testing.T) {
+	rec := &mmapRecorder{enforces: true, verified: map[[32]byte]int{}, failed: map[uint64]string{}}
+	e := newEnv(t, fanotify.Options{Mmap: rec})
+	c := e.container("mm2", "cat")
+	data := []byte("hashed, not signed")
+	inos := writeWithXattrs(t, c, map[string][]byte{"/lib.so": data}, map[string][]byte{"/lib.so": imaHash(data)})
+	c.setPolicy("measure func=FILE_CHECK mask=MAY_READ\nappraise func=MMAP_CHECK appraise_type=imasig\n")
+	c.mustExec("/bin/cat", "/lib.so")
+	v, cause, _ := rec.state(sha256.Sum256(data), inos["/lib.so"])
+	if v != 0 || cause != "IMA-signature-required" {
+		t.Errorf("verified %d times, cause %q; want 0, IMA-signature-required", v, cause)
+	}
+	if got := named(c.ns.List, "/lib.so"); len(got) != 1 || fileDigest(t, got[0]) != fmt.Sprintf("%x", sha256.Sum256(data)) {
+		t.Errorf("the open's own FILE_CHECK measurement: %d entries, want 1 with the file's sha256", len(got))
+	}
 }
