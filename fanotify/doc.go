@@ -27,6 +27,9 @@
 //     store / appraise / audit (handle.go).
 //   - With Options.Keeper the groups outlive the daemon (RunKeeper); the
 //     next engine takes them over and answers what its predecessor left.
+//   - With Options.Mmap an open also appraises the file for MMAP_CHECK
+//     (mmap.go): verified digests go to the mmap source, which refuses
+//     executable mappings of anything else (docs/mmap-source.md).
 //
 // Marks, queues, the keeper, violations and the gaps against the kernel
 // are described in docs/packages/fanotify.md.

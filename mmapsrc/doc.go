@@ -9,7 +9,8 @@
 //     file_mprotect run before the mapping exists, hash the file in the
 //     kernel (bpf_ima_file_hash: Event.Digest, DigestAlgo) and, in a mount
 //     namespace that appraises (SetAppraise), refuse with EACCES a file
-//     whose digest was not allowed (Allow): Event.Denied.
+//     whose digest was not allowed in that mount namespace (Allow):
+//     Event.Denied. KernelAlgo is the algorithm the kernel hashes in.
 //   - MechanismTracepoint (bpf/mmap.bpf.c): the syscall tracepoints of
 //     mmap, mprotect and pkey_mprotect report a mapping after the call
 //     succeeded; the source opens the mapped file (/proc/TID/map_files,
