@@ -2,8 +2,14 @@ package daemon
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +25,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 	"golang.org/x/sys/unix"
 
+	"github.com/imafs/imafs/appraise"
 	"github.com/imafs/imafs/imans"
 	"github.com/imafs/imafs/integration/harness"
 	"github.com/imafs/imafs/mmapsrc"
@@ -202,7 +209,7 @@ func startGuestDaemon(t *testing.T) *guestDaemon {
 	close(restored)
 	env := &Env{Log: log, Reg: reg, Restored: restored}
 	status := &sourceStatus{}
-	fan := &fanotifySource{cfg: FanotifyConfig{Mode: "on"}, kernel: &kernelSource{}, status: status}
+	fan := &fanotifySource{cfg: FanotifyConfig{Mode: "on", KeyDir: guestKeyDir}, kernel: &kernelSource{}, status: status}
 	mm := &mmapSource{cfg: MmapConfig{Mode: "on"}, fan: fan, status: status}
 	fan.mmap = mm
 	if err := fan.Start(env); err != nil {
@@ -358,6 +365,72 @@ func TestGuestDaemonAppraise(t *testing.T) {
 		"no %s violation where the appraisal is enforced", MmapAppraiseUnenforcedName)
 
 	guestOtherAndDetach(t, d, c1, ns1, bad, pBad, pNone)
+	guestSigned(t, d)
+}
+
+// guestKeyDir holds each container's trusted keys (KeyDir/<id>/).
+const guestKeyDir = "/tmp/guest-keys"
+
+// imaSig signs data as evmctl's signature v2 (sha256) with key.
+func imaSig(t *testing.T, key *ecdsa.PrivateKey, data []byte) []byte {
+	t.Helper()
+	sum := sha256.Sum256(data)
+	sig, err := ecdsa.SignASN1(rand.Reader, key, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := appraise.KeyID(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := []byte{0x03, 0x02, 0x04, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(h[3:7], id)
+	binary.BigEndian.PutUint16(h[7:9], uint16(len(sig)))
+	return append(h, sig...)
+}
+
+// guestSigned: a container with `appraise func=MMAP_CHECK
+// appraise_type=imasig` and its own key maps a library signed with that
+// key; a hashed one, and one signed with a key it does not trust, are
+// refused with the kernel's causes.
+func guestSigned(t *testing.T, d *guestDaemon) {
+	const dir = "/tmp/guest-c3"
+	trusted, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&trusted.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(guestKeyDir+"/guest-c3", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(guestKeyDir+"/guest-c3/key.pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c3 := startGuestContainer(t)
+	if got := c3.do(t, "mount "+dir); got != "ok" {
+		t.Fatalf("mount in c3: %s", got)
+	}
+	signed, hashed, foreign := guestLib("signed"), guestLib("hashed"), guestLib("foreign")
+	pSigned := c3.file(t, dir, "signed.so", signed, imaSig(t, trusted, signed))
+	pHashed := c3.file(t, dir, "hashed.so", hashed, imaHash(hashed))
+	pForeign := c3.file(t, dir, "foreign.so", foreign, imaSig(t, other, foreign))
+	probe := c3.file(t, dir, "probe", []byte("probe"), nil)
+	d.attach(t, "guest-c3", c3, "appraise func=MMAP_CHECK appraise_type=imasig\n", probe)
+	got := c3.do(t, "mmapx "+pSigned)
+	gktest(t, got == "ok", "imasig: a library signed with the container's key is mapped executable: %s", got)
+	got = c3.do(t, "mmapx "+pHashed)
+	gktest(t, got == "err EACCES" && d.refusedWith("guest-c3", pHashed, "IMA-signature-required"),
+		"imasig: a library with only a hash: EACCES, IMA-signature-required: %s", got)
+	got = c3.do(t, "mmapx "+pForeign)
+	gktest(t, got == "err EACCES" && d.refusedWith("guest-c3", pForeign, "missing-key"),
+		"imasig: a library signed with a key the container does not trust: EACCES, missing-key: %s", got)
 }
 
 // guestOtherAndDetach: another container, whose policy only measures, is
