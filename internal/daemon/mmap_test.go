@@ -108,7 +108,7 @@ func TestMmapSourceMeasures(t *testing.T) {
 	if _, err := os.Stat(libcPath); err != nil {
 		t.Skipf("no %s", libcPath)
 	}
-	out, err := exec.Command("nsenter", "-t", fmt.Sprint(f.pid), "-p", "-m", "--", "/usr/bin/env", "true").CombinedOutput()
+	out, err := exec.Command("nsenter", "-t", fmt.Sprint(f.pid), "-p", "-m", "--", "/usr/bin/sleep", "1").CombinedOutput() // alive while the source opens its mapping (a process gone first is <mmap-unmeasured>, TestMmapSourceViolations)
 	if err != nil {
 		t.Fatalf("nsenter: %v\n%s", err, out)
 	}
