@@ -1,0 +1,236 @@
+package measurelog
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+)
+
+// A journal-backed list (NewJournalList) keeps no record in memory: an
+// entry is its record's offset in the journal (the sha1 bank's binary-list
+// record, exactly what Journal and imans write) and its two end offsets.
+// Rendering reads the records back with pread (from the page cache, which
+// holds the daemon's journal, never a caller's rendering) and computes the
+// template digests of banks other than sha1 from the template data. An
+// entry is appended only once its record is durable (AppendAt), so a
+// reader never reads past what is on disk.
+
+// source is where a journal-backed list reads its records.
+type source struct{ r io.ReaderAt }
+
+// NewJournalList returns an empty journal-backed list reading its records
+// from r, the journal (an *os.File opened for reading), keeping banks like
+// NewList. Entries are added with AppendAt.
+func NewJournalList(r io.ReaderAt, banks ...Algo) *List {
+	l := NewList(banks...)
+	l.src.Store(&source{r: r})
+	return l
+}
+
+// SetJournal makes l read its records from r from now on: r must hold the
+// same bytes as the reader it replaces for every entry of l (the journal
+// reopened; a replay reading from memory before the file is final).
+func (l *List) SetJournal(r io.ReaderAt) {
+	if l.src.Load() == nil {
+		panic("measurelog: SetJournal on a list kept in memory")
+	}
+	l.src.Store(&source{r: r})
+}
+
+// IsJournalBacked reports whether l reads its records from a journal.
+func (l *List) IsJournalBacked() bool { return l.src.Load() != nil }
+
+// windowSize bounds one read of records from a journal.
+const windowSize = 256 << 10
+
+var windows = sync.Pool{New: func() any { b := make([]byte, windowSize); return &b }}
+
+// recordReader returns the records of a list's entries, in order, for
+// one reader: for a journal-backed list it reads them in windows of up to
+// windowSize bytes (one pread for many entries), up to entry upto.
+type recordReader struct {
+	l      *List
+	dir    []*chunk
+	src    *source
+	upto   int
+	buf    []byte
+	base   int64 // journal offset of buf[0]
+	pooled *[]byte
+}
+
+// records returns a reader of the records of entries up to upto.
+func (l *List) records(dir []*chunk, upto int) recordReader {
+	return recordReader{l: l, dir: dir, src: l.src.Load(), upto: upto}
+}
+
+func (rs *recordReader) release() {
+	if rs.pooled != nil {
+		windows.Put(rs.pooled)
+		rs.pooled, rs.buf = nil, nil
+	}
+}
+
+// offset returns entry i's record offset in the journal and its length
+// (its size in bank 0's, sha1's, binary rendering, which is the record).
+func (rs *recordReader) offset(i int) (int64, int64) {
+	c := rs.dir[i>>chunkShift]
+	si := i & (chunkSize - 1)
+	n := c.ends[2*si+1]
+	if i > 0 {
+		n -= rs.l.end(rs.dir, i-1, 1)
+	}
+	return c.offs[si], n
+}
+
+// get returns entry i's record and whether it is a journal record.
+func (rs *recordReader) get(i int) ([]byte, bool, error) {
+	if rs.src == nil {
+		return rs.l.rec(rs.dir, i), false, nil
+	}
+	off, n := rs.offset(i)
+	if off >= rs.base && off+n <= rs.base+int64(len(rs.buf)) {
+		return rs.buf[off-rs.base : off-rs.base+n], true, nil
+	}
+	// A new window from off: as many of the following records as fit.
+	size := n
+	if n <= windowSize {
+		if rs.pooled == nil {
+			rs.pooled = windows.Get().(*[]byte)
+		}
+		for j := i + 1; j < rs.upto; j++ {
+			o, m := rs.offset(j)
+			if o < off || o+m-off > windowSize {
+				break
+			}
+			size = max(size, o+m-off)
+		}
+		rs.buf = (*rs.pooled)[:size]
+	} else {
+		rs.buf = make([]byte, n)
+	}
+	rs.base = off
+	if k, err := rs.src.r.ReadAt(rs.buf, off); k < len(rs.buf) {
+		rs.buf = rs.buf[:0]
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, true, fmt.Errorf("journal record of entry %d at %d: %w", i, off, err)
+	}
+	return rs.buf[:n], true, nil
+}
+
+var errJournalRecord = errors.New("malformed journal record")
+
+// parseJournal parses a journal record (the sha1 bank's binary-list
+// record) written by the daemon and checked at its start: bounds are
+// checked, digests are not. Fields are slices of rec.
+func (l *List) parseJournal(rec []byte, fields [][]byte) (record, error) {
+	if len(rec) < 4+SHA1.Size()+4 {
+		return record{}, errJournalRecord
+	}
+	r := record{pcr: binary.LittleEndian.Uint32(rec), journal: true, digests: rec[4 : 4+SHA1.Size()]}
+	r.violation = allZero(r.digests)
+	p := 4 + SHA1.Size()
+	nl := int(binary.LittleEndian.Uint32(rec[p:]))
+	p += 4
+	if nl > len(rec)-p {
+		return record{}, errJournalRecord
+	}
+	r.t = l.template(rec[p : p+nl])
+	p += nl
+	if r.t.ima {
+		if len(rec) < p+SHA1.Size()+4 {
+			return record{}, errJournalRecord
+		}
+		fields = append(fields, rec[p:p+SHA1.Size():p+SHA1.Size()])
+		p += SHA1.Size()
+		n := int(binary.LittleEndian.Uint32(rec[p:]))
+		if n != len(rec)-p-4 {
+			return record{}, errJournalRecord
+		}
+		r.fields = append(fields, rec[p+4:len(rec):len(rec)])
+		return r, nil
+	}
+	if len(rec) < p+4 || int(binary.LittleEndian.Uint32(rec[p:])) != len(rec)-p-4 {
+		return record{}, errJournalRecord
+	}
+	r.td = rec[p+4:]
+	for td := r.td; len(td) > 0; {
+		if len(td) < 4 {
+			return record{}, errJournalRecord
+		}
+		n := binary.LittleEndian.Uint32(td)
+		if uint64(n) > uint64(len(td)-4) {
+			return record{}, errJournalRecord
+		}
+		fields = append(fields, td[4:4+n:4+n])
+		td = td[4+n:]
+	}
+	r.fields = fields
+	return r, nil
+}
+
+// asciiLen returns the length of appendASCII's line without its digest,
+// computed without rendering it.
+func asciiLen(pcr uint32, t *compiled, fields [][]byte) int {
+	var nb [20]byte
+	n := len(strconv.AppendUint(nb[:0], uint64(pcr), 10)) + 2 + len(t.name) + 1 // pcr, spaces, name, '\n'
+	if pcr < 10 {
+		n++
+	}
+	for i, f := range fields {
+		n++ // ' '
+		if len(f) == 0 {
+			continue
+		}
+		k := kindHex
+		if i < len(t.kinds) {
+			k = t.kinds[i]
+		}
+		n += fieldASCIILen(k, f)
+	}
+	return n
+}
+
+// fieldASCIILen is the length of appendFieldASCII's rendering of data.
+func fieldASCIILen(k fieldKind, data []byte) int {
+	switch k {
+	case kindDigestWithAlgo, kindDigestWithTypeAlgo:
+		s := cString(data)
+		i := bytes.LastIndexByte(s, ':')
+		if i < 0 {
+			return 2 * len(data)
+		}
+		n := 0
+		if i != 0 {
+			n = len(s)
+		}
+		if i+2 >= len(data) {
+			return n
+		}
+		return n + 2*(len(data)-i-2)
+	case kindDigest, kindHex:
+		return 2 * len(data)
+	case kindString:
+		return len(cString(data))
+	case kindUint:
+		var nb [20]byte
+		return len(appendFieldASCII(nb[:0], k, data))
+	}
+	return 0
+}
+
+// replay appends the records of a journal's bytes (data: the file, read
+// or mapped) to l, an empty journal-backed list reading from the same
+// bytes, checking each as DecodeBinary does (structure, sha1 template
+// digest); it stops at the first record that fails with a *DecodeError
+// and returns the number of records read.
+func (l *List) replay(data []byte) (int, error) {
+	l.Reserve(len(data) / 128) // ~128 bytes a record; the table grows if not
+	a := arena{retain: true, reuse: true}
+	return walkRecords(data, SHA1, &a, func(e *Entry, off int) { l.AppendAt(e, int64(off)) })
+}
