@@ -200,6 +200,9 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 		return nil, fmt.Errorf("attach %s: pid %d: %w", id, pid, ErrHostPidNS)
 	}
 	ns := newNamespace(id, pid, pinned, r.opts.Algo, r.opts.Template, r.opts.DefaultContainerPolicy, r.opts.PolicyLimits)
+	if r.state != nil {
+		ns.List = newList() // read from its journal once created (newNamespaceState)
+	}
 	initial, err := r.initialEntries(ns, ociConfig)
 	if err != nil {
 		pinned.Close()

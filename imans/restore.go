@@ -23,11 +23,11 @@ func (r *Registry) openState() error {
 		return err
 	}
 	path := filepath.Join(s.dir, hostJournalName)
-	j, entries, dmg, err := s.replayExpecting(path, s.hostJournalExpected())
+	r.host.List = newList() // the registry is not shared yet
+	j, dmg, err := s.replayExpecting(HostID, path, r.host.List, s.hostJournalExpected())
 	if err != nil {
 		return fmt.Errorf("host journal: %w", err)
 	}
-	s.apply(HostID, r.host.List, entries)
 	s.host = j
 	r.host.journal = j
 	r.state = s
@@ -180,7 +180,8 @@ func (r *Registry) restoreOne(id string) (*Namespace, error) {
 		return nil, err
 	}
 	jpath := filepath.Join(r.state.nsDir(id), listJournalName)
-	j, entries, dmg, err := r.state.replayExpecting(jpath, true)
+	list := newList()
+	j, dmg, err := r.state.replayExpecting(id, jpath, list, true)
 	if err != nil {
 		pinned.Close()
 		log.WithError(err).Error("restore: journal unreadable; container quarantined, not restored")
@@ -189,6 +190,7 @@ func (r *Registry) restoreOne(id string) (*Namespace, error) {
 	}
 	ns := newNamespace(id, rec.Pid, pinned, r.opts.Algo, r.opts.Template, r.opts.DefaultContainerPolicy, r.opts.PolicyLimits)
 	ns.Attached = rec.Attached
+	ns.List = list
 	ns.journal = j
 	ns.record = rec
 	ns.savePolicy = func(text string) error { return r.state.savePolicy(ns, text) }
@@ -208,7 +210,6 @@ func (r *Registry) restoreOne(id string) (*Namespace, error) {
 		r.state.moveAside(id, quarantineName, "unreadable policy: "+err.Error())
 		return nil, err
 	}
-	r.state.apply(id, ns.List, entries)
 	r.noteDamage(ns, jpath, dmg)
 
 	r.mu.Lock()

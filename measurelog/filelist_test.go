@@ -109,7 +109,7 @@ func TestJournalListGolden(t *testing.T) {
 			sameList(t, live, mem)
 
 			replayed := NewJournalList(nil, SHA512)
-			j, err := ReplayJournal(path, quietLog(), replayed)
+			j, err := ReplayJournal(path, quietLog(), replayed, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -159,7 +159,7 @@ func TestJournalListDamage(t *testing.T) {
 				t.Fatal(err)
 			}
 			l := NewJournalList(nil)
-			j, err := ReplayJournal(path, quietLog(), l)
+			j, err := ReplayJournal(path, quietLog(), l, 0)
 			var dmg *DamageError
 			if j == nil || tc.damaged != errors.As(err, &dmg) {
 				t.Fatalf("journal %v, error %v, want damaged=%v", j, err, tc.damaged)
@@ -180,7 +180,7 @@ func TestJournalListDamage(t *testing.T) {
 			sameList(t, l, mem)
 		})
 	}
-	if _, err := ReplayJournal(filepath.Join(t.TempDir(), "j"), quietLog(), NewList()); err == nil {
+	if _, err := ReplayJournal(filepath.Join(t.TempDir(), "j"), quietLog(), NewList(), 0); err == nil {
 		t.Error("ReplayJournal into a list kept in memory: no error")
 	}
 }

@@ -95,14 +95,19 @@ func OpenJournalLogger(path string, log logrus.FieldLogger) (*Journal, []*Entry,
 // quarantine of damage, the same *DamageError) and appends its entries to
 // l, an empty journal-backed list, which then reads its records from the
 // journal (the repaired file, opened for reading). The file is mapped
-// while it is replayed, not copied: no entry is kept in memory.
-func ReplayJournal(path string, log logrus.FieldLogger, l *List) (*Journal, error) {
+// while it is replayed, not copied: no entry is kept in memory. Every
+// progressEvery records (0: never) it logs its progress.
+func ReplayJournal(path string, log logrus.FieldLogger, l *List, progressEvery int) (*Journal, error) {
 	if !l.IsJournalBacked() || l.Len() != 0 {
 		return nil, fmt.Errorf("replay journal %s: the list must be empty and journal-backed", path)
 	}
 	return openJournal(path, log, true, func(data []byte) (int, error) {
 		l.SetJournal(bytes.NewReader(data))
-		return l.replay(data)
+		return l.replay(data, func(records, off int) {
+			if progressEvery > 0 && records%progressEvery == 0 {
+				log.WithFields(logrus.Fields{"replayed": records, "offset": off, "size": len(data)}).Info("journal replay progress")
+			}
+		})
 	}, func() error {
 		f, err := os.Open(path)
 		if err != nil {
