@@ -199,10 +199,7 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 		pinned.Close()
 		return nil, fmt.Errorf("attach %s: pid %d: %w", id, pid, ErrHostPidNS)
 	}
-	ns := newNamespace(id, pid, pinned, r.opts.Algo, r.opts.Template, r.opts.DefaultContainerPolicy, r.opts.PolicyLimits)
-	if r.state != nil {
-		ns.List = newList() // read from its journal once created (newNamespaceState)
-	}
+	ns := r.newContainer(id, pid, pinned)
 	initial, err := r.initialEntries(ns, ociConfig)
 	if err != nil {
 		pinned.Close()
@@ -258,6 +255,17 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 		go r.initExited(id)
 	}
 	return ns, nil
+}
+
+// newContainer returns a new container namespace with the registry's
+// options; with a state directory its list is journal-backed (read from
+// its journal once that is created or replayed).
+func (r *Registry) newContainer(id string, pid int, pinned *nsresolve.Pinned) *Namespace {
+	ns := newNamespace(id, pid, pinned, r.opts.Algo, r.opts.Template, r.opts.DefaultContainerPolicy, r.opts.PolicyLimits)
+	if r.state != nil {
+		ns.List = newList()
+	}
+	return ns
 }
 
 // startPolicy asks Options.StartPolicy for id's starting policy (nil: the

@@ -180,17 +180,15 @@ func (r *Registry) restoreOne(id string) (*Namespace, error) {
 		return nil, err
 	}
 	jpath := filepath.Join(r.state.nsDir(id), listJournalName)
-	list := newList()
-	j, dmg, err := r.state.replayExpecting(id, jpath, list, true)
+	ns := r.newContainer(id, rec.Pid, pinned) // not shared until registered below
+	j, dmg, err := r.state.replayExpecting(id, jpath, ns.List, true)
 	if err != nil {
 		pinned.Close()
 		log.WithError(err).Error("restore: journal unreadable; container quarantined, not restored")
 		r.state.moveAside(id, quarantineName, "unreadable journal: "+err.Error())
 		return nil, err
 	}
-	ns := newNamespace(id, rec.Pid, pinned, r.opts.Algo, r.opts.Template, r.opts.DefaultContainerPolicy, r.opts.PolicyLimits)
 	ns.Attached = rec.Attached
-	ns.List = list
 	ns.journal = j
 	ns.record = rec
 	ns.savePolicy = func(text string) error { return r.state.savePolicy(ns, text) }

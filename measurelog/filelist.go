@@ -97,20 +97,23 @@ func (rs *recordReader) get(i int) ([]byte, bool, error) {
 	}
 	// A new window from off: as many of the following records as fit.
 	size := n
-	if n <= windowSize {
+	for j := i + 1; j < rs.upto && n <= windowSize; j++ {
+		o, m := rs.offset(j)
+		if o < off || o+m-off > windowSize {
+			break
+		}
+		size = max(size, o+m-off)
+	}
+	switch {
+	case size > 4096 && size <= windowSize:
 		if rs.pooled == nil {
 			rs.pooled = windows.Get().(*[]byte)
 		}
-		for j := i + 1; j < rs.upto; j++ {
-			o, m := rs.offset(j)
-			if o < off || o+m-off > windowSize {
-				break
-			}
-			size = max(size, o+m-off)
-		}
 		rs.buf = (*rs.pooled)[:size]
-	} else {
-		rs.buf = make([]byte, n)
+	case size > int64(cap(rs.buf)) || rs.pooled != nil:
+		rs.buf = make([]byte, size) // a record or a few: not a pooled window
+	default:
+		rs.buf = rs.buf[:size]
 	}
 	rs.base = off
 	if k, err := rs.src.r.ReadAt(rs.buf, off); k < len(rs.buf) {
