@@ -130,51 +130,47 @@ var errJournalRecord = errors.New("malformed journal record")
 
 // parseJournal parses a journal record (the sha1 bank's binary-list
 // record) written by the daemon and checked at its start: bounds are
-// checked, digests are not. Fields are slices of rec.
+// checked, digests are not. Fields are slices of rec. (Locals until the
+// end: a record built field by field makes the escape analysis move the
+// caller's fields array to the heap, an allocation per rendered entry.)
 func (l *List) parseJournal(rec []byte, fields [][]byte) (record, error) {
 	if len(rec) < 4+SHA1.Size()+4 {
 		return record{}, errJournalRecord
 	}
-	r := record{pcr: binary.LittleEndian.Uint32(rec), journal: true, digests: rec[4 : 4+SHA1.Size()]}
-	r.violation = allZero(r.digests)
+	digest := rec[4 : 4+SHA1.Size()]
 	p := 4 + SHA1.Size()
 	nl := int(binary.LittleEndian.Uint32(rec[p:]))
 	p += 4
 	if nl > len(rec)-p {
 		return record{}, errJournalRecord
 	}
-	r.t = l.template(rec[p : p+nl])
+	t := l.template(rec[p : p+nl])
 	p += nl
-	if r.t.ima {
-		if len(rec) < p+SHA1.Size()+4 {
+	var td []byte
+	if t.ima {
+		if len(rec) < p+SHA1.Size()+4 || int(binary.LittleEndian.Uint32(rec[p+SHA1.Size():])) != len(rec)-p-SHA1.Size()-4 {
 			return record{}, errJournalRecord
 		}
-		fields = append(fields, rec[p:p+SHA1.Size():p+SHA1.Size()])
-		p += SHA1.Size()
-		n := int(binary.LittleEndian.Uint32(rec[p:]))
-		if n != len(rec)-p-4 {
+		fields = append(fields, rec[p:p+SHA1.Size():p+SHA1.Size()], rec[p+SHA1.Size()+4:len(rec):len(rec)])
+	} else {
+		if len(rec) < p+4 || int(binary.LittleEndian.Uint32(rec[p:])) != len(rec)-p-4 {
 			return record{}, errJournalRecord
 		}
-		r.fields = append(fields, rec[p+4:len(rec):len(rec)])
-		return r, nil
+		td = rec[p+4:]
+		for rest := td; len(rest) > 0; {
+			if len(rest) < 4 {
+				return record{}, errJournalRecord
+			}
+			n := binary.LittleEndian.Uint32(rest)
+			if uint64(n) > uint64(len(rest)-4) {
+				return record{}, errJournalRecord
+			}
+			fields = append(fields, rest[4:4+n:4+n])
+			rest = rest[4+n:]
+		}
 	}
-	if len(rec) < p+4 || int(binary.LittleEndian.Uint32(rec[p:])) != len(rec)-p-4 {
-		return record{}, errJournalRecord
-	}
-	r.td = rec[p+4:]
-	for td := r.td; len(td) > 0; {
-		if len(td) < 4 {
-			return record{}, errJournalRecord
-		}
-		n := binary.LittleEndian.Uint32(td)
-		if uint64(n) > uint64(len(td)-4) {
-			return record{}, errJournalRecord
-		}
-		fields = append(fields, td[4:4+n:4+n])
-		td = td[4+n:]
-	}
-	r.fields = fields
-	return r, nil
+	return record{pcr: binary.LittleEndian.Uint32(rec), violation: allZero(digest), t: t,
+		digests: digest, td: td, journal: true, fields: fields}, nil
 }
 
 // asciiLen returns the length of appendASCII's line without its digest,
