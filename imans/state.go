@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/imafs/imafs/internal/fsync"
 	"github.com/imafs/imafs/measurelog"
@@ -145,7 +146,7 @@ func newState(dir string, log *logrus.Logger, reg *Registry) (*state, error) {
 // opens it for appending. A corrupt record is an error: the caller decides
 // what to do with the file.
 func (s *state) replayJournal(what, path string, list *measurelog.List) (*jfile, error) {
-	start := time.Now()
+	start, cpu := time.Now(), processCPU()
 	j, err := measurelog.ReplayJournal(path, s.log.WithFields(logrus.Fields{"journal": path, "list": what}), list, replayProgressEvery)
 	if j == nil {
 		return nil, err
@@ -160,9 +161,20 @@ func (s *state) replayJournal(what, path string, list *measurelog.List) (*jfile,
 		return nil, oerr
 	}
 	if n := list.Len(); n > 0 {
-		s.log.WithFields(logrus.Fields{"list": what, "entries": n, "took": time.Since(start).String()}).Info("journal replayed")
+		s.log.WithFields(logrus.Fields{"list": what, "entries": n, "took": time.Since(start).String(),
+			"cpu": (processCPU() - cpu).String()}).Info("journal replayed")
 	}
 	return jf, err
+}
+
+// processCPU returns the daemon's CPU time so far (user + system, every
+// thread): what a replay costs, whatever the machine's load makes it wait.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // newList returns an empty journal-backed list, read from the journal at
