@@ -47,6 +47,9 @@ func (r *Registry) closeState() {
 	if len(s.owed) > 0 && !s.frozen && !s.host.closed {
 		s.flush(r.host) // a last try for the owed violations
 	}
+	if !s.frozen {
+		s.seal(s.journals(r.host))
+	}
 	s.mu.Unlock()
 	s.closeJournal(s.host)
 }
@@ -295,6 +298,7 @@ func (r *Registry) Freeze() {
 			files = append(files, ns.journal)
 		}
 	}
+	s.seal(files) // the successor trusts what this daemon checked
 	for _, j := range files {
 		if !j.closed {
 			j.closed = true

@@ -177,6 +177,22 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// seal seals the open journals that are in order (no write failing or
+// left to cut back), so that the next daemon's replay trusts their
+// records' digests (measurelog.SealJournal); s.mu is held and no flush
+// runs. A seal that cannot be written only costs the next start the
+// checks.
+func (s *state) seal(files []*jfile) {
+	for _, j := range files {
+		if j == nil || j.closed || j.broken != nil || j.failing.Load() != nil || j.size == 0 {
+			continue
+		}
+		if err := measurelog.SealJournal(j.path, j.size); err != nil {
+			s.log.WithError(err).WithField("journal", j.path).Warn("seal journal: the next start checks it all")
+		}
+	}
+}
+
 // newList returns an empty journal-backed list, read from the journal at
 // path once it is opened (SetJournal).
 func newList() *measurelog.List {

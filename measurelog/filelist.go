@@ -226,14 +226,15 @@ func fieldASCIILen(k fieldKind, data []byte) int {
 // replay appends the records of a journal's bytes (data: the file, read
 // or mapped) to l, an empty journal-backed list reading from the same
 // bytes, checking each as DecodeBinary does (structure, sha1 template
-// digest); it stops at the first record that fails with a *DecodeError
+// digest: not for the records within data[:trusted], a sealed prefix); it
+// stops at the first record that fails with a *DecodeError
 // and returns the number of records read. progress is called after each
 // record with the number read and the offset of the next.
-func (l *List) replay(data []byte, progress func(records, off int)) (int, error) {
+func (l *List) replay(data []byte, trusted int, progress func(records, off int)) (int, error) {
 	l.Reserve(len(data) / 128) // ~128 bytes a record; the table grows if not
 	a := arena{retain: true, reuse: true}
 	n := 0
-	return walkRecords(data, SHA1, &a, func(e *Entry, off int) {
+	return walkTrusting(data, trusted, SHA1, &a, func(e *Entry, off int) {
 		l.AppendAt(e, int64(off))
 		n++
 		progress(n, off)

@@ -201,3 +201,84 @@ func TestJournalListUnreadable(t *testing.T) {
 		t.Error("Entry or PCR of a cut journal is not nil")
 	}
 }
+
+// TestJournalSeal: a sealed prefix's digests are trusted (a record with a
+// wrong digest inside it is listed), a changed byte in it voids the seal
+// (the damage is found and quarantined as without one), records appended
+// after the seal are checked, and a stale or garbled seal is ignored.
+func TestJournalSeal(t *testing.T) {
+	var good []*Entry
+	for i := 0; i < 5; i++ {
+		good = append(good, testEntry(t, i))
+	}
+	full := encodeAll(good)
+	midStart := len(encodeAll(good[:2]))
+	badDigest := append([]byte(nil), full...)
+	badDigest[midStart+10] ^= 0x40 // inside record 2's sha1 digest
+	tests := []struct {
+		name    string
+		data    []byte // the journal when sealed
+		seal    int64  // sealed length (-1: no seal)
+		after   func(path string)
+		damaged bool
+	}{
+		{"sealed with a wrong digest: trusted", badDigest, int64(len(badDigest)), nil, false},
+		{"no seal: checked", badDigest, -1, nil, true},
+		{"sealed, then a byte flipped: checked", full, int64(len(full)), func(p string) { flipAt(t, p, midStart+10) }, true},
+		{"sealed prefix, damage appended after it: checked", full[:midStart], int64(midStart), func(p string) { appendFile(t, p, badDigest[midStart:]) }, true},
+		{"garbled seal: checked", badDigest, int64(len(badDigest)), func(p string) { os.WriteFile(p+".seal", []byte("imafs-journal-seal x y\n"), 0o600) }, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "j")
+			if err := os.WriteFile(path, tc.data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if tc.seal >= 0 {
+				if err := SealJournal(path, tc.seal); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.after != nil {
+				tc.after(path)
+			}
+			l := NewJournalList(nil)
+			j, err := ReplayJournal(path, quietLog(), l, 0)
+			if j == nil {
+				t.Fatal(err)
+			}
+			j.Close()
+			var dmg *DamageError
+			if errors.As(err, &dmg) != tc.damaged {
+				t.Fatalf("error %v, want damaged=%v", err, tc.damaged)
+			}
+			if want := map[bool]int{true: 2, false: 5}[tc.damaged]; l.Len() != want {
+				t.Errorf("%d entries listed, want %d", l.Len(), want)
+			}
+		})
+	}
+}
+
+func flipAt(t *testing.T, path string, at int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[at] ^= 0x40
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func appendFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -96,14 +96,15 @@ func OpenJournalLogger(path string, log logrus.FieldLogger) (*Journal, []*Entry,
 // l, an empty journal-backed list, which then reads its records from the
 // journal (the repaired file, opened for reading). The file is mapped
 // while it is replayed, not copied: no entry is kept in memory. Every
-// progressEvery records (0: never) it logs its progress.
+// progressEvery records (0: never) it logs its progress. The template
+// digests of a sealed prefix (SealJournal) are not checked again.
 func ReplayJournal(path string, log logrus.FieldLogger, l *List, progressEvery int) (*Journal, error) {
 	if !l.IsJournalBacked() || l.Len() != 0 {
 		return nil, fmt.Errorf("replay journal %s: the list must be empty and journal-backed", path)
 	}
 	return openJournal(path, log, true, func(data []byte) (int, error) {
 		l.SetJournal(bytes.NewReader(data))
-		return l.replay(data, func(records, off int) {
+		return l.replay(data, sealedPrefix(path, data), func(records, off int) {
 			if progressEvery > 0 && records%progressEvery == 0 {
 				log.WithFields(logrus.Fields{"replayed": records, "offset": off, "size": len(data)}).Info("journal replay progress")
 			}
