@@ -257,17 +257,6 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 	return ns, nil
 }
 
-// newContainer returns a new container namespace with the registry's
-// options; with a state directory its list is journal-backed (read from
-// its journal once that is created or replayed).
-func (r *Registry) newContainer(id string, pid int, pinned *nsresolve.Pinned) *Namespace {
-	ns := newNamespace(id, pid, pinned, r.opts.Algo, r.opts.Template, r.opts.DefaultContainerPolicy, r.opts.PolicyLimits)
-	if r.state != nil {
-		ns.List = newList()
-	}
-	return ns
-}
-
 // startPolicy asks Options.StartPolicy for id's starting policy (nil: the
 // default policy).
 func (r *Registry) startPolicy(id string, ociConfig []byte) (policy.Policy, error) {
