@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"sync"
 )
 
 // A journal-backed list (NewJournalList) keeps no record in memory: an
@@ -47,7 +46,27 @@ func (l *List) IsJournalBacked() bool { return l.src.Load() != nil }
 // windowSize bounds one read of records from a journal.
 const windowSize = 256 << 10
 
-var windows = sync.Pool{New: func() any { b := make([]byte, windowSize); return &b }}
+// windows keeps a few window buffers for the readers (a channel, not a
+// sync.Pool: a pool is emptied by every collection, and a fresh 256 KiB
+// buffer is zeroed before it is read into): at most 8, 2 MiB.
+var windows = make(chan *[]byte, 8)
+
+func getWindow() *[]byte {
+	select {
+	case b := <-windows:
+		return b
+	default:
+		b := make([]byte, windowSize)
+		return &b
+	}
+}
+
+func putWindow(b *[]byte) {
+	select {
+	case windows <- b:
+	default:
+	}
+}
 
 // recordReader returns the records of a list's entries, in order, for
 // one reader: for a journal-backed list it reads them in windows of up to
@@ -69,7 +88,7 @@ func (l *List) records(dir []*chunk, upto int) recordReader {
 
 func (rs *recordReader) release() {
 	if rs.pooled != nil {
-		windows.Put(rs.pooled)
+		putWindow(rs.pooled)
 		rs.pooled, rs.buf = nil, nil
 	}
 }
@@ -107,7 +126,7 @@ func (rs *recordReader) get(i int) ([]byte, bool, error) {
 	switch {
 	case size > 4096 && size <= windowSize:
 		if rs.pooled == nil {
-			rs.pooled = windows.Get().(*[]byte)
+			rs.pooled = getWindow()
 		}
 		rs.buf = (*rs.pooled)[:size]
 	case size > int64(cap(rs.buf)) || rs.pooled != nil:
