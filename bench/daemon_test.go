@@ -46,7 +46,9 @@ func startDaemon(b *testing.B, extra ...string) (*exec.Cmd, *control.Client) {
 	b.Helper()
 	dir := b.TempDir()
 	bin := filepath.Join(dir, "imafs")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/imafs/imafs/cmd/imafs").CombinedOutput(); err != nil {
+	if prebuilt := os.Getenv("BENCH_IMAFS_BIN"); prebuilt != "" {
+		bin = prebuilt // another tree's daemon (bench/run --baseline)
+	} else if out, err := exec.Command("go", "build", "-o", bin, "github.com/imafs/imafs/cmd/imafs").CombinedOutput(); err != nil {
 		b.Fatalf("build: %v\n%s", err, out)
 	}
 	sock := filepath.Join(dir, "imafs.sock")
@@ -82,6 +84,7 @@ func BenchmarkDaemonAttached(b *testing.B) {
 	}
 	daemon, client := startDaemon(b)
 	base := rssKiB(b, daemon.Process.Pid)
+	baseAnon := statusKiB(b, daemon.Process.Pid, "RssAnon:")
 	var pids []int
 	attach := func(upto int) {
 		for len(pids) < upto {
@@ -115,9 +118,11 @@ func BenchmarkDaemonAttached(b *testing.B) {
 		attach(upto)
 		took := time.Since(start)
 		rss := rssKiB(b, daemon.Process.Pid)
+		anon := statusKiB(b, daemon.Process.Pid, "RssAnon:")
 		b.Run(fmt.Sprintf("attached=%d", upto), func(b *testing.B) {
 			b.ReportMetric(loop(b, pids[0]), "container-ns/op")
 			b.ReportMetric(float64(rss-base)/float64(upto), "rss-KiB/container")
+			b.ReportMetric(float64(anon-baseAnon)/float64(upto), "rssanon-KiB/container")
 			b.ReportMetric(float64(took.Microseconds())/float64(upto)/1000, "spawn+attach-ms")
 		})
 	}

@@ -34,15 +34,15 @@ const JournalDamagedName = "<journal-damaged>"
 // started: from then on an empty or missing host journal is damage.
 const initializedName = "initialized"
 
-// replayExpecting replays the journal at path like replayJournal; when
-// expect is set the journal must hold entries, and a missing or empty one
-// is damage too. Damage comes back as dmg with the journal usable (its valid
-// prefix); err is any other failure.
-func (s *state) replayExpecting(path string, expect bool) (j *jfile, entries []*measurelog.Entry, dmg *measurelog.DamageError, err error) {
+// replayExpecting replays the journal at path into list like
+// replayJournal; when expect is set the journal must hold entries, and a
+// missing or empty one is damage too. Damage comes back as dmg with the
+// journal usable (its valid prefix); err is any other failure.
+func (s *state) replayExpecting(what, path string, list *measurelog.List, expect bool) (j *jfile, dmg *measurelog.DamageError, err error) {
 	if expect {
 		fi, serr := os.Stat(path)
 		if serr != nil && !errors.Is(serr, os.ErrNotExist) {
-			return nil, nil, nil, fmt.Errorf("journal %s: %w", path, serr)
+			return nil, nil, fmt.Errorf("journal %s: %w", path, serr)
 		}
 		if serr != nil || fi.Size() == 0 {
 			what := "journal missing"
@@ -56,14 +56,14 @@ func (s *state) replayExpecting(path string, expect bool) (j *jfile, entries []*
 				qerr = writeFileSync(saved, nil)
 			}
 			if qerr != nil {
-				return nil, nil, nil, qerr
+				return nil, nil, qerr
 			}
 			dmg = &measurelog.DamageError{Path: path, Saved: saved, Missing: true, Decode: &measurelog.DecodeError{Reason: what}}
 		}
 	}
-	j, entries, err = s.replayJournal(path)
+	j, err = s.replayJournal(what, path, list)
 	if j == nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	var de *measurelog.DamageError
 	if errors.As(err, &de) {
@@ -71,9 +71,9 @@ func (s *state) replayExpecting(path string, expect bool) (j *jfile, entries []*
 	}
 	if err != nil {
 		j.f.Close()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	return j, entries, dmg, nil
+	return j, dmg, nil
 }
 
 // noteDamage marks ns degraded for a journal damaged now (dmg) or earlier

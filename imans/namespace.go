@@ -69,6 +69,17 @@ func newNamespace(id string, init int, pinned *nsresolve.Pinned, algo measurelog
 	return n
 }
 
+// newContainer returns a new container namespace with the registry's
+// options; with a state directory its list is journal-backed (read from
+// its journal once that is created or replayed).
+func (r *Registry) newContainer(id string, pid int, pinned *nsresolve.Pinned) *Namespace {
+	ns := newNamespace(id, pid, pinned, r.opts.Algo, r.opts.Template, r.opts.DefaultContainerPolicy, r.opts.PolicyLimits)
+	if r.state != nil {
+		ns.List = newList()
+	}
+	return ns
+}
+
 // setPolicy replaces the policy and its cached renderings; n.mu is held (or
 // n is not shared yet).
 func (n *Namespace) setPolicy(p policy.Policy) {

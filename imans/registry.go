@@ -199,7 +199,7 @@ func (r *Registry) Attach(id string, pid int, ociConfig []byte) (*Namespace, err
 		pinned.Close()
 		return nil, fmt.Errorf("attach %s: pid %d: %w", id, pid, ErrHostPidNS)
 	}
-	ns := newNamespace(id, pid, pinned, r.opts.Algo, r.opts.Template, r.opts.DefaultContainerPolicy, r.opts.PolicyLimits)
+	ns := r.newContainer(id, pid, pinned)
 	initial, err := r.initialEntries(ns, ociConfig)
 	if err != nil {
 		pinned.Close()

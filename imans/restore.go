@@ -23,11 +23,11 @@ func (r *Registry) openState() error {
 		return err
 	}
 	path := filepath.Join(s.dir, hostJournalName)
-	j, entries, dmg, err := s.replayExpecting(path, s.hostJournalExpected())
+	r.host.List = newList() // the registry is not shared yet
+	j, dmg, err := s.replayExpecting(HostID, path, r.host.List, s.hostJournalExpected())
 	if err != nil {
 		return fmt.Errorf("host journal: %w", err)
 	}
-	s.apply(HostID, r.host.List, entries)
 	s.host = j
 	r.host.journal = j
 	r.state = s
@@ -46,6 +46,9 @@ func (r *Registry) closeState() {
 	}
 	if len(s.owed) > 0 && !s.frozen && !s.host.closed {
 		s.flush(r.host) // a last try for the owed violations
+	}
+	if !s.frozen {
+		s.seal(s.journals(r.host))
 	}
 	s.mu.Unlock()
 	s.closeJournal(s.host)
@@ -180,14 +183,14 @@ func (r *Registry) restoreOne(id string) (*Namespace, error) {
 		return nil, err
 	}
 	jpath := filepath.Join(r.state.nsDir(id), listJournalName)
-	j, entries, dmg, err := r.state.replayExpecting(jpath, true)
+	ns := r.newContainer(id, rec.Pid, pinned) // not shared until registered below
+	j, dmg, err := r.state.replayExpecting(id, jpath, ns.List, true)
 	if err != nil {
 		pinned.Close()
 		log.WithError(err).Error("restore: journal unreadable; container quarantined, not restored")
 		r.state.moveAside(id, quarantineName, "unreadable journal: "+err.Error())
 		return nil, err
 	}
-	ns := newNamespace(id, rec.Pid, pinned, r.opts.Algo, r.opts.Template, r.opts.DefaultContainerPolicy, r.opts.PolicyLimits)
 	ns.Attached = rec.Attached
 	ns.journal = j
 	ns.record = rec
@@ -208,7 +211,6 @@ func (r *Registry) restoreOne(id string) (*Namespace, error) {
 		r.state.moveAside(id, quarantineName, "unreadable policy: "+err.Error())
 		return nil, err
 	}
-	r.state.apply(id, ns.List, entries)
 	r.noteDamage(ns, jpath, dmg)
 
 	r.mu.Lock()
@@ -296,6 +298,7 @@ func (r *Registry) Freeze() {
 			files = append(files, ns.journal)
 		}
 	}
+	s.seal(files) // the successor trusts what this daemon checked
 	for _, j := range files {
 		if !j.closed {
 			j.closed = true

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/imafs/imafs/internal/fsync"
 	"github.com/imafs/imafs/measurelog"
@@ -39,10 +40,6 @@ const (
 	recordFileName  = "container.json"
 )
 
-// replayProgressEvery is how many replayed entries pass between two
-// progress lines in the log (a variable for tests).
-var replayProgressEvery = 200000
-
 // ContainerRecord is what the state directory keeps of an attached container
 // so that a restarted daemon can find it again and be sure it is the same
 // process: the pid alone could name another process by now, pid plus start
@@ -59,6 +56,10 @@ type ContainerRecord struct {
 	Mount     string    `json:"mount,omitempty"`         // mount target in the container's mount namespace
 	Attached  time.Time `json:"attached"`
 }
+
+// replayProgressEvery is how many replayed entries pass between two
+// progress lines in the log (a variable for tests).
+var replayProgressEvery = 200000
 
 // jfile is one journal file open for appending. A write that fails is cut
 // back off the file (size is the length of its durable records), so a
@@ -83,7 +84,9 @@ type pending struct {
 	host *measurelog.Entry // the host list's form of e (Item.Host), nil: e
 	err  error
 	done bool
-	owed bool // a violation whose earlier write failed (counted in nowed)
+	owed bool  // a violation whose earlier write failed (counted in nowed)
+	off  int64 // its record's offset in this batch's write to its namespace's journal
+	hoff int64 // and in the host journal's
 }
 
 // hostEntry is the entry the host list takes for p.
@@ -137,28 +140,63 @@ func newState(dir string, log *logrus.Logger, reg *Registry) (*state, error) {
 	return s, nil
 }
 
-// replayJournal reads the journal at path (cutting a torn tail, which
-// measurelog logs with its offset) and opens it for appending. A corrupt
-// record is an error: the caller decides what to do with the file.
-func (s *state) replayJournal(path string) (*jfile, []*measurelog.Entry, error) {
-	start := time.Now()
-	j, entries, err := measurelog.OpenJournalLogger(path, s.log.WithField("journal", path))
+// replayJournal checks the journal at path (cutting a torn tail, which
+// measurelog logs with its offset), lists its entries in list (empty,
+// journal-backed: it reads the records from the journal from then on) and
+// opens it for appending. A corrupt record is an error: the caller decides
+// what to do with the file.
+func (s *state) replayJournal(what, path string, list *measurelog.List) (*jfile, error) {
+	start, cpu := time.Now(), processCPU()
+	j, err := measurelog.ReplayJournal(path, s.log.WithFields(logrus.Fields{"journal": path, "list": what}), list, replayProgressEvery)
 	if j == nil {
-		return nil, nil, err
+		return nil, err
 	}
 	// A corrupt record has been saved to path+".corrupt" and cut: the
 	// file is appendable again; err tells the caller.
 	if cerr := j.Close(); cerr != nil {
-		return nil, nil, cerr
+		return nil, cerr
 	}
 	jf, oerr := openJFile(path)
 	if oerr != nil {
-		return nil, nil, oerr
+		return nil, oerr
 	}
-	if len(entries) >= replayProgressEvery {
-		s.log.WithFields(logrus.Fields{"journal": path, "entries": len(entries), "took": time.Since(start).String()}).Info("journal read")
+	if n := list.Len(); n > 0 {
+		s.log.WithFields(logrus.Fields{"list": what, "entries": n, "took": time.Since(start).String(),
+			"cpu": (processCPU() - cpu).String()}).Info("journal replayed")
 	}
-	return jf, entries, err
+	return jf, err
+}
+
+// processCPU returns the daemon's CPU time so far (user + system, every
+// thread): what a replay costs, whatever the machine's load makes it wait.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// seal seals the open journals that are in order (no write failing or
+// left to cut back), so that the next daemon's replay trusts their
+// records' digests (measurelog.SealJournal); s.mu is held and no flush
+// runs. A seal that cannot be written only costs the next start the
+// checks.
+func (s *state) seal(files []*jfile) {
+	for _, j := range files {
+		if j == nil || j.closed || j.broken != nil || j.failing.Load() != nil || j.size == 0 {
+			continue
+		}
+		if err := measurelog.SealJournal(j.path, j.size); err != nil {
+			s.log.WithError(err).WithField("journal", j.path).Warn("seal journal: the next start checks it all")
+		}
+	}
+}
+
+// newList returns an empty journal-backed list, read from the journal at
+// path once it is opened (SetJournal).
+func newList() *measurelog.List {
+	return measurelog.NewJournalList(nil, measurelog.SHA1, measurelog.SHA256)
 }
 
 // openJFile opens an existing journal for appending at its end.
@@ -173,25 +211,6 @@ func openJFile(path string) (*jfile, error) {
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
 	return &jfile{path: path, f: f, size: fi.Size()}, nil
-}
-
-// apply appends replayed entries to list, logging progress for large
-// journals. It drops its references to the entries as it goes (the list
-// keeps its own copy), so that the decoded journal becomes garbage while
-// the list grows instead of both being live until the end.
-func (s *state) apply(what string, list *measurelog.List, entries []*measurelog.Entry) {
-	start := time.Now()
-	list.Reserve(list.Len() + len(entries))
-	for i, e := range entries {
-		entries[i] = nil
-		list.Append(e)
-		if (i+1)%replayProgressEvery == 0 {
-			s.log.WithFields(logrus.Fields{"list": what, "replayed": i + 1, "of": len(entries)}).Info("journal replay progress")
-		}
-	}
-	if len(entries) > 0 {
-		s.log.WithFields(logrus.Fields{"list": what, "entries": len(entries), "list_len": list.Len(), "took": time.Since(start).String()}).Info("journal replayed")
-	}
 }
 
 func (s *state) nsDir(id string) string { return filepath.Join(s.dir, nsDirName, id) }
@@ -279,6 +298,12 @@ func (s *state) createNamespaceState(ns *Namespace) error {
 		f.Close()
 		return fmt.Errorf("state of %s: %w", ns.ID, err)
 	}
+	rf, err := os.Open(path)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("state of %s: %w", ns.ID, err)
+	}
+	ns.List.SetJournal(rf) // ns.List is empty and journal-backed (Attach)
 	ns.journal = &jfile{path: path, f: f}
 	return nil
 }

@@ -82,11 +82,13 @@ func (s *state) commitBatch(host *Namespace, items []*pending) (failed bool) {
 				if len(j.buf) == 0 {
 					files = append(files, j)
 				}
+				p.off = int64(len(j.buf))
 				j.buf = append(j.buf, rec...)
 				if p.host != nil {
 					rec = p.host.AppendBinary(rec[:0], measurelog.SHA1)
 				}
 			}
+			p.hoff = int64(len(s.host.buf))
 			s.host.buf = append(s.host.buf, rec...)
 		}
 		if err := s.write(s.host); err != nil {
@@ -112,11 +114,15 @@ func (s *state) commitBatch(host *Namespace, items []*pending) (failed bool) {
 			}
 		}
 		if len(bad) == 0 {
+			// Durable: listed at their records' offsets (j.prev: where
+			// this batch's write started).
 			for _, p := range items {
-				p.ns.List.Append(p.e)
-				if p.ns != host {
-					host.List.Append(p.hostEntry())
+				if p.ns == host {
+					host.List.AppendAt(p.e, s.host.prev+p.hoff)
+					continue
 				}
+				p.ns.List.AppendAt(p.e, p.ns.journal.prev+p.off)
+				host.List.AppendAt(p.hostEntry(), s.host.prev+p.hoff)
 			}
 			return failed
 		}

@@ -39,6 +39,14 @@ type arena struct {
 	fields  [][]byte
 	data    []byte
 	retain  bool // fields alias the decoded bytes instead of copies
+	// reuse hands out the same entry and field slice every time (a
+	// replay that is done with each entry before the next).
+	reuse bool
+	one   Entry
+	ones  [][]byte
+	// trusted skips the template digest check: the record lies in a
+	// sealed journal's prefix (walkRecords sets it per record).
+	trusted bool
 }
 
 const (
@@ -48,6 +56,10 @@ const (
 )
 
 func (a *arena) entry() *Entry {
+	if a.reuse {
+		a.one = Entry{}
+		return &a.one
+	}
 	if len(a.entries) == 0 {
 		a.entries = make([]Entry, arenaEntries)
 	}
@@ -57,6 +69,14 @@ func (a *arena) entry() *Entry {
 }
 
 func (a *arena) fieldSlice(n int) [][]byte {
+	if a.reuse {
+		if cap(a.ones) < n {
+			a.ones = make([][]byte, n)
+		}
+		f := a.ones[:n:n]
+		clear(f)
+		return f
+	}
 	if n > arenaFields/8 {
 		return make([][]byte, n)
 	}
@@ -192,6 +212,8 @@ func parseRecord(data []byte, bank Algo, a *arena) (*Entry, int, *needMore, erro
 	}
 	if allZero(digest) {
 		e.Violation = true
+	} else if a.trusted {
+		e.sums.set(bank, digest) // a sealed journal's record (journalseal.go)
 	} else {
 		var buf [64]byte
 		var want []byte
@@ -292,26 +314,46 @@ func decodeBinary(data []byte, bank Algo, retain bool) ([]*Entry, error) {
 		entries = make([]*Entry, 0, len(data)/100)
 	}
 	a := arena{retain: retain}
-	off := 0
+	_, err := walkRecords(data, bank, &a, func(e *Entry, _ int) { entries = append(entries, e) })
+	return entries, err
+}
+
+// walkRecords decodes the records of data in order, calling visit with
+// each entry (from a) and its offset. It returns the number of records and,
+// at a torn or corrupt one, a *DecodeError (DecodeBinary's rules).
+func walkRecords(data []byte, bank Algo, a *arena, visit func(e *Entry, off int)) (int, error) {
+	return walkTrusting(data, 0, bank, a, visit)
+}
+
+// walkTrusting is walkRecords trusting the template digests of the
+// records that lie wholly in data[:trusted] (a sealed prefix).
+func walkTrusting(data []byte, trusted int, bank Algo, a *arena, visit func(e *Entry, off int)) (int, error) {
+	off, count := 0, 0
 	for off < len(data) {
-		e, n, more, err := parseRecord(data[off:], bank, &a)
+		a.trusted = off < trusted
+		e, n, more, err := parseRecord(data[off:], bank, a)
+		if a.trusted && err == nil && more == nil && off+n > trusted {
+			a.trusted = false // straddles the seal: checked
+			e, n, more, err = parseRecord(data[off:], bank, a)
+		}
 		if more != nil {
 			if next := validRecordAfter(data, off, bank); next >= 0 {
 				// Not a write cut short: a length field points past
 				// the end while a whole record follows (corruption).
-				return entries, &DecodeError{Offset: int64(off),
-					Reason: fmt.Sprintf("record %d: %s claims %d bytes, %d present, but a valid record follows at offset %d", len(entries), more.what, more.need, len(data)-off, next)}
+				return count, &DecodeError{Offset: int64(off),
+					Reason: fmt.Sprintf("record %d: %s claims %d bytes, %d present, but a valid record follows at offset %d", count, more.what, more.need, len(data)-off, next)}
 			}
-			return entries, &DecodeError{Offset: int64(off), Torn: true,
-				Reason: fmt.Sprintf("record %d torn: %s needs %d bytes, %d present", len(entries), more.what, more.need, len(data)-off)}
+			return count, &DecodeError{Offset: int64(off), Torn: true,
+				Reason: fmt.Sprintf("record %d torn: %s needs %d bytes, %d present", count, more.what, more.need, len(data)-off)}
 		}
 		if err != nil {
-			return entries, &DecodeError{Offset: int64(off), Reason: fmt.Sprintf("record %d: %v", len(entries), err)}
+			return count, &DecodeError{Offset: int64(off), Reason: fmt.Sprintf("record %d: %v", count, err)}
 		}
-		entries = append(entries, e)
+		visit(e, off)
+		count++
 		off += n
 	}
-	return entries, nil
+	return count, nil
 }
 
 // validRecordAfter returns the offset of the first whole, valid record

@@ -1,6 +1,7 @@
 package measurelog
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/imafs/imafs/internal/fsync"
 )
@@ -74,30 +76,85 @@ func (e *DamageError) Unwrap() error { return e.Decode }
 
 // OpenJournalLogger is OpenJournal logging through log.
 func OpenJournalLogger(path string, log logrus.FieldLogger) (*Journal, []*Entry, error) {
+	var entries []*Entry
+	j, err := openJournal(path, log, false, func(data []byte) (int, error) {
+		// The entries' fields are slices of data (which nothing else
+		// holds): no copy of every record, and data goes with the last entry.
+		var derr error
+		entries, derr = decodeBinary(data, SHA1, true)
+		return len(entries), derr
+	}, nil)
+	if j == nil {
+		return nil, nil, err
+	}
+	return j, entries, err
+}
+
+// ReplayJournal opens the journal at path as OpenJournalLogger does (the
+// same checks of every record, the same repair of a torn tail and
+// quarantine of damage, the same *DamageError) and appends its entries to
+// l, an empty journal-backed list, which then reads its records from the
+// journal (the repaired file, opened for reading). The file is mapped
+// while it is replayed, not copied: no entry is kept in memory. Every
+// progressEvery records (0: never) it logs its progress. The template
+// digests of a sealed prefix (SealJournal) are not checked again.
+func ReplayJournal(path string, log logrus.FieldLogger, l *List, progressEvery int) (*Journal, error) {
+	if !l.IsJournalBacked() || l.Len() != 0 {
+		return nil, fmt.Errorf("replay journal %s: the list must be empty and journal-backed", path)
+	}
+	return openJournal(path, log, true, func(data []byte) (int, error) {
+		l.SetJournal(bytes.NewReader(data))
+		return l.replay(data, sealedPrefix(path, data), func(records, off int) {
+			if progressEvery > 0 && records%progressEvery == 0 {
+				log.WithFields(logrus.Fields{"replayed": records, "offset": off, "size": len(data)}).Info("journal replay progress")
+			}
+		})
+	}, func() error {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		l.SetJournal(f)
+		return nil
+	})
+}
+
+// openJournal is OpenJournalLogger with decode taking the journal's bytes
+// (read, or mapped when mapped is set) and returning how many records it
+// kept and the *DecodeError where it stopped; after (when not nil) runs
+// once the journal is repaired, before a mapping ends.
+func openJournal(path string, log logrus.FieldLogger, mapped bool, decode func(data []byte) (int, error), after func() error) (*Journal, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open journal: %w", err)
+		return nil, fmt.Errorf("open journal: %w", err)
 	}
 	if err := fsync.Dir(filepath.Dir(path)); err != nil {
 		f.Close()
-		return nil, nil, fmt.Errorf("open journal %s: %w", path, err)
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
-	data, err := readJournal(f)
+	var data []byte
+	if mapped {
+		var unmap func()
+		data, unmap, err = mapJournal(f)
+		if err == nil {
+			defer unmap()
+		}
+	} else {
+		data, err = readJournal(f)
+	}
 	if err != nil {
 		f.Close()
-		return nil, nil, fmt.Errorf("read journal %s: %w", path, err)
+		return nil, fmt.Errorf("read journal %s: %w", path, err)
 	}
-	// The entries' fields are slices of data (which nothing else holds):
-	// no copy of every record, and data goes with the last entry.
-	entries, derr := decodeBinary(data, SHA1, true)
+	kept, derr := decode(data)
 	var retErr error
 	if derr != nil {
 		var de *DecodeError
 		if !errors.As(derr, &de) {
 			f.Close()
-			return nil, nil, fmt.Errorf("replay journal %s: %w", path, derr)
+			return nil, fmt.Errorf("replay journal %s: %w", path, derr)
 		}
-		fields := logrus.Fields{"journal": path, "offset": de.Offset, "size": len(data), "entries": len(entries), "reason": de.Reason}
+		fields := logrus.Fields{"journal": path, "offset": de.Offset, "size": len(data), "entries": kept, "reason": de.Reason}
 		if de.Torn {
 			log.WithFields(fields).Warn("journal: torn tail cut")
 			err = cutTail(f, path, de.Offset)
@@ -110,18 +167,24 @@ func OpenJournalLogger(path string, log logrus.FieldLogger) (*Journal, []*Entry,
 			}
 			fields["saved"] = saved
 			log.WithFields(fields).Error("journal: damaged; original kept, valid prefix restored")
-			retErr = &DamageError{Path: path, Saved: saved, Size: int64(len(data)), Kept: len(entries), Decode: de}
+			retErr = &DamageError{Path: path, Saved: saved, Size: int64(len(data)), Kept: kept, Decode: de}
 		}
 		if err != nil {
 			if f != nil {
 				f.Close()
 			}
-			return nil, nil, fmt.Errorf("repair journal %s: %w", path, err)
+			return nil, fmt.Errorf("repair journal %s: %w", path, err)
 		}
 	}
 	if _, err := f.Seek(0, io.SeekEnd); err != nil {
 		f.Close()
-		return nil, nil, fmt.Errorf("seek journal %s: %w", path, err)
+		return nil, fmt.Errorf("seek journal %s: %w", path, err)
+	}
+	if after != nil {
+		if err := after(); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("open journal %s: %w", path, err)
+		}
 	}
 	size := int64(len(data))
 	if retErr != nil {
@@ -131,7 +194,29 @@ func OpenJournalLogger(path string, log logrus.FieldLogger) (*Journal, []*Entry,
 	}
 	j := &Journal{path: path, f: f, log: log, size: size}
 	j.cond = sync.NewCond(&j.mu)
-	return j, entries, retErr
+	return j, retErr
+}
+
+// mapJournal maps f read-only (nil for an empty file) and returns the
+// function that unmaps it. The pages are the page cache's: replaying a
+// journal copies none of it into the daemon's memory.
+func mapJournal(f *os.File) ([]byte, func(), error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if fi.Size() == 0 {
+		return nil, func() {}, nil
+	}
+	if int64(int(fi.Size())) != fi.Size() {
+		return nil, nil, fmt.Errorf("journal of %d bytes cannot be mapped", fi.Size())
+	}
+	data, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, nil, fmt.Errorf("map: %w", err)
+	}
+	_ = unix.Madvise(data, unix.MADV_SEQUENTIAL)
+	return data, func() { _ = unix.Munmap(data) }, nil
 }
 
 // readJournal reads f from its start into a buffer of its size (one

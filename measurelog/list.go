@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 )
@@ -34,32 +32,56 @@ func (f Format) String() string {
 const (
 	chunkShift = 10
 	chunkSize  = 1 << chunkShift // entries per chunk
+	firstChunk = 16              // slots of a list's first chunk (doubled as it fills)
 	slabSize   = 64 << 10        // bytes per record slab
 )
 
-// chunk holds chunkSize entries: their packed records and, per rendering,
-// the byte offset at which each entry's rendering ends. A chunk is never
-// moved or resized, and a slot is written once before it is published, so
-// readers use it without locks.
+// chunk holds up to chunkSize entries: where each one's record is (a
+// packed record in memory, or its offset in the journal) and the byte
+// offsets at which it ends in the first bank's ascii and binary
+// renderings (the other banks' differ by the digests' sizes only:
+// List.end). A slot is written once before it is published, so readers
+// use it without locks. The first chunk starts small and is replaced by
+// a copy twice its size when full (a list of a few entries, a container
+// just attached, costs a few hundred bytes, not a full chunk); the
+// others are allocated full.
 type chunk struct {
-	recs [chunkSize][]byte
-	ends []int64 // ends[i*nrend+r]: end offset of entry i in rendering r
+	recs [][]byte // in memory: entry i's packed record
+	offs []int64  // journal-backed: entry i's record offset in the journal
+	ends []int64  // ends[2*i]: end of entry i in bank 0's ascii, ends[2*i+1] in its binary rendering
 }
+
+func (l *List) newChunk(slots int) *chunk {
+	c := &chunk{ends: make([]int64, 2*slots)}
+	if l.src.Load() != nil {
+		c.offs = make([]int64, slots)
+	} else {
+		c.recs = make([][]byte, slots)
+	}
+	return c
+}
+
+func (c *chunk) slots() int { return len(c.ends) / 2 }
 
 // List is a per-namespace measurement list: append-only, one writer, many
 // concurrent readers; a reader at byte offset X of any rendering always
 // sees the same bytes.
 //
-// Each entry is kept once, packed (template name, PCR, template digests of
-// every bank, template data), plus one end offset per rendering (ascii and
-// binary of every bank). Readers find the entry containing an offset by
-// binary search and render only the entries they read; they take no lock,
-// so reading never blocks appending. Memory per entry is its template data
-// and digests plus a few dozen bytes (see BenchmarkListMemory).
+// A list made by NewList keeps each entry in memory, packed (template
+// name, PCR, template digests of every bank, template data), plus two
+// end offsets. A journal-backed list (NewJournalList, filelist.go) keeps
+// only each entry's offset in its journal and the two end offsets (24
+// bytes an entry) and reads the records from the journal when it renders
+// them. Readers find the entry containing an offset by binary search and
+// render only the entries they read; they take no lock, so reading never
+// blocks appending (see BenchmarkListMemory).
 type List struct {
 	banks []Algo
 	nrend int
-	doff  []int // doff[b]: offset of bank b's digest in a record's digests; doff[len(banks)]: their size
+	doff  []int   // doff[b]: offset of bank b's digest in a record's digests; doff[len(banks)]: their size
+	extra []int64 // extra[r]: what rendering r adds per entry to bank 0's (a larger digest)
+
+	src atomic.Pointer[source] // journal-backed: where the records are (nil: in memory)
 
 	lastT atomic.Pointer[compiled] // template of the last record parsed: most lists use one
 
@@ -68,12 +90,13 @@ type List struct {
 
 	viol atomic.Int64
 
-	mu     sync.Mutex // writer state below
-	slab   []byte
-	pcrs   *PCRs
-	folded int      // entries extended into pcrs (foldPCRs)
-	seen   dupTable // duplicate rule: (pcr, sha1 digest) -> entry index
-	notify chan struct{}
+	mu       sync.Mutex // writer state below
+	slab     []byte
+	slabNext int // size of the next slab
+	pcrs     *PCRs
+	folded   int      // entries extended into pcrs (foldPCRs)
+	seen     dupTable // duplicate rule: (pcr, sha1 digest) -> entry index
+	notify   chan struct{}
 }
 
 // NewList returns an empty list keeping banks; it always keeps SHA1 and
@@ -88,8 +111,11 @@ func NewList(banks ...Algo) *List {
 	slices.Sort(bs)
 	l := &List{banks: bs, nrend: 2 * len(bs), pcrs: NewPCRs(bs...)}
 	l.doff = make([]int, len(bs)+1)
+	l.extra = make([]int64, l.nrend)
 	for i, b := range bs {
 		l.doff[i+1] = l.doff[i] + b.Size()
+		l.extra[2*i] = int64(2 * (b.Size() - bs[0].Size()))
+		l.extra[2*i+1] = int64(b.Size() - bs[0].Size())
 	}
 	dir := []*chunk{}
 	l.dir.Store(&dir)
@@ -131,7 +157,9 @@ type record struct {
 	pcr       uint32
 	violation bool
 	t         *compiled
-	digests   []byte
+	digests   []byte // packed: every bank's; journal: the sha1 digest
+	td        []byte // journal, not ima: the template data as hashed
+	journal   bool
 	fields    [][]byte
 }
 
@@ -175,27 +203,48 @@ func (l *List) parse(rec []byte, fields [][]byte) record {
 	return r
 }
 
-func (l *List) digest(r *record, bank int, scratch []byte) []byte {
-	size := l.banks[bank].Size()
-	if r.violation {
-		return scratch[:size] // caller passes zeros
+// parseAny parses a record as the list keeps it: packed in memory, or a
+// journal's binary-list record.
+func (l *List) parseAny(rec []byte, journal bool, fields [][]byte) (record, error) {
+	if journal {
+		return l.parseJournal(rec, fields)
 	}
-	o := l.digestOffset(bank)
-	return r.digests[o : o+size]
+	return l.parse(rec, fields), nil
+}
+
+// digest returns r's template digest in bank (an index into l.banks):
+// zeros for a violation, computed into buf when a journal record lacks it.
+func (l *List) digest(r *record, bank int, buf *[64]byte) []byte {
+	b := l.banks[bank]
+	switch {
+	case r.violation:
+		return zeros[:b.Size()]
+	case !r.journal:
+		o := l.digestOffset(bank)
+		return r.digests[o : o+b.Size()]
+	case b == SHA1:
+		return r.digests
+	case r.td != nil:
+		return b.appendSum(buf[:0], r.td)
+	}
+	return templateDigest(buf[:0], r.t.ima, r.fields, b)
 }
 
 var zeros [64]byte
 
-// render appends entry rendering rend of a packed record.
-func (l *List) render(dst, rec []byte, rend int) []byte {
+// render appends entry rendering rend of a record.
+func (l *List) render(dst, rec []byte, journal bool, rend int) ([]byte, error) {
 	var fa [16][]byte
-	r := l.parse(rec, fa[:0])
-	bank := rend / 2
-	d := l.digest(&r, bank, zeros[:])
-	if rend%2 == 0 {
-		return appendASCII(dst, r.pcr, r.t, r.fields, d)
+	r, err := l.parseAny(rec, journal, fa[:0])
+	if err != nil {
+		return dst, err
 	}
-	return appendBinary(dst, r.pcr, r.t, r.fields, d)
+	var buf [64]byte
+	d := l.digest(&r, rend/2, &buf)
+	if rend%2 == 0 {
+		return appendASCII(dst, r.pcr, r.t, r.fields, d), nil
+	}
+	return appendBinary(dst, r.pcr, r.t, r.fields, d), nil
 }
 
 // Append adds e at the end of the list and extends the PCRs, unless the
@@ -205,73 +254,60 @@ func (l *List) render(dst, rec []byte, rend int) []byte {
 // with 0xff.. and counts in Violations. An entry no kernel list could
 // hold (PCR >= NumPCRs, template name longer than 255 bytes) is not added
 // either. Append is safe to call concurrently, though a list normally has
-// one writer.
-func (l *List) Append(e *Entry) bool {
+// one writer. A journal-backed list takes AppendAt instead.
+func (l *List) Append(e *Entry) bool { return l.AppendAt(e, -1) }
+
+// AppendAt is Append for a journal-backed list: off is the offset in the
+// journal of e's record (e.AppendBinary(nil, SHA1)), which must be durable
+// already. A list in memory ignores off.
+func (l *List) AppendAt(e *Entry, off int64) bool {
 	t := e.compiled()
 	if len(t.name) > 255 || e.PCR >= NumPCRs {
 		return false // cannot be rendered as a kernel record
 	}
+	fileBacked := l.src.Load() != nil
+	if fileBacked && off < 0 {
+		panic("measurelog: Append on a journal-backed list: use AppendAt with the record's offset")
+	}
 	var dbuf [2 * (20 + 32 + 48 + 64)]byte
 	digests := dbuf[:0]
 	if !e.Violation {
-		for _, b := range l.banks {
-			digests = e.digestInto(digests, t.ima, b)
+		if fileBacked {
+			digests = e.digestInto(digests, t.ima, SHA1) // the journal has the rest
+		} else {
+			for _, b := range l.banks {
+				digests = e.digestInto(digests, t.ima, b)
+			}
 		}
 	}
-	// Rendered sizes in the first bank; other banks differ only in the
-	// digest's size (raw in binary, hex in ascii).
-	var scratch [1024]byte
-	asciiLen := len(appendASCII(scratch[:0], e.PCR, t, e.Fields, zeros[:l.banks[0].Size()])) - 2*l.banks[0].Size()
-	binLen := binaryLen(t, e.Fields)
+	// Rendered sizes in the first bank (SHA1); other banks differ only in
+	// the digest's size (raw in binary, hex in ascii).
+	asciiLen := asciiLen(e.PCR, t, e.Fields) + 2*SHA1.Size()
+	binLen := binaryLen(t, e.Fields) + SHA1.Size()
 	var key uint64
 	var fullKey []byte
 	if !e.Violation {
 		fullKey = binary.LittleEndian.AppendUint32(digests[:SHA1.Size():SHA1.Size()], e.PCR)
 		key = binary.LittleEndian.Uint64(fullKey) ^ uint64(e.PCR)<<32
 	}
-	recLen := 6 + len(t.name) + len(digests) + templateDataLen(e.Fields)
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := int(l.count.Load())
-	if !e.Violation {
-		if l.isDuplicate(key, fullKey) {
-			return false
-		}
+	if !e.Violation && l.isDuplicate(key, fullKey) {
+		return false
 	}
-	rec := l.alloc(recLen)
-	binary.LittleEndian.PutUint32(rec, e.PCR)
-	if e.Violation {
-		rec[4] = flagViolation
+	c, si := l.slot(n)
+	if fileBacked {
+		c.offs[si] = off
+	} else {
+		c.recs[si] = l.pack(e, t, digests)
 	}
-	rec[5] = byte(len(t.name))
-	p := 6 + copy(rec[6:], t.name)
-	p += copy(rec[p:], digests)
-	appendTemplateData(rec[p:p], e.Fields)
-
-	dir := *l.dir.Load()
-	ci, si := n>>chunkShift, n&(chunkSize-1)
-	if ci == len(dir) {
-		nd := make([]*chunk, len(dir)+1, len(dir)+1)
-		copy(nd, dir)
-		nd[ci] = &chunk{ends: make([]int64, chunkSize*l.nrend)}
-		l.dir.Store(&nd)
-		dir = nd
+	var prevA, prevB int64 // bank 0's renderings: l.extra[0] = l.extra[1] = 0
+	if n > 0 {
+		prevA, prevB = l.end(*l.dir.Load(), n-1, 0), l.end(*l.dir.Load(), n-1, 1)
 	}
-	c := dir[ci]
-	c.recs[si] = rec
-	for r := 0; r < l.nrend; r++ {
-		prev := int64(0)
-		if n > 0 {
-			prev = l.end(dir, n-1, r)
-		}
-		size := l.banks[r/2].Size()
-		if r%2 == 0 {
-			c.ends[si*l.nrend+r] = prev + int64(asciiLen+2*size)
-		} else {
-			c.ends[si*l.nrend+r] = prev + int64(binLen+size)
-		}
-	}
+	c.ends[2*si], c.ends[2*si+1] = prevA+int64(asciiLen), prevB+int64(binLen)
 	// The PCRs are extended when they are asked for (foldPCRs).
 	if e.Violation {
 		l.viol.Add(1)
@@ -284,6 +320,51 @@ func (l *List) Append(e *Entry) bool {
 		l.notify = nil
 	}
 	return true
+}
+
+// slot returns the chunk and slot of entry n, the next one (l.mu held):
+// a new chunk when n starts one, a copy twice the size of the first
+// chunk when it is full. A chunk is published (l.dir) before the count.
+func (l *List) slot(n int) (*chunk, int) {
+	dir := *l.dir.Load()
+	ci, si := n>>chunkShift, n&(chunkSize-1)
+	switch {
+	case ci == len(dir):
+		slots := chunkSize
+		if ci == 0 {
+			slots = firstChunk
+		}
+		nd := make([]*chunk, len(dir)+1, len(dir)+1)
+		copy(nd, dir)
+		nd[ci] = l.newChunk(slots)
+		l.dir.Store(&nd)
+		return nd[ci], si
+	case si == dir[ci].slots():
+		old := dir[ci]
+		c := l.newChunk(min(2*old.slots(), chunkSize))
+		copy(c.recs, old.recs)
+		copy(c.offs, old.offs)
+		copy(c.ends, old.ends)
+		nd := append([]*chunk(nil), dir...)
+		nd[ci] = c
+		l.dir.Store(&nd)
+		return c, si
+	}
+	return dir[ci], si
+}
+
+// pack returns e's packed record, carved from the list's slabs.
+func (l *List) pack(e *Entry, t *compiled, digests []byte) []byte {
+	rec := l.alloc(6 + len(t.name) + len(digests) + templateDataLen(e.Fields))
+	binary.LittleEndian.PutUint32(rec, e.PCR)
+	if e.Violation {
+		rec[4] = flagViolation
+	}
+	rec[5] = byte(len(t.name))
+	p := 6 + copy(rec[6:], t.name)
+	p += copy(rec[p:], digests)
+	appendTemplateData(rec[p:p], e.Fields)
+	return rec
 }
 
 // binaryLen returns the size of appendBinary's record without its digest.
@@ -322,25 +403,52 @@ func (l *List) remember(key uint64, full []byte, n int) { l.seen.insert(key, n) 
 // sameKey reports whether entry i is a non-violation entry with the
 // (sha1 digest, pcr) of full.
 func (l *List) sameKey(dir []*chunk, i int, full []byte) bool {
-	rec := l.rec(dir, i)
-	if rec[4]&flagViolation != 0 {
-		return false
+	rs := l.records(dir, i+1)
+	defer rs.release()
+	rec, journal, err := rs.get(i)
+	if err != nil {
+		return false // unreadable: not known to be the same
 	}
-	p := 6 + int(rec[5]) // sha1 is the first bank
+	var d []byte
+	if journal {
+		if len(rec) < 4+SHA1.Size() || allZero(rec[4:4+SHA1.Size()]) {
+			return false
+		}
+		d = rec[4 : 4+SHA1.Size()]
+	} else {
+		if rec[4]&flagViolation != 0 {
+			return false
+		}
+		p := 6 + int(rec[5]) // sha1 is the first bank
+		d = rec[p : p+SHA1.Size()]
+	}
 	return binary.LittleEndian.Uint32(full[SHA1.Size():]) == binary.LittleEndian.Uint32(rec) &&
-		bytes.Equal(full[:SHA1.Size()], rec[p:p+SHA1.Size()])
+		bytes.Equal(full[:SHA1.Size()], d)
 }
 
 // alloc returns n bytes of record storage. Records are carved from shared
-// slabs; a slab's bytes are never rewritten once handed out.
-func (l *List) alloc(n int) []byte { return carve(&l.slab, n, slabSize) }
+// slabs; a slab's bytes are never rewritten once handed out. A list's
+// first slab is small (1 KiB) and each next one twice the last, up to
+// slabSize: a list of a few entries keeps a few KiB, not 64.
+func (l *List) alloc(n int) []byte {
+	if len(l.slab) < n && n <= slabSize/4 {
+		l.slabNext = min(max(2*l.slabNext, 1<<10), slabSize)
+		for l.slabNext < n {
+			l.slabNext *= 2
+		}
+		l.slab = make([]byte, l.slabNext)
+	}
+	return carve(&l.slab, n, slabSize)
+}
 
 func (l *List) rec(dir []*chunk, i int) []byte {
 	return dir[i>>chunkShift].recs[i&(chunkSize-1)]
 }
 
+// end returns where entry i ends in rendering r: bank 0's end plus what
+// the larger digests of r's bank add to every entry up to i.
 func (l *List) end(dir []*chunk, i, r int) int64 {
-	return dir[i>>chunkShift].ends[(i&(chunkSize-1))*l.nrend+r]
+	return dir[i>>chunkShift].ends[2*(i&(chunkSize-1))+r&1] + l.extra[r]*int64(i+1)
 }
 
 // Len returns the number of entries, boot_aggregate and violations
@@ -349,69 +457,6 @@ func (l *List) Len() int { return int(l.count.Load()) }
 
 // Violations returns the number of violation entries (the violations file).
 func (l *List) Violations() int64 { return l.viol.Load() }
-
-// Entry returns a copy of entry i, or nil when i is out of range.
-func (l *List) Entry(i int) *Entry {
-	n := l.Len()
-	if i < 0 || i >= n {
-		return nil
-	}
-	rec := l.rec(*l.dir.Load(), i)
-	r := l.parse(rec, nil)
-	e := &Entry{PCR: r.pcr, Template: r.t.name, Violation: r.violation, Fields: make([][]byte, len(r.fields))}
-	for j, f := range r.fields {
-		if len(f) > 0 {
-			e.Fields[j] = append([]byte(nil), f...)
-		}
-	}
-	return e
-}
-
-// PCR returns the current value of PCR index in bank (nil when the list
-// has no such bank).
-func (l *List) PCR(bank Algo, index int) []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.foldPCRs()
-	return l.pcrs.Value(bank, index)
-}
-
-// PCRs returns a snapshot of every PCR of every bank.
-func (l *List) PCRs() *PCRs {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.foldPCRs()
-	return l.pcrs.clone()
-}
-
-var ones = bytes.Repeat([]byte{0xff}, 64)
-
-// foldPCRs extends the PCRs with the entries appended since the last
-// fold, in order, from their records; l.mu is held. Entries are appended
-// at every measurement, the PCRs asked for rarely (quotes, a replay's
-// check): folding on demand keeps an extend (a hash per bank) per entry
-// off the append path, for the same values.
-func (l *List) foldPCRs() {
-	n := int(l.count.Load())
-	if l.folded == n {
-		return
-	}
-	dir := *l.dir.Load()
-	for i := l.folded; i < n; i++ {
-		rec := l.rec(dir, i)
-		pcr := binary.LittleEndian.Uint32(rec)
-		viol := rec[4]&flagViolation != 0
-		p := 6 + int(rec[5])
-		for bi, b := range l.banks {
-			if viol {
-				l.pcrs.extend(b, pcr, ones[:b.Size()])
-			} else {
-				l.pcrs.extend(b, pcr, rec[p+l.doff[bi]:p+l.doff[bi+1]])
-			}
-		}
-	}
-	l.folded = n
-}
 
 // Size returns the byte size of a rendering (0 for a bank the list does not keep).
 func (l *List) Size(f Format, bank Algo) int64 {
@@ -424,48 +469,6 @@ func (l *List) Size(f Format, bank Algo) int64 {
 		return 0
 	}
 	return l.end(*l.dir.Load(), n-1, r)
-}
-
-// ReadAt reads len(p) bytes of a rendering starting at off, like
-// io.ReaderAt: it returns io.EOF when it reads fewer bytes because the
-// rendering ends (or off is at or past its end). The bytes at an offset
-// never change once they exist.
-func (l *List) ReadAt(p []byte, off int64, f Format, bank Algo) (int, error) {
-	r, err := l.rendering(f, bank)
-	if err != nil {
-		return 0, fmt.Errorf("read %s list at %d: %w", f, off, err)
-	}
-	if off < 0 {
-		return 0, fmt.Errorf("read %s list: negative offset %d", f, off)
-	}
-	n := l.Len()
-	dir := *l.dir.Load()
-	if n == 0 || off >= l.end(dir, n-1, r) {
-		return 0, io.EOF
-	}
-	// First entry whose rendering ends after off.
-	i := sort.Search(n, func(i int) bool { return l.end(dir, i, r) > off })
-	var scratch [1024]byte
-	done := 0
-	start := int64(0)
-	if i > 0 {
-		start = l.end(dir, i-1, r)
-	}
-	for ; i < n && done < len(p); i++ {
-		end := l.end(dir, i, r)
-		if off == start && end-start <= int64(len(p)-done) {
-			// The whole entry fits: render it in place.
-			done += len(l.render(p[done:done:len(p)], l.rec(dir, i), r))
-		} else {
-			b := l.render(scratch[:0], l.rec(dir, i), r)
-			done += copy(p[done:], b[off-start:])
-		}
-		start, off = end, end
-	}
-	if done < len(p) {
-		return done, io.EOF
-	}
-	return done, nil
 }
 
 // Wait returns nil once Len() > n, or ctx's error when it is done first.
