@@ -9,7 +9,7 @@ type Item struct {
 	// Host, when set for a container's item, is the form of Entry the
 	// host's list (and journal) takes instead of Entry: the kernel's own
 	// record, of which Entry is the container's view (kernelsrc renders an
-	// ima-ns record as ima-ng for the container). Nil: Entry.
+	// ima-nsreg record as ima-ng for the container). Nil: Entry.
 	Host *measurelog.Entry
 }
 

@@ -61,7 +61,7 @@ func newNamespace(id string, init int, pinned *nsresolve.Pinned, algo measurelog
 		List:     measurelog.NewList(measurelog.SHA1, measurelog.SHA256),
 		Attached: time.Now(),
 		algo:     algo,
-		template: template,
+		template: ownTemplate(template),
 		limits:   limits.OrDefault(),
 		detached: make(chan struct{}),
 	}
@@ -198,12 +198,23 @@ func (n *Namespace) Template() string { return n.template }
 func (n *Namespace) Target(d policy.Decision) (template string, pcr uint32) {
 	template, pcr = n.template, DefaultPCR
 	if d.Template != "" {
-		template = d.Template
+		template = ownTemplate(d.Template)
 	}
 	if d.PCR >= 0 {
 		pcr = uint32(d.PCR)
 	}
 	return template, pcr
+}
+
+// ownTemplate is the template of the daemon's own records for a template
+// name: the kernel series' ima-nsreg ("label:id" of a kernel registration
+// in its ns field) becomes imafs's ima-ns (the same fields, the container
+// ID in ns), since the daemon's measurements have no kernel registration.
+func ownTemplate(name string) string {
+	if name == measurelog.TemplateIMANSReg {
+		return measurelog.TemplateIMANS
+	}
+	return name
 }
 
 // AcquirePolicyWriter claims n's policy file for one writer; false means a

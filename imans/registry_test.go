@@ -432,7 +432,8 @@ func TestMeasureFileTemplates(t *testing.T) {
 				Sig: sig, EVMSig: evm, Namespace: ns.Label(), UID: 5000 + uint32(i), GID: 77, Mode: 0o100640,
 				Xattrs: []measurelog.Xattr{{Name: "security.ima", Value: sig}},
 			}
-			want, err := measurelog.NewEntry(tmpl.Name, 10, m)
+			// The daemon records the kernel series' ima-nsreg as its own ima-ns.
+			want, err := measurelog.NewEntry(ownTemplate(tmpl.Name), 10, m)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -386,7 +386,7 @@ func TestRecordAllHostForm(t *testing.T) {
 				t.Fatal(err)
 			}
 			view := bufEntry(t, c, "/bin/view")
-			kernel, err := measurelog.NewEntry(measurelog.TemplateIMANS, DefaultPCR, measurelog.Measurement{
+			kernel, err := measurelog.NewEntry(measurelog.TemplateIMANSReg, DefaultPCR, measurelog.Measurement{
 				FileDigest: measurelog.SHA256.Sum([]byte("/bin/view")), FileAlgo: measurelog.SHA256, Name: "/bin/view", Namespace: "c:1",
 			})
 			if err != nil {
@@ -400,8 +400,8 @@ func TestRecordAllHostForm(t *testing.T) {
 				if got := c.List.Entry(c.List.Len() - 1); got.Template != measurelog.TemplateIMANG || got.Name() != "/bin/view" {
 					t.Errorf("%s: container's last entry %s %q, want the ima-ng view", when, got.Template, got.Name())
 				}
-				if got := r.Host().List.Entry(r.Host().List.Len() - 1); got.Template != measurelog.TemplateIMANS || got.Name() != "/bin/view" {
-					t.Errorf("%s: host's last entry %s %q, want the ima-ns record", when, got.Template, got.Name())
+				if got := r.Host().List.Entry(r.Host().List.Len() - 1); got.Template != measurelog.TemplateIMANSReg || got.Name() != "/bin/view" {
+					t.Errorf("%s: host's last entry %s %q, want the ima-nsreg record", when, got.Template, got.Name())
 				}
 			}
 			check("recorded", r, c)

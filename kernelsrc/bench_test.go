@@ -19,7 +19,7 @@ import (
 // fifth entry is the host's (empty ns field).
 var benchLabels = []string{"c1", "c2", "c3", "c4"}
 
-// benchList returns a kernel binary list (sha1 bank) of n distinct ima-ns
+// benchList returns a kernel binary list (sha1 bank) of n distinct ima-nsreg
 // entries, as the patched kernel writes them, spread round-robin over the
 // host and benchLabels. round makes the names (so the template digests)
 // differ from one round to the next, so that every round's entries are new
@@ -34,7 +34,7 @@ func benchList(b *testing.B, n, round int) []byte {
 		}
 		name := fmt.Sprintf("/usr/lib/x86_64-linux-gnu/r%d/lib%07d.so.1", round, i)
 		d := sha256.Sum256([]byte(name))
-		e, err := measurelog.NewEntry(measurelog.TemplateIMANS, 10, measurelog.Measurement{
+		e, err := measurelog.NewEntry(measurelog.TemplateIMANSReg, 10, measurelog.Measurement{
 			FileDigest: d[:], FileAlgo: measurelog.SHA256, Name: name, Namespace: label,
 		})
 		if err != nil {
@@ -46,7 +46,7 @@ func benchList(b *testing.B, n, round int) []byte {
 }
 
 // BenchmarkDemultiplex measures the kernel source's demultiplexing rate: a
-// kernel binary list (sha1 bank) of 10,000 ima-ns entries, one in five the
+// kernel binary list (sha1 bank) of 10,000 ima-nsreg entries, one in five the
 // host's and the rest spread over four containers, goes through Source.tail
 // (decode, ns label, registry lookup, Record) per op; the figure is entries/s.
 //

@@ -2,15 +2,16 @@
 // kernels carrying the imafs IMA series (kernel-patches/).
 //
 // Such a kernel tags every file measurement made in a registered pid
-// namespace with "label:id" of its registration (template "ima-ns" =
-// d-ng|n-ng|ns; the id is never reused until reboot) and measures a file
+// namespace with "label:id" of its registration (template "ima-nsreg" =
+// d-ng|n-ng|ns, "ima-ns" in the v1 series; the id is never reused until
+// reboot) and measures a file
 // once per registration. A Source keeps the kernel's registrations in step
 // with the daemon's registry (it is an imans.Observer: attach writes
 // "FD ID" to the kernel's /sys/kernel/security/ima/namespaces, FD being the
 // container's pinned pid namespace fd, detach writes "-ID"), tails the
 // kernel's binary_runtime_measurements and hands every entry to the
 // registry: unchanged for the host list, and for a container's list without
-// its ns field (ContainerView: ima-ns becomes ima-ng, so Keylime reads it;
+// its ns field (ContainerView: ima-nsreg becomes ima-ng, so Keylime reads it;
 // VerifyBinding checks a container's list against the host's, see
 // docs/keylime.md). The kernel measures each registration ("ima_ns_register",
 // an ima-buf record of "label:id pid:[inode]") before any entry can carry

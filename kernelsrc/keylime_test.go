@@ -248,7 +248,7 @@ func (kt *kernelTest) restart() {
 func (kt *kernelTest) c1Stream(id int, suffix string) []*measurelog.Entry {
 	t := kt.t
 	tag := fmt.Sprintf("c1:%d", id)
-	viol, err := measurelog.NewFileViolation(measurelog.TemplateIMANS, 10, measurelog.Measurement{Name: "/etc/w" + suffix, FileAlgo: measurelog.SHA256, Namespace: tag})
+	viol, err := measurelog.NewFileViolation(measurelog.TemplateIMANSReg, 10, measurelog.Measurement{Name: "/etc/w" + suffix, FileAlgo: measurelog.SHA256, Namespace: tag})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,8 +266,8 @@ func (kt *kernelTest) c1Stream(id int, suffix string) []*measurelog.Entry {
 // TestKeylimeReadsContainerList: with the kernel source, a container's list
 // holds only templates Keylime knows (ima-ng, ima-sig), its template hashes
 // and PCRs check with a Keylime-style parser and with evmctl, it is bound to
-// the host list's ima-ns entries, and a restarted daemon renders it the
-// same. The host list keeps the kernel's ima-ns entries.
+// the host list's ima-nsreg entries, and a restarted daemon renders it the
+// same. The host list keeps the kernel's ima-nsreg entries.
 func TestKeylimeReadsContainerList(t *testing.T) {
 	kt := newKernelTest(t)
 	defer func() { kt.reg.Close() }()
@@ -292,14 +292,14 @@ func TestKeylimeReadsContainerList(t *testing.T) {
 	if out, ok := evmctlCheck(t, kt.c1.List); !ok {
 		t.Errorf("evmctl ima_measurement on c1's list:\n%s", out)
 	}
-	// The host list: the kernel's ima-ns entries, which this parser (and
+	// The host list: the kernel's ima-nsreg entries, which this parser (and
 	// Keylime) rejects; evmctl replays it.
 	hostASCII := listRendering(t, kt.reg.Host().List, measurelog.ASCII)
-	if !bytes.Contains(hostASCII, []byte(" ima-ns ")) {
-		t.Errorf("host list has no ima-ns entry:\n%s", hostASCII)
+	if !bytes.Contains(hostASCII, []byte(" ima-nsreg ")) {
+		t.Errorf("host list has no ima-nsreg entry:\n%s", hostASCII)
 	}
 	if _, err := keylimeParse(hostASCII); err == nil {
-		t.Error("Keylime-style parser accepts ima-ns lines")
+		t.Error("Keylime-style parser accepts ima-nsreg lines")
 	}
 	if out, ok := evmctlCheck(t, kt.reg.Host().List); !ok {
 		t.Errorf("evmctl ima_measurement on the host list:\n%s", out)
@@ -329,7 +329,7 @@ func TestKeylimeReadsContainerList(t *testing.T) {
 }
 
 // TestOldJournalIMANS: a container journal written by a daemon that kept
-// ima-ns entries (--kernel-container-template ima-ns, or an imafs before
+// ima-nsreg entries (--kernel-container-template ima-nsreg, or an imafs before
 // it) loads unchanged; a daemon rendering ima-ng continues the list, which
 // stays bound to the host list, and renders it the same after a restart.
 func TestOldJournalIMANS(t *testing.T) {
@@ -337,13 +337,13 @@ func TestOldJournalIMANS(t *testing.T) {
 	defer func() { kt.reg.Close() }()
 	kt.kernelAppends(ContainerNS, kt.c1Stream(1, "")...)
 	old := listRendering(t, kt.c1.List, measurelog.ASCII)
-	if n := bytes.Count(old, []byte(" ima-ns ")); n != 3 {
-		t.Errorf("c1's list has %d ima-ns lines with ContainerNS, want 3:\n%s", n, old)
+	if n := bytes.Count(old, []byte(" ima-nsreg ")); n != 3 {
+		t.Errorf("c1's list has %d ima-nsreg lines with ContainerNS, want 3:\n%s", n, old)
 	}
 	kt.restart()
 	kt.kernelAppends(ContainerNG, kt.c1Stream(3, "-new")...)
 	now := listRendering(t, kt.c1.List, measurelog.ASCII)
-	if !bytes.HasPrefix(now, old) || bytes.Count(now, []byte(" ima-ns ")) != 3 || kt.c1.List.Len() != 10 {
+	if !bytes.HasPrefix(now, old) || bytes.Count(now, []byte(" ima-nsreg ")) != 3 || kt.c1.List.Len() != 10 {
 		t.Errorf("c1's list after the new daemon:\n%s\nwant the old list and 4 ima-ng/ima-sig entries after it", now)
 	}
 	if out, ok := evmctlCheck(t, kt.c1.List); !ok {

@@ -79,12 +79,12 @@ func quietLog() *logrus.Logger {
 	return l
 }
 
-// kernelEntry builds an ima-ns entry the way the kernel does for an exec of
+// kernelEntry builds an ima-nsreg entry the way the kernel does for an exec of
 // name by a task in the namespace labelled label ("" = host).
 func kernelEntry(t *testing.T, name, label string) *measurelog.Entry {
 	t.Helper()
 	d := sha256.Sum256([]byte("content of " + name))
-	e, err := measurelog.NewEntry(measurelog.TemplateIMANS, 10, measurelog.Measurement{
+	e, err := measurelog.NewEntry(measurelog.TemplateIMANSReg, 10, measurelog.Measurement{
 		FileDigest: d[:], FileAlgo: measurelog.SHA256, Name: name, Namespace: label,
 	})
 	if err != nil {

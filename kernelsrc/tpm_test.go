@@ -34,33 +34,51 @@ func readPCR10(t *testing.T, path string) []byte {
 	return nil
 }
 
-// TestRealKernelListReplaysToTPM: the ima-ns list of a patched kernel booted
-// with a software TPM (testdata/ima-ns-6.12-tpm, copied out by
-// kernel-patches/test/run --tpm) replays to the TPM's PCR 10 in both banks,
-// so the tagged template data decodes exactly as the kernel hashed it.
+// TestRealKernelListReplaysToTPM: the lists of patched kernels booted with
+// a software TPM (copied out by kernel-patches/test/run --tpm; the series'
+// v1, template ima-ns with bare labels, and v2, template ima-nsreg with
+// "label:id" tags) replay to the TPM's PCR 10 in both banks, so the tagged
+// template data decodes exactly as the kernel hashed it.
 func TestRealKernelListReplaysToTPM(t *testing.T) {
-	dir := filepath.Join("testdata", "ima-ns-6.12-tpm")
-	bin, err := os.ReadFile(filepath.Join(dir, "binary_runtime_measurements"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	entries, err := measurelog.DecodeBinary(bin, measurelog.SHA1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcrs := measurelog.Replay(entries, measurelog.SHA1, measurelog.SHA256)
-	for _, bank := range []measurelog.Algo{measurelog.SHA1, measurelog.SHA256} {
-		want := readPCR10(t, filepath.Join(dir, "pcrs-"+bank.String()+".txt"))
-		if got := pcrs.Value(bank, 10); !bytes.Equal(got, want) {
-			t.Errorf("replayed %s PCR 10 = %x, TPM has %x", bank, got, want)
-		}
-	}
-	labels := map[string]int{}
-	for _, e := range entries {
-		labels[Label(e)]++
-	}
-	if labels["c1"] == 0 || labels["c2"] == 0 || labels["k1"] == 0 || labels[""] == 0 {
-		t.Errorf("labels in the list: %v, want host, k1, c1 and c2 entries", labels)
+	for _, tc := range []struct {
+		dir, template string
+		labels        []string // labels (before ":id") the list must have
+	}{
+		{"ima-ns-6.12-tpm", measurelog.TemplateIMANS, []string{"", "k1", "c1", "c2"}},
+		{"ima-nsreg-6.12-tpm", measurelog.TemplateIMANSReg, []string{"", "c1", "c2"}},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			dir := filepath.Join("testdata", tc.dir)
+			bin, err := os.ReadFile(filepath.Join(dir, "binary_runtime_measurements"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			entries, err := measurelog.DecodeBinary(bin, measurelog.SHA1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pcrs := measurelog.Replay(entries, measurelog.SHA1, measurelog.SHA256)
+			for _, bank := range []measurelog.Algo{measurelog.SHA1, measurelog.SHA256} {
+				want := readPCR10(t, filepath.Join(dir, "pcrs-"+bank.String()+".txt"))
+				if got := pcrs.Value(bank, 10); !bytes.Equal(got, want) {
+					t.Errorf("replayed %s PCR 10 = %x, TPM has %x", bank, got, want)
+				}
+			}
+			labels, templates := map[string]int{}, map[string]int{}
+			for _, e := range entries {
+				label, _, _ := strings.Cut(Label(e), ":")
+				labels[label]++
+				templates[e.Template]++
+			}
+			for _, l := range tc.labels {
+				if labels[l] == 0 {
+					t.Errorf("labels in the list: %v, want entries of %q", labels, l)
+				}
+			}
+			if templates[tc.template] == 0 {
+				t.Errorf("templates in the list: %v, want %s entries", templates, tc.template)
+			}
+		})
 	}
 }
 

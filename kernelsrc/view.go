@@ -11,25 +11,28 @@ import (
 // How a container's list renders the kernel's entries (Options.ContainerTemplate).
 const (
 	// ContainerNG renders each kernel entry without its ns field, as the
-	// template its other fields make: ima-ns (d-ng|n-ng|ns) becomes
+	// template its other fields make: ima-nsreg (d-ng|n-ng|ns) becomes
 	// ima-ng, a custom d-ng|n-ng|sig|ns ima-sig. A verifier that knows only
 	// the kernel's templates (Keylime, evmctl) reads the container's list.
 	ContainerNG = "ima-ng"
-	// ContainerNS keeps the kernel's entries unchanged (ima-ns), as the
+	// ContainerNS keeps the kernel's entries unchanged (ima-nsreg), as the
 	// host list has them.
-	ContainerNS = "ima-ns"
+	ContainerNS = "ima-nsreg"
+	// containerNSv1 is ContainerNS's name before the series' template was
+	// renamed (v1's ima-ns); a shipped flag value, still accepted.
+	containerNSv1 = "ima-ns"
 )
 
 // ParseContainerTemplate checks a --kernel-container-template value; ""
-// selects ContainerNG.
+// selects ContainerNG, "ima-ns" (the shipped spelling) ContainerNS.
 func ParseContainerTemplate(s string) (string, error) {
 	switch s {
 	case "", ContainerNG:
 		return ContainerNG, nil
-	case ContainerNS:
+	case ContainerNS, containerNSv1:
 		return ContainerNS, nil
 	}
-	return "", fmt.Errorf("kernel container template %q: want %s or %s", s, ContainerNG, ContainerNS)
+	return "", fmt.Errorf("kernel container template %q: want %s or %s (or %s, its former name)", s, ContainerNG, ContainerNS, containerNSv1)
 }
 
 // ContainerView returns the entry a container's list holds for the kernel
@@ -64,7 +67,7 @@ func ContainerView(e *measurelog.Entry) (view *measurelog.Entry, ok bool) {
 func templateName(ids []string) string {
 	for _, name := range measurelog.Templates() {
 		t, err := measurelog.LookupTemplate(name)
-		if err == nil && name != measurelog.TemplateIMANS && slices.Equal(t.Fields, ids) {
+		if err == nil && !slices.Contains(t.Fields, "ns") && slices.Equal(t.Fields, ids) {
 			return name
 		}
 	}

@@ -40,8 +40,9 @@ func TestContainerView(t *testing.T) {
 		ok       bool
 		template string
 	}{
-		{"ima-ns becomes ima-ng", kernelEntry(t, "/bin/sh", "c1:1"), true, measurelog.TemplateIMANG},
-		{"host ima-ns (empty ns) too", kernelEntry(t, "/bin/sh", ""), true, measurelog.TemplateIMANG},
+		{"ima-nsreg becomes ima-ng", kernelEntry(t, "/bin/sh", "c1:1"), true, measurelog.TemplateIMANG},
+		{"host ima-nsreg (empty ns) too", kernelEntry(t, "/bin/sh", ""), true, measurelog.TemplateIMANG},
+		{"a v1 kernel's ima-ns too", customEntry(t, measurelog.TemplateIMANS, "/bin/v1", "c1", nil), true, measurelog.TemplateIMANG},
 		{"d-ng|n-ng|sig|ns becomes ima-sig", customEntry(t, "d-ng|n-ng|sig|ns", "/bin/signed", "c1:1", imaSig), true, measurelog.TemplateIMASig},
 		{"d-ng|n-ng|ns|buf becomes ima-buf", customEntry(t, "d-ng|n-ng|ns|buf", "/b", "c1:1", nil), true, measurelog.TemplateIMABuf},
 		{"no builtin: custom format", customEntry(t, "d-ng|n-ng|ns|iuid", "/bin/id", "c1:1", nil), true, "d-ng|n-ng|iuid"},
@@ -213,7 +214,7 @@ func TestParseContainerTemplate(t *testing.T) {
 	for _, tc := range []struct {
 		in, want string
 		ok       bool
-	}{{"", ContainerNG, true}, {"ima-ng", ContainerNG, true}, {"ima-ns", ContainerNS, true}, {"ima-sig", "", false}, {"keylime", "", false}} {
+	}{{"", ContainerNG, true}, {"ima-ng", ContainerNG, true}, {"ima-nsreg", ContainerNS, true}, {"ima-ns", ContainerNS, true}, {"ima-sig", "", false}, {"keylime", "", false}} {
 		got, err := ParseContainerTemplate(tc.in)
 		if got != tc.want || (err == nil) != tc.ok {
 			t.Errorf("ParseContainerTemplate(%q) = %q, %v; want %q, ok %v", tc.in, got, err, tc.want, tc.ok)

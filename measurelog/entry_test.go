@@ -170,6 +170,7 @@ func TestAlgoAndTemplates(t *testing.T) {
 		"ima": "d|n", "ima-ng": "d-ng|n-ng", "ima-sig": "d-ng|n-ng|sig", "ima-buf": "d-ng|n-ng|buf",
 		"ima-ngv2": "d-ngv2|n-ng", "ima-sigv2": "d-ngv2|n-ng|sig", "ima-modsig": "d-ng|n-ng|sig|d-modsig|modsig",
 		"evm-sig": "d-ng|n-ng|evmsig|xattrnames|xattrlengths|xattrvalues|iuid|igid|imode", "ima-ns": "d-ng|n-ng|ns",
+		"ima-nsreg": "d-ng|n-ng|ns",
 	}
 	for _, name := range Templates() {
 		tm, err := LookupTemplate(name)

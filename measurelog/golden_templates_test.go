@@ -13,7 +13,7 @@ import (
 // the order of the QEMU guest's rules (owner 4300 + index).
 var goldenTemplates = []string{
 	TemplateIMA, TemplateIMANG, TemplateIMASig, TemplateIMANGv2, TemplateIMASigv2,
-	TemplateIMABuf, TemplateIMAModsig, TemplateEVMSig, TemplateIMANS,
+	TemplateIMABuf, TemplateIMAModsig, TemplateEVMSig, TemplateIMANSReg,
 }
 
 // TestGoldenTemplates rebuilds every entry the patched 6.12 kernel wrote
@@ -49,7 +49,7 @@ func TestGoldenTemplates(t *testing.T) {
 			FileDigest: s256[:], FileAlgo: SHA256, DigestSHA1: s1[:], Name: name,
 			Sig: sig, EVMSig: evm, UID: 4300 + uint32(idx), GID: 0, Mode: 0o100644,
 		}
-		if tmpl == TemplateIMANS {
+		if tmpl == TemplateIMANSReg {
 			m.Namespace = string(cString(k.Fields[2])) // the kernel's tag ("" for the host)
 		}
 		e, err := NewEntry(tmpl, k.PCR, m)

@@ -52,15 +52,22 @@ const (
 	TemplateIMABuf    = "ima-buf"
 	TemplateIMAModsig = "ima-modsig"
 	TemplateEVMSig    = "evm-sig"
-	// TemplateIMANS is imafs's namespace-tagged template d-ng|n-ng|ns. The
-	// ns field holds the registered namespace's label (the imafs container
-	// ID) followed by one NUL, like n-ng; its ascii rendering is the label.
-	// Entries made outside any registered namespace (the host) have a
-	// zero-length ns field, rendered as an empty string.
+	// TemplateIMANS is imafs's own namespace-tagged template d-ng|n-ng|ns,
+	// for the daemon's measurements: the ns field holds the imafs container
+	// ID followed by one NUL, like n-ng; its ascii rendering is the ID.
+	// Entries made outside any container (the host) have a zero-length ns
+	// field, rendered as an empty string. (Kernels with series v1 named
+	// their template ima-ns too; lists from them still parse.)
 	TemplateIMANS = "ima-ns"
+	// TemplateIMANSReg is the imafs kernel series' template (v2): the same
+	// fields, the ns field holding "label:id" of the kernel registration
+	// of the measuring task's pid namespace (kernelsrc). A name no earlier
+	// kernel RFC used.
+	TemplateIMANSReg = "ima-nsreg"
 )
 
-// builtinTemplates are the kernel's builtin_templates[] (6.12) plus ima-ns.
+// builtinTemplates are the kernel's builtin_templates[] (6.12), the
+// series' ima-nsreg and imafs's ima-ns.
 var builtinTemplates = []Template{
 	{Name: TemplateIMA, Fields: []string{"d", "n"}},
 	{Name: TemplateIMANG, Fields: []string{"d-ng", "n-ng"}},
@@ -71,6 +78,7 @@ var builtinTemplates = []Template{
 	{Name: TemplateIMAModsig, Fields: []string{"d-ng", "n-ng", "sig", "d-modsig", "modsig"}},
 	{Name: TemplateEVMSig, Fields: []string{"d-ng", "n-ng", "evmsig", "xattrnames", "xattrlengths", "xattrvalues", "iuid", "igid", "imode"}},
 	{Name: TemplateIMANS, Fields: []string{"d-ng", "n-ng", "ns"}},
+	{Name: TemplateIMANSReg, Fields: []string{"d-ng", "n-ng", "ns"}},
 }
 
 // maxTemplateNameLen is the kernel's MAX_TEMPLATE_NAME_LEN - 1: the longest
@@ -153,7 +161,8 @@ const maxCustomTemplates = 64
 
 // LookupTemplate returns the template called name: one of the kernel's
 // builtin templates (ima, ima-ng, ima-sig, ima-ngv2, ima-sigv2, ima-buf,
-// ima-modsig, evm-sig), imafs's ima-ns, or a custom format such as
+// ima-modsig, evm-sig), the kernel series' ima-nsreg, imafs's ima-ns, or a
+// custom format such as
 // "d-ng|n-ng|iuid" made of known fields. The result is a copy.
 func LookupTemplate(name string) (*Template, error) {
 	c, err := lookup(name)

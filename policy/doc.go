@@ -20,7 +20,8 @@
 //   - Session models one open..close of the policy file (line per write,
 //     all-or-nothing commit).
 //
-// Ids are the values the container's user namespace sees. The template
-// ima-ns is accepted besides the kernel's. Kernel configuration and LSM
+// Ids are the values the container's user namespace sees. The templates
+// ima-ns (imafs's) and ima-nsreg (the kernel series') are accepted besides
+// the kernel's. Kernel configuration and LSM
 // conditions: docs/packages/policy.md.
 package policy

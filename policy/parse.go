@@ -59,15 +59,17 @@ var DefaultHashAlgos = []string{"md5", "sha1", "sha256", "sha384", "sha512", "sh
 var Kernel612HashAlgos = []string{"sha1", "sha256", "sha224"}
 
 // Template describes a template a rule may name with template=: the kernel's
-// built-in ones, plus imafs's own namespace-tagged "ima-ns" (which the
-// imafs kernel patch also defines).
+// built-in ones, imafs's own namespace-tagged "ima-ns" and the imafs kernel
+// series' "ima-nsreg" (the same fields; docs/file-semantics.md#templates).
 type Template struct {
 	Name string // "ima-ng"
 	Fmt  string // "d-ng|n-ng"
 }
 
 // Templates is the kernel's builtin_templates table (lookup_template_desc
-// matches a name or a format string) plus imafs's ima-ns.
+// matches a name or a format string) plus imafs's ima-ns and the series'
+// ima-nsreg. ima-ns comes first: the format d-ng|n-ng|ns names it, as it
+// did before the series' template was renamed.
 var Templates = []Template{
 	{"ima", "d|n"},
 	{"ima-ng", "d-ng|n-ng"},
@@ -78,6 +80,7 @@ var Templates = []Template{
 	{"ima-modsig", "d-ng|n-ng|sig|d-modsig|modsig"},
 	{"evm-sig", "d-ng|n-ng|evmsig|xattrnames|xattrlengths|xattrvalues|iuid|igid|imode"},
 	{"ima-ns", "d-ng|n-ng|ns"},
+	{"ima-nsreg", "d-ng|n-ng|ns"},
 }
 
 // LookupTemplate finds a template by name or by format string, like the

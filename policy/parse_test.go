@@ -98,6 +98,8 @@ func TestParseRule(t *testing.T) {
 		{in: "measure template=d|n", want: "measure template=ima "},
 		{in: "measure template=evm-sig", want: "measure template=evm-sig "},
 		{in: "measure template=ima-ns", want: "measure template=ima-ns "},
+		{in: "measure template=ima-nsreg", want: "measure template=ima-nsreg "},
+		{in: "measure template=d-ng|n-ng|ns", want: "measure template=ima-ns "},
 		{in: "template=ima-ng measure", errToken: "template=ima-ng"},
 		{in: "dont_measure template=ima-ng", errToken: "template=ima-ng"},
 		{in: "measure template=ima-ng template=ima-ng", errToken: "template=ima-ng"},

@@ -28,7 +28,7 @@ const logUsage = `Usage:
       extend with 0xff.. as the kernel does. --all prints PCR-00..PCR-23, the format of
       evmctl ima_measurement --pcrs ALG,FILE.
   imafs log binding --id ID [--pid-ns 'pid:[INODE]'] HOSTLIST CONTAINERLIST
-      Check that a container's list is bound to the host's ima-ns entries (kernel
+      Check that a container's list is bound to the host's ima-nsreg entries (kernel
       source; see imafs log binding --help and docs/keylime.md).
   imafs log ID|--host [...]
       Show a namespace's list (needs the daemon; see imafs log ID --help).

@@ -14,7 +14,7 @@ const bindingUsage = `Usage:
   imafs log binding --id ID [--pid-ns 'pid:[INODE]'] [--input-bank ALG|auto] HOSTLIST CONTAINERLIST
       Check offline that CONTAINERLIST (a container's binary list, as imafs serves it with the
       kernel source) is bound to HOSTLIST (the kernel's binary_runtime_measurements, or imafs's
-      host list): every host ima-ns entry tagged with one of ID's kernel registrations (only
+      host list): every host ima-nsreg entry tagged with one of ID's kernel registrations (only
       those of pid namespace INODE with --pid-ns) is, in order, the container's next entry,
       as ima-ng (or unchanged); every container entry has its host entry. Check HOSTLIST
       against the TPM first (evmctl ima_measurement). Exit 0 when bound, 1 when not or on a

@@ -23,19 +23,19 @@ func bindingEntry(t *testing.T, template, name, ns string, buf []byte) *measurel
 }
 
 // TestLogBinding: imafs log binding accepts a container list that is the
-// ima-ng view of the host's ima-ns entries and rejects one that is not.
+// ima-ng view of the host's ima-nsreg entries and rejects one that is not.
 func TestLogBinding(t *testing.T) {
 	dir := t.TempDir()
-	boot, err := measurelog.NewBootAggregate(measurelog.TemplateIMANS, make([]byte, 32), measurelog.SHA256)
+	boot, err := measurelog.NewBootAggregate(measurelog.TemplateIMANSReg, make([]byte, 32), measurelog.SHA256)
 	if err != nil {
 		t.Fatal(err)
 	}
 	host := []*measurelog.Entry{
 		boot,
 		bindingEntry(t, measurelog.TemplateIMABuf, "ima_ns_register", "", []byte("c1:4 pid:[4026532100]")),
-		bindingEntry(t, measurelog.TemplateIMANS, "/bin/sh", "c1:4", nil),
-		bindingEntry(t, measurelog.TemplateIMANS, "/bin/host", "", nil),
-		bindingEntry(t, measurelog.TemplateIMANS, "/bin/app", "c1:4", nil),
+		bindingEntry(t, measurelog.TemplateIMANSReg, "/bin/sh", "c1:4", nil),
+		bindingEntry(t, measurelog.TemplateIMANSReg, "/bin/host", "", nil),
+		bindingEntry(t, measurelog.TemplateIMANSReg, "/bin/app", "c1:4", nil),
 	}
 	var ctr []*measurelog.Entry
 	for _, i := range []int{0, 2, 4} {

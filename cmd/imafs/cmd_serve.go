@@ -102,7 +102,7 @@ func serveConfig(args []string) (daemon.Config, *logrus.Logger, int) {
 // endpoint.
 func sourceFlags(fl *flag.FlagSet, cfg *daemon.Config) {
 	fl.StringVar(&cfg.KernelSource.Mode, "kernel-source", "auto", "tail the patched kernel's IMA list: auto (when the kernel has the imafs series), on, off")
-	fl.StringVar(&cfg.KernelSource.ContainerTemplate, "kernel-container-template", "ima-ng", "how containers' lists show the kernel source's ima-ns entries: ima-ng (the ns field dropped: ima-ng, or ima-sig etc. as the other fields make; Keylime and evmctl read them; the host list keeps ima-ns) or ima-ns (unchanged)")
+	fl.StringVar(&cfg.KernelSource.ContainerTemplate, "kernel-container-template", "ima-ng", "how containers' lists show the kernel source's ima-nsreg entries: ima-ng (the ns field dropped: ima-ng, or ima-sig etc. as the other fields make; Keylime and evmctl read them; the host list keeps ima-nsreg) or ima-nsreg (unchanged; ima-ns, its former name, is accepted too)")
 	f := &cfg.Fanotify
 	f.Mode = "auto"
 	fl.Var((*autoBool)(&f.Mode), "fanotify", "measure and appraise on fanotify permission events in attached containers (stock kernels): auto (unless the kernel source runs), true (bare --fanotify), false")

@@ -51,8 +51,9 @@ type Config struct {
 type KernelSourceConfig struct {
 	Mode string // auto (when the kernel has the imafs series), on, off
 	// ContainerTemplate is how containers' lists render the kernel's
-	// ima-ns entries: "ima-ng" (or ""; the ns field dropped, readable by
-	// Keylime and evmctl) or "ima-ns" (unchanged); see kernelsrc.
+	// ima-nsreg entries: "ima-ng" (or ""; the ns field dropped, readable by
+	// Keylime and evmctl) or "ima-nsreg" (unchanged; "ima-ns", its former
+	// name, too); see kernelsrc.
 	ContainerTemplate string
 	// ListPath and NamespacesPath replace the kernel's files (tests).
 	ListPath, NamespacesPath string

@@ -54,12 +54,12 @@ func quietLog() *logrus.Logger {
 	return l
 }
 
-// appendKernelEntry appends to the fake kernel list an ima-ns entry of the
+// appendKernelEntry appends to the fake kernel list an ima-nsreg entry of the
 // host, as the kernel does for an exec of name.
 func appendKernelEntry(t *testing.T, list, name string) {
 	t.Helper()
 	d := sha256.Sum256([]byte("content of " + name))
-	e, err := measurelog.NewEntry(measurelog.TemplateIMANS, 10, measurelog.Measurement{FileDigest: d[:], FileAlgo: measurelog.SHA256, Name: name})
+	e, err := measurelog.NewEntry(measurelog.TemplateIMANSReg, 10, measurelog.Measurement{FileDigest: d[:], FileAlgo: measurelog.SHA256, Name: name})
 	if err != nil {
 		t.Fatal(err)
 	}

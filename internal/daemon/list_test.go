@@ -117,7 +117,7 @@ func TestKernelSourceEnabled(t *testing.T) {
 func TestKernelContainerTemplate(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nosuch")
 	for _, tc := range []struct{ tmpl, err string }{
-		{"", ""}, {"ima-ng", ""}, {"ima-ns", ""}, {"ima-sig", `kernel container template "ima-sig": want ima-ng or ima-ns`},
+		{"", ""}, {"ima-ng", ""}, {"ima-nsreg", ""}, {"ima-ns", ""}, {"ima-sig", `kernel container template "ima-sig": want ima-ng or ima-nsreg`},
 	} {
 		k := &kernelSource{cfg: KernelSourceConfig{Mode: "auto", NamespacesPath: missing, ContainerTemplate: tc.tmpl}, status: &sourceStatus{}}
 		err := k.Start(nil)

@@ -18,7 +18,12 @@
  *   bench NREG OPENS FILE  NREG registered namespaces; time OPENS opens
  *                          of FILE in the host and in a registered one
  *   workload NNS FILES...  NNS registered namespaces each open FILES
+ *   workload-unreg NNS FILES...  the same in NNS pid namespaces nobody
+ *                          registers (what an unpatched kernel can run)
  *   fill N                 register N namespaces, report the first error
+ *   readers N FILE         N registered namespaces b0..b<N-1> read FILE in
+ *                          turn; then the host holds it open for read and
+ *                          opens it for write (ToMToU), then unregisters
  * Prints "OK ..." or "ERR <errno name> ...", exit 0 on OK.
  */
 #define _GNU_SOURCE
@@ -365,6 +370,9 @@ static int cmd_cycles(char **av)
 	return 0;
 }
 
+/* no_register: fill spawns the namespaces without registering them */
+static int no_register;
+
 /* spawn and register n namespaces b<i>; returns how many, errno in *err */
 static long fill(struct child *cs, long n, int *err)
 {
@@ -377,7 +385,7 @@ static long fill(struct child *cs, long n, int *err)
 		if (*err)
 			break;
 		snprintf(label, sizeof(label), "b%ld", i);
-		*err = reg_fd(cs[i].pidfd, label);
+		*err = no_register ? 0 : reg_fd(cs[i].pidfd, label);
 		if (*err) {
 			reap(&cs[i]);
 			break;
@@ -393,7 +401,8 @@ static void unfill(struct child *cs, long n)
 
 	for (i = 0; i < n; i++) {
 		snprintf(label, sizeof(label), "b%ld", i);
-		unreg(label);
+		if (!no_register)
+			unreg(label);
 		reap(&cs[i]);
 	}
 }
@@ -464,8 +473,34 @@ static int cmd_workload(int ac, char **av)
 	t = now() - t;
 	c0 = list_count() - c0;
 	unfill(cs, nns);
-	printf("OK workload namespaces=%ld files=%d entries=%ld seconds=%.3f extends_per_s=%.1f\n",
-	       nns, ac - 1, c0, t, c0 / t);
+	printf("OK workload%s namespaces=%ld files=%d entries=%ld seconds=%.3f extends_per_s=%.1f\n",
+	       no_register ? "-unreg" : "", nns, ac - 1, c0, t, c0 / t);
+	return 0;
+}
+
+static int cmd_readers(char **av)
+{
+	long n = atol(av[0]), got, i;
+	struct child *cs = calloc(n + 1, sizeof(*cs));
+	int err, r, w;
+
+	child_file = av[1];
+	got = fill(cs, n, &err);
+	if (got < n)
+		return fail(err, "register");
+	for (i = 0; i < n; i++)
+		ask(&cs[i], 'p', 0);
+	r = open(av[1], O_RDONLY);
+	w = open(av[1], O_WRONLY);
+	err = (r < 0 || w < 0) ? errno : 0;
+	if (w >= 0)
+		close(w);
+	if (r >= 0)
+		close(r);
+	unfill(cs, n);
+	if (err)
+		return fail(err, "open");
+	printf("OK readers %ld\n", n);
 	return 0;
 }
 
@@ -489,6 +524,10 @@ int main(int ac, char **av)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	/* a thousand namespaces: three fds each */
 	setrlimit(RLIMIT_NOFILE, &nofile);
+	if (ac >= 4 && !strcmp(av[1], "workload-unreg")) {
+		no_register = 1;
+		return cmd_workload(ac - 2, av + 2);
+	}
 	if (ac >= 5 && !strcmp(av[1], "reg"))
 		return cmd_reg(av + 2);
 	if (ac >= 3 && !strcmp(av[1], "regnul"))
@@ -509,6 +548,8 @@ int main(int ac, char **av)
 		return cmd_bench(av + 2);
 	if (ac >= 3 && !strcmp(av[1], "workload"))
 		return cmd_workload(ac - 2, av + 2);
+	if (ac >= 4 && !strcmp(av[1], "readers"))
+		return cmd_readers(av + 2);
 	if (ac >= 3 && !strcmp(av[1], "fill"))
 		return cmd_fill(av + 2);
 	fprintf(stderr, "usage: see the comment at the top of helper.c\n");
