@@ -3,10 +3,12 @@ package fs
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/imafs/imafs/mountns"
 )
@@ -111,10 +113,32 @@ func Mount(dir string, r *Root) (*fuse.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
+	closeOnExecFUSE()
 	go srv.Serve()
 	if err := srv.WaitMount(); err != nil {
 		srv.Unmount()
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	return srv, nil
+}
+
+// closeOnExecFUSE marks the process's /dev/fuse descriptors close-on-exec:
+// go-fuse's direct mount opens /dev/fuse without O_CLOEXEC, and a child
+// that inherits it (a container process a test starts) keeps the
+// connection alive after the server is gone, so its own read of the mount
+// never returns. The daemon's mounts (mountns) open it with O_CLOEXEC.
+func closeOnExecFUSE() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/fuse" {
+			unix.CloseOnExec(fd)
+		}
+	}
 }
