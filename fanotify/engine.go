@@ -69,8 +69,7 @@ type Options struct {
 	// released (keep it quick): the daemon feeds its denial counters and
 	// latency histogram from it.
 	OnAnswer func(Answer)
-	// Mmap, when set, makes the engine appraise at the open the files a
-	// container's policy appraises for MMAP_CHECK (see MmapAppraiser).
+	// Mmap, when set, appraises at their open the files appraised for MMAP_CHECK.
 	Mmap MmapAppraiser
 }
 
