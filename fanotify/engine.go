@@ -79,9 +79,8 @@ type Answer struct {
 	Allow     bool
 	// Reason says why an access was denied, empty when it was allowed: an
 	// appraisal failure's cause as the kernel's integrity audit names it
-	// (appraise.Cause: "invalid-signature", "missing-key", ...), or the
-	// failure mode's: ReasonCollectData, ReasonTimeout, ReasonOverflow,
-	// ReasonError.
+	// (appraise.Cause: "invalid-signature", "missing-key", ...), or the failure
+	// mode's: ReasonCollectData, ReasonTimeout, ReasonOverflow, ReasonError.
 	Reason  string
 	Latency time.Duration // from reading the event to answering it
 }
