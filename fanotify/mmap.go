@@ -59,10 +59,10 @@ func (w *watch) matchMmap(p *plan) {
 		return // mmap needs a descriptor open for read: a write-only open maps nothing
 	}
 	w.mu.Lock()
-	pol := w.policy
+	pol, appr := w.policy, w.mmapAppr
 	indep := w.independent[policy.MMAPCheck] && w.independent[policy.MMAPCheckReqprot]
 	w.mu.Unlock()
-	if !appraisesMmap(pol) || !m.Enforces(w.ns) {
+	if !appr || !m.Enforces(w.ns) {
 		return
 	}
 	p.independent = p.independent && indep

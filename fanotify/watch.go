@@ -41,6 +41,7 @@ type watch struct {
 	policy      policy.Policy        // current policy (rule pointers compare for change)
 	mask        uint64               // event mask of our marks
 	hasAppraise bool                 // policy has appraise rules: fail closed
+	mmapAppr    bool                 // policy appraises MMAP_CHECK(_REQPROT) (appraisesMmap)
 	independent map[policy.Func]bool // decisions for Func don't depend on the caller
 	mountinfo   []byte               // last container mountinfo seen
 	fsMarked    map[uint64]bool
@@ -238,8 +239,9 @@ func (w *watch) refreshPolicy() (widened bool) {
 		w.independent[fn] = !p.DependsOnCaller(fn)
 	}
 	w.hasAppraise = p.Appraises()
+	w.mmapAppr = appraisesMmap(p)
 	needOpen := p.Uses(policy.FileCheck, policy.Measure|policy.Appraise|policy.Audit) ||
-		w.e.opts.Mmap != nil && appraisesMmap(p) // libraries are appraised at their open
+		w.e.opts.Mmap != nil && w.mmapAppr // libraries are appraised at their open
 	mask := uint64(maskExec)
 	if needOpen {
 		mask |= maskOpen | maskCloseWrite

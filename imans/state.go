@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 
+	"github.com/imafs/imafs/internal/cputime"
 	"github.com/imafs/imafs/internal/fsync"
 	"github.com/imafs/imafs/measurelog"
 )
@@ -146,7 +146,7 @@ func newState(dir string, log *logrus.Logger, reg *Registry) (*state, error) {
 // opens it for appending. A corrupt record is an error: the caller decides
 // what to do with the file.
 func (s *state) replayJournal(what, path string, list *measurelog.List) (*jfile, error) {
-	start, cpu := time.Now(), processCPU()
+	start, cpu := time.Now(), cputime.Now()
 	j, err := measurelog.ReplayJournal(path, s.log.WithFields(logrus.Fields{"journal": path, "list": what}), list, replayProgressEvery)
 	if j == nil {
 		return nil, err
@@ -162,19 +162,9 @@ func (s *state) replayJournal(what, path string, list *measurelog.List) (*jfile,
 	}
 	if n := list.Len(); n > 0 {
 		s.log.WithFields(logrus.Fields{"list": what, "entries": n, "took": time.Since(start).String(),
-			"cpu": (processCPU() - cpu).String()}).Info("journal replayed")
+			"cpu": (cputime.Now() - cpu).String()}).Info("journal replayed")
 	}
 	return jf, err
-}
-
-// processCPU returns the daemon's CPU time so far (user + system, every
-// thread): what a replay costs, whatever the machine's load makes it wait.
-func processCPU() time.Duration {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // seal seals the open journals that are in order (no write failing or

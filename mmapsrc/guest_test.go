@@ -129,55 +129,17 @@ var kept [][]byte // the workload's mprotect'ed mappings
 // guestMapper is the workload in new pid and mount namespaces.
 type guestMapper struct {
 	harness.Mapper
-	in  io.WriteCloser
-	out *bufio.Reader
 }
 
 func startGuestMapper(t *testing.T) *guestMapper {
 	t.Helper()
 	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
 	cmd.Env = append(os.Environ(), workloadEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start the workload: %v", err)
-	}
-	t.Cleanup(func() { in.Close(); cmd.Process.Kill(); cmd.Wait() })
-	m := &guestMapper{in: in, out: bufio.NewReader(out)}
-	m.Pid = cmd.Process.Pid
-	if m.PidNS, err = harness.NSIno(m.Pid, "pid"); err != nil {
-		t.Fatal(err)
-	}
-	if m.MntNS, err = harness.NSIno(m.Pid, "mnt"); err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return &guestMapper{*harness.StartWorkload(t, cmd)}
 }
 
 // do runs a command and returns its answer ("ok", "err EACCES", ...).
-func (m *guestMapper) do(t *testing.T, cmd string) string {
-	t.Helper()
-	if _, err := fmt.Fprintln(m.in, cmd); err != nil {
-		t.Fatalf("workload %s: %v", cmd, err)
-	}
-	line := make(chan string, 1)
-	go func() { s, _ := m.out.ReadString('\n'); line <- strings.TrimSpace(s) }()
-	select {
-	case s := <-line:
-		return s
-	case <-time.After(harness.DefaultTimeout):
-		t.Fatalf("workload %s: no answer within %v", cmd, harness.DefaultTimeout)
-	}
-	return ""
-}
+func (m *guestMapper) do(t *testing.T, cmd string) string { return m.Ask(t, cmd) }
 
 // guestFiles writes n distinct files into a new directory under /tmp.
 func guestFiles(t *testing.T, dir string, names ...string) map[string]string {

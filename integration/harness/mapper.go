@@ -62,7 +62,15 @@ type Mapper struct {
 func StartMapper(t testing.TB, bin string) *Mapper {
 	t.Helper()
 	RequireRoot(t)
-	cmd := exec.Command(bin)
+	return StartWorkload(t, exec.Command(bin))
+}
+
+// StartWorkload starts cmd, a workload that answers a line per command on
+// stdout (the mapper, a test binary's own workload), as pid 1 of new pid
+// and mount namespaces, killed with the test (and with its parent);
+// Cleanup kills it.
+func StartWorkload(t testing.TB, cmd *exec.Cmd) *Mapper {
+	t.Helper()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -74,9 +82,9 @@ func StartMapper(t testing.TB, bin string) *Mapper {
 	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("harness: start %s: %v", bin, err)
+		t.Fatalf("harness: start %s: %v", cmd.Path, err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { in.Close(); cmd.Process.Kill(); cmd.Wait() })
 	m := &Mapper{Pid: cmd.Process.Pid, in: in, out: bufio.NewReader(out), cmd: cmd}
 	if m.PidNS, err = NSIno(m.Pid, "pid"); err != nil {
 		t.Fatal(err)
@@ -91,19 +99,27 @@ func StartMapper(t testing.TB, bin string) *Mapper {
 // in its answer; anything else fails t.
 func (m *Mapper) Do(t testing.TB, cmd string) string {
 	t.Helper()
+	s := m.Ask(t, cmd)
+	if !strings.HasPrefix(s, "ok") {
+		t.Fatalf("harness: mapper %s: %q", cmd, s)
+	}
+	return strings.TrimSpace(strings.TrimPrefix(s, "ok"))
+}
+
+// Ask runs one command and returns the workload's answer line, whatever it
+// says; no answer within DefaultTimeout fails t.
+func (m *Mapper) Ask(t testing.TB, cmd string) string {
+	t.Helper()
 	if _, err := fmt.Fprintln(m.in, cmd); err != nil {
-		t.Fatalf("harness: mapper %s: %v", cmd, err)
+		t.Fatalf("harness: workload %s: %v", cmd, err)
 	}
 	line := make(chan string, 1)
 	go func() { s, _ := m.out.ReadString('\n'); line <- strings.TrimSpace(s) }()
 	select {
 	case s := <-line:
-		if !strings.HasPrefix(s, "ok") {
-			t.Fatalf("harness: mapper %s: %q", cmd, s)
-		}
-		return strings.TrimSpace(strings.TrimPrefix(s, "ok"))
+		return s
 	case <-time.After(DefaultTimeout):
-		t.Fatalf("harness: mapper %s: no answer within %v", cmd, DefaultTimeout)
+		t.Fatalf("harness: workload %s: no answer within %v", cmd, DefaultTimeout)
 	}
 	return ""
 }

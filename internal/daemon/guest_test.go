@@ -114,55 +114,25 @@ func TestGuestDaemonWorkload(t *testing.T) {
 
 // guestContainer is a workload process in new pid and mount namespaces.
 type guestContainer struct {
-	pid int
-	in  io.WriteCloser
-	out *bufio.Reader
+	*harness.Mapper
 }
 
 func startGuestContainer(t *testing.T) *guestContainer {
 	t.Helper()
 	cmd := exec.Command("/proc/self/exe", "-test.run=^TestGuestDaemonWorkload$")
 	cmd.Env = append(os.Environ(), daemonWorkloadEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start the workload: %v", err)
-	}
-	t.Cleanup(func() { in.Close(); cmd.Process.Kill(); cmd.Wait() })
-	return &guestContainer{pid: cmd.Process.Pid, in: in, out: bufio.NewReader(out)}
+	return &guestContainer{harness.StartWorkload(t, cmd)}
 }
 
 // do runs a command in the container and returns its answer.
-func (c *guestContainer) do(t *testing.T, cmd string) string {
-	t.Helper()
-	if _, err := fmt.Fprintln(c.in, cmd); err != nil {
-		t.Fatalf("workload %s: %v", cmd, err)
-	}
-	line := make(chan string, 1)
-	go func() { s, _ := c.out.ReadString('\n'); line <- strings.TrimSpace(s) }()
-	select {
-	case s := <-line:
-		return s
-	case <-time.After(harness.DefaultTimeout):
-		t.Fatalf("workload %s: no answer within %v", cmd, harness.DefaultTimeout)
-	}
-	return ""
-}
+func (c *guestContainer) do(t *testing.T, cmd string) string { return c.Ask(t, cmd) }
 
 // file writes data into the container's tmpfs at dir/name (through
 // /proc/PID/root) with security.ima xattr (nil: none) and returns the path
 // the container sees.
 func (c *guestContainer) file(t *testing.T, dir, name string, data, xattr []byte) string {
 	t.Helper()
-	host := fmt.Sprintf("/proc/%d/root%s/%s", c.pid, dir, name)
+	host := fmt.Sprintf("/proc/%d/root%s/%s", c.Pid, dir, name)
 	if err := os.WriteFile(host, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +198,7 @@ func startGuestDaemon(t *testing.T) *guestDaemon {
 // sees its opens of probe.
 func (d *guestDaemon) attach(t *testing.T, id string, c *guestContainer, text, probe string) *imans.Namespace {
 	t.Helper()
-	ns, err := d.reg.Attach(id, c.pid, nil)
+	ns, err := d.reg.Attach(id, c.Pid, nil)
 	if err != nil {
 		t.Fatalf("attach %s: %v", id, err)
 	}
@@ -353,7 +323,7 @@ func TestGuestDaemonAppraise(t *testing.T) {
 		"an exec'd binary without security.ima: the ELF loader's mapping is refused (the task dies after execve's point of no return): %s", got)
 
 	// A new version of a verified file is appraised again at its open.
-	host := fmt.Sprintf("/proc/%d/root%s", c1.pid, pGood)
+	host := fmt.Sprintf("/proc/%d/root%s", c1.Pid, pGood)
 	changed := guestLib("good, rewritten")
 	if err := os.WriteFile(host, changed, 0o755); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/sirupsen/logrus"
 
@@ -69,25 +70,27 @@ func (m *mmapSource) KernelAlgo() measurelog.Algo {
 	return measurelog.SHA256
 }
 
-// Verified allows a verified file's digests in ns's mount namespace.
+// Verified allows a verified file's digest in the kernel's algorithm (the
+// only one the LSM looks up) in ns's mount namespace.
 func (m *mmapSource) Verified(ns *imans.Namespace, dev, ino uint64, algos []measurelog.Algo, digests [][]byte) bool {
 	w := m.watchOf(ns)
 	if w == nil || !w.enforced.Load() {
 		return false
 	}
-	ok := true
-	for i, a := range algos {
-		if err := w.src.Allow(w.mntns, a.String(), digests[i]); err != nil {
-			m.log.WithError(err).WithField("id", ns.ID).Warn("mmap source: allow a verified digest")
-			ok = false
-		}
+	algo := m.KernelAlgo()
+	i := slices.Index(algos, algo)
+	if i < 0 || i >= len(digests) {
+		m.log.WithField("id", ns.ID).WithField("algo", algo).Warn("mmap source: a verified file was not hashed in the kernel's algorithm")
+		return false
 	}
-	if ok {
-		m.mu.Lock()
-		delete(m.causes, mmapCauseKey{ns.ID, dev, ino}) // a new version verified: its old cause is stale
-		m.mu.Unlock()
+	if err := w.src.Allow(w.mntns, algo.String(), digests[i]); err != nil {
+		m.log.WithError(err).WithField("id", ns.ID).Warn("mmap source: allow a verified digest")
+		return false
 	}
-	return ok
+	m.mu.Lock()
+	delete(m.causes, mmapCauseKey{ns.ID, dev, ino}) // a new version verified: its old cause is stale
+	m.mu.Unlock()
+	return true
 }
 
 // Failed remembers why a file of ns failed appraisal, for the log line of
