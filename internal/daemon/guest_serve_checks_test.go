@@ -37,15 +37,19 @@ func TestGuestServe(t *testing.T) {
 	if !ok {
 		return
 	}
-	serveMeasure(t, d)
+	m := serveMeasure(t, d)
+	before := m.listText(t)
 	serveAppraise(t, d)
+	after := m.listText(t)
+	gktest(t, after == before && !strings.Contains(after, "libimafs-nohash.so"),
+		"serve: serve-m's list is unchanged by serve-a's workload (%d bytes): another container's mappings never appear", len(after))
 }
 
 // serveMeasure: with `measure func=MMAP_CHECK mask=MAY_EXEC` every file of
 // the glibc userland the workload runs, maps, preloads or dlopens is in the
 // container's list with its sha256 and container path; the kernel's own IMA
 // (policy with the same rule) measured the same (path, sha256) set.
-func serveMeasure(t *testing.T, d *serveDaemon) {
+func serveMeasure(t *testing.T, d *serveDaemon) *serveContainer {
 	kernelPolicy(t)
 	c := startServeContainer(t, d, "serve-m", "/tmp/serve-m", false)
 	c.policy(t, "measure func=MMAP_CHECK mask=MAY_EXEC\n")
@@ -78,6 +82,10 @@ func serveMeasure(t *testing.T, d *serveDaemon) {
 	gktest(t, len(kernel) == len(c.files),
 		"serve oracle: the kernel measured each of the %d userland files in its list (%d)", len(c.files), len(kernel))
 	compareSets(t, "serve oracle", mine, kernel)
+	text := c.listText(t)
+	host, err := d.imafs("log", c.id)
+	gktest(t, err == nil && host == text, "serve: `imafs log %s` on the host prints what the container reads (%d lines): %v", c.id, len(strings.Split(text, "\n"))-1, err)
+	return c
 }
 
 // serveWorkload runs, in c: env running ls, ls with the marker library preloaded (its

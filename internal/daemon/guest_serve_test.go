@@ -364,9 +364,9 @@ func (c *serveContainer) run(t *testing.T, env []string, stdin string, args ...s
 	return r
 }
 
-// list reads the container's ascii_runtime_measurements through its FUSE
-// tree, from inside, as path → digests ("sha256:HEX"), in list order.
-func (c *serveContainer) list(t *testing.T) map[string][]string {
+// listText reads the container's ascii_runtime_measurements through its
+// FUSE tree, from inside.
+func (c *serveContainer) listText(t *testing.T) string {
 	t.Helper()
 	got := c.do(t, "read "+imaDir+"/ascii_runtime_measurements")
 	q, ok := strings.CutPrefix(got, "ok ")
@@ -374,8 +374,14 @@ func (c *serveContainer) list(t *testing.T) map[string][]string {
 	if !ok || err != nil {
 		t.Fatalf("%s: read its list: %s", c.id, got)
 	}
+	return text
+}
+
+// list is listText as path → digests ("sha256:HEX"), in list order.
+func (c *serveContainer) list(t *testing.T) map[string][]string {
+	t.Helper()
 	out := map[string][]string{}
-	for _, line := range strings.Split(text, "\n") {
+	for _, line := range strings.Split(c.listText(t), "\n") {
 		if f := strings.SplitN(line, " ", 5); len(f) == 5 {
 			out[f[4]] = append(out[f[4]], f[3])
 		}
