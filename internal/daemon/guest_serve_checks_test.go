@@ -137,6 +137,10 @@ func serveAppraise(t *testing.T, d *serveDaemon) {
 		r = c.run(t, []string{"IMAFS_MARKER=/tmp/marker"}, "dlopen "+p+"\nexit\n", "/usr/bin/mapper")
 		gktest(t, strings.HasPrefix(r.Out, "err") && !c.marked("/tmp/marker"),
 			"serve: dlopen(%s) fails, its constructor does not run: %q", p, r.Out)
+		r = c.run(t, nil, "mmapx "+p+"\nmmapx "+markerLib+"\nexit\n", "/usr/bin/mapper")
+		lines := strings.Split(r.Out, "\n")
+		gktest(t, len(lines) > 2 && lines[0] == "err Permission denied" && strings.HasPrefix(lines[1], "ok "),
+			"serve: mmap(PROT_READ|PROT_EXEC) of %s fails with EACCES, of the hashed %s succeeds: %q", p, markerLib, r.Out)
 	}
 	got := c.list(t)
 	for _, p := range append(sortedKeys(bad), markerLib, "/usr/lib/x86_64-linux-gnu/libc.so.6") {
