@@ -109,11 +109,14 @@ func writeOnce(path, text string) error {
 	return f.Close()
 }
 
-// guestExec is a program the container runs and waits for.
+// guestExec is a program the container runs and waits for. With Until,
+// its stdin stays open (the mapper keeps its mappings) until the
+// container's list names Until, or 10 s.
 type guestExec struct {
 	Args  []string `json:"args"`
 	Env   []string `json:"env"`
 	Stdin string   `json:"stdin"`
+	Until string   `json:"until,omitempty"`
 }
 
 // guestExecResult is its combined output and exit status (-1: not run).
@@ -125,9 +128,23 @@ type guestExecResult struct {
 func (x guestExec) run() guestExecResult {
 	cmd := exec.Command(x.Args[0], x.Args[1:]...)
 	cmd.Env = x.Env
-	cmd.Stdin = strings.NewReader(x.Stdin)
-	out, err := cmd.CombinedOutput()
-	r := guestExecResult{Out: string(out)}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	in, err := cmd.StdinPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err == nil {
+		in.Write([]byte(x.Stdin))
+		for deadline := time.Now().Add(10 * time.Second); x.Until != "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if b, _ := os.ReadFile(imaDir + "/ascii_runtime_measurements"); bytes.Contains(b, []byte(" "+x.Until+"\n")) {
+				break
+			}
+		}
+		in.Close()
+		err = cmd.Wait()
+	}
+	r := guestExecResult{Out: out.String()}
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee):
@@ -355,11 +372,16 @@ func (c *serveContainer) policy(t *testing.T, text string) {
 // run runs a program in the container.
 func (c *serveContainer) run(t *testing.T, env []string, stdin string, args ...string) guestExecResult {
 	t.Helper()
-	b, _ := json.Marshal(guestExec{Args: args, Env: env, Stdin: stdin})
+	return c.runX(t, guestExec{Args: args, Env: env, Stdin: stdin})
+}
+
+func (c *serveContainer) runX(t *testing.T, x guestExec) guestExecResult {
+	t.Helper()
+	b, _ := json.Marshal(x)
 	got := c.do(t, "exec "+string(b))
 	var r guestExecResult
 	if q, ok := strings.CutPrefix(got, "ok "); !ok || json.Unmarshal([]byte(q), &r) != nil {
-		t.Fatalf("%s: exec %v: %s", c.id, args, got)
+		t.Fatalf("%s: exec %v: %s", c.id, x.Args, got)
 	}
 	return r
 }
