@@ -43,6 +43,12 @@ func TestGuestServe(t *testing.T) {
 	after := m.listText(t)
 	gktest(t, after == before && !strings.Contains(after, "libimafs-nohash.so"),
 		"serve: serve-m's list is unchanged by serve-a's workload (%d bytes): another container's mappings never appear", len(after))
+	marks := d.entries("fanotify: marked")
+	ok = len(marks) >= 2
+	for _, e := range marks {
+		ok = ok && e["fstype"] == "tmpfs" && e["mount"] == "/" && e["mark"] == "filesystem"
+	}
+	gktest(t, ok, "serve: the fanotify engine marked only each container's own tmpfs root, never the guest's root: %v", marks)
 }
 
 // serveMeasure: with `measure func=MMAP_CHECK mask=MAY_EXEC` every file of

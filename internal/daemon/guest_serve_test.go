@@ -249,17 +249,10 @@ func (d *serveDaemon) imafs(sub string, args ...string) (string, error) {
 // want (values compared as text).
 func (d *serveDaemon) logged(msg string, want map[string]string, wait time.Duration) bool {
 	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
-		b, _ := os.ReadFile(d.log)
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			var e map[string]any
-			if json.Unmarshal(sc.Bytes(), &e) != nil || e["msg"] != msg {
-				continue
-			}
+		for _, e := range d.entries(msg) {
 			match := true
 			for k, v := range want {
-				match = match && fmt.Sprint(e[k]) == v
+				match = match && e[k] == v
 			}
 			if match {
 				return true
@@ -269,6 +262,26 @@ func (d *serveDaemon) logged(msg string, want map[string]string, wait time.Durat
 			return false
 		}
 	}
+}
+
+// entries returns the daemon's JSON log lines with msg, fields as text.
+func (d *serveDaemon) entries(msg string) []map[string]string {
+	b, _ := os.ReadFile(d.log)
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var out []map[string]string
+	for sc.Scan() {
+		var e map[string]any
+		if json.Unmarshal(sc.Bytes(), &e) != nil || e["msg"] != msg {
+			continue
+		}
+		m := map[string]string{}
+		for k, v := range e {
+			m[k] = fmt.Sprint(v)
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // serveContainer is a container of the whole-daemon test: a workload in
