@@ -62,7 +62,7 @@ func gktest(t *testing.T, ok bool, format string, args ...any) {
 // each ("ok", "err ERRNO" or "err TEXT"). mount DIR: a tmpfs on DIR in its
 // own mount namespace; open PATH: open and close; mmapx PATH: open, mmap
 // PROT_READ|PROT_EXEC and keep it (as ld.so keeps a library), close; run
-// PATH ARGS...: run a program and wait.
+// PATH ARGS...: run a program and wait; more in serveWorkloadCmd.
 func TestGuestDaemonWorkload(t *testing.T) {
 	if os.Getenv(daemonWorkloadEnv) != "1" {
 		t.Skip("the guest test's container process")
@@ -97,6 +97,10 @@ func TestGuestDaemonWorkload(t *testing.T) {
 		case "run":
 			err = exec.Command(f[1], f[2:]...).Run()
 		default:
+			if answer, ok := serveWorkloadCmd(f[0], strings.TrimPrefix(sc.Text(), f[0]+" ")); ok {
+				fmt.Println(answer)
+				continue
+			}
 			err = fmt.Errorf("unknown command %q", f[0])
 		}
 		var errno syscall.Errno
