@@ -45,9 +45,12 @@ type plan struct {
 	d      policy.Decision
 	log    *logrus.Entry
 
-	gen            uint64 // the watch's generation when the policy was read
-	independent    bool   // the decision holds for every caller: ignore marks allowed
+	pol            policy.Policy // the watch's policy, read with gen
+	gen            uint64        // the watch's generation when the policy was read
+	independent    bool          // the decision holds for every caller: ignore marks allowed
 	uidMap, gidMap idMap
+	mmapAppr       bool // the policy appraises MMAP_CHECK (watch.mmapAppr)
+	mmapIndep      bool // ... with decisions that hold for every caller
 
 	template string
 	pcr      uint32
@@ -175,9 +178,11 @@ func (w *watch) classify(p *plan) {
 // seen from inside the container.
 func (w *watch) match(p *plan) {
 	w.mu.Lock()
-	pol := w.policy
+	p.pol = w.policy
 	p.gen, p.uidMap, p.gidMap = w.gen, w.uidMap, w.gidMap
 	p.independent = w.independent[p.fn]
+	p.mmapAppr = w.mmapAppr
+	p.mmapIndep = w.independent[policy.MMAPCheck] && w.independent[policy.MMAPCheckReqprot]
 	w.mu.Unlock()
 	c, st := p.caller, &p.st
 	p.pev = policy.Event{
@@ -190,7 +195,7 @@ func (w *watch) match(p *plan) {
 	if unix.Fstatfs(p.ev.fd, &sfs) == nil {
 		p.pev.FSMagic = uint64(sfs.Type)
 	}
-	p.d = pol.Match(p.pev)
+	p.d = p.pol.Match(p.pev)
 	p.template, p.pcr = w.ns.Target(p.d)
 	p.req = appraise.Requirement{Signature: p.d.AppraiseType != "" && p.d.AppraiseType != "modsig", Algos: p.d.AppraiseAlgos}
 	p.log = w.log.WithFields(logrus.Fields{"tid": p.ev.tid, "pid": c.PID, "func": p.fn.String()})

@@ -58,19 +58,15 @@ func (w *watch) matchMmap(p *plan) {
 	if m == nil || p.twin || p.fn == policy.FileCheck && p.mask&policy.MayRead == 0 {
 		return // mmap needs a descriptor open for read: a write-only open maps nothing
 	}
-	w.mu.Lock()
-	pol, appr := w.policy, w.mmapAppr
-	indep := w.independent[policy.MMAPCheck] && w.independent[policy.MMAPCheckReqprot]
-	w.mu.Unlock()
-	if !appr || !m.Enforces(w.ns) {
+	if !p.mmapAppr || !m.Enforces(w.ns) { // read with the policy by match
 		return
 	}
-	p.independent = p.independent && indep
+	p.independent = p.independent && p.mmapIndep
 	pev := p.pev
 	pev.Mask = policy.MayExec
 	for _, fn := range mmapFuncs {
 		pev.Func = fn
-		d := pol.Match(pev)
+		d := p.pol.Match(pev)
 		if d.Actions&policy.Appraise == 0 {
 			continue
 		}

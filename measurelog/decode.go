@@ -3,7 +3,6 @@ package measurelog
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 )
@@ -105,149 +104,87 @@ func carve(slab *[]byte, n, size int) []byte {
 	return b
 }
 
-// parseRecord decodes one record from the beginning of data. It returns the
-// entry and its length; a *needMore when data ends inside the record; or an
-// error describing corruption. The entry comes from a (nil: allocated
-// alone) and carries the template digest it was checked against. Its fields
-// are copies, unless a.retain: then they are slices of data. Long by design:
-// the record's fields in the kernel's order, each with its bounds check, on
-// the start-up hot path (no per-field calls).
+// parseRecord decodes one record from the beginning of data (splitRecord).
+// The entry comes from a (nil: allocated alone) and carries the template
+// digest it was checked against. Its fields are copies, unless a.retain:
+// then they are slices of data.
 func parseRecord(data []byte, bank Algo, a *arena) (*Entry, int, *needMore, error) {
 	if a == nil {
 		a = &arena{}
 	}
-	ds := bank.Size()
-	off := 0
-	torn := func(need int, what string) (*Entry, int, *needMore, error) {
-		return nil, 0, &needMore{need: need, what: what}, nil
+	var r rawRecord
+	size, more, err := splitRecord(data, bank.Size(), &r, false)
+	if more != nil || err != nil {
+		return nil, 0, more, err
 	}
-	if len(data) < 4 {
-		return torn(4, "pcr")
-	}
-	pcr := binary.LittleEndian.Uint32(data)
-	if pcr >= NumPCRs {
-		return nil, 0, nil, fmt.Errorf("pcr %d out of range 0..%d", pcr, NumPCRs-1)
-	}
-	off = 4
-	if len(data) < off+ds {
-		return torn(off+ds, "template digest")
-	}
-	digest := data[off : off+ds]
-	off += ds
-	if len(data) < off+4 {
-		return torn(off+4, "template name length")
-	}
-	nl := int(binary.LittleEndian.Uint32(data[off:]))
-	if nl == 0 || nl > maxTemplateNameLen {
-		return nil, 0, nil, fmt.Errorf("template name length %d out of range 1..%d", nl, maxTemplateNameLen)
-	}
-	off += 4
-	if len(data) < off+nl {
-		return torn(off+nl, "template name")
-	}
-	name := data[off : off+nl]
-	for _, c := range name {
-		if c <= ' ' || c > '~' {
-			return nil, 0, nil, fmt.Errorf("template name %q is not printable", name)
-		}
-	}
-	off += nl
-	t, err := lookup(string(name))
+	t, err := lookup(string(r.name))
 	if err != nil {
 		return nil, 0, nil, err
 	}
 	e := a.entry()
-	e.PCR, e.Template = pcr, t.name
-	var td []byte // the hashed template data, when it is the record's
-	if t.ima {
-		if len(data) < off+SHA1.Size() {
-			return torn(off+SHA1.Size(), "d field")
-		}
-		d := data[off : off+SHA1.Size()]
-		off += SHA1.Size()
-		if len(data) < off+4 {
-			return torn(off+4, "n field length")
-		}
-		n := int(binary.LittleEndian.Uint32(data[off:]))
-		if n > maxNameLen {
-			return nil, 0, nil, fmt.Errorf("ima template name of %d bytes, at most %d", n, maxNameLen)
-		}
-		off += 4
-		if len(data) < off+n {
-			return torn(off+n, "n field")
-		}
-		nf := data[off : off+n : off+n]
-		if bytes.IndexByte(nf, 0) >= 0 {
-			return nil, 0, nil, errors.New("ima template name contains a NUL byte")
-		}
+	e.PCR, e.Template = r.pcr, t.name
+	if r.ima {
 		e.Fields = a.fieldSlice(2)
 		if a.retain {
-			e.Fields[0], e.Fields[1] = d[:len(d):len(d)], nf
+			e.Fields[0], e.Fields[1] = r.d, r.n
 		} else {
-			buf := a.bytes(SHA1.Size() + n)
-			copy(buf, d)
-			copy(buf[SHA1.Size():], nf)
-			e.Fields[0], e.Fields[1] = buf[:SHA1.Size():SHA1.Size()], buf[SHA1.Size():]
+			buf := a.bytes(len(r.d) + len(r.n))
+			copy(buf, r.d)
+			copy(buf[len(r.d):], r.n)
+			e.Fields[0], e.Fields[1] = buf[:len(r.d):len(r.d)], buf[len(r.d):]
 		}
-		off += n
-	} else {
-		if len(data) < off+4 {
-			return torn(off+4, "template data length")
-		}
-		tl := int(binary.LittleEndian.Uint32(data[off:]))
-		if tl > MaxTemplateDataLen {
-			return nil, 0, nil, fmt.Errorf("template data length %d exceeds %d", tl, MaxTemplateDataLen)
-		}
-		off += 4
-		if len(data) < off+tl {
-			return torn(off+tl, "template data")
-		}
-		td = data[off : off+tl]
-		fields, err := splitFields(td, len(t.ids), a)
-		if err != nil {
-			return nil, 0, nil, fmt.Errorf("template %s: %w", t.name, err)
-		}
-		e.Fields = fields
-		off += tl
+	} else if e.Fields, err = splitFields(r.td, len(t.ids), a); err != nil {
+		return nil, 0, nil, fmt.Errorf("template %s: %w", t.name, err)
 	}
-	if allZero(digest) {
+	if err := setTemplateDigest(e, t, &r, bank, a.trusted); err != nil {
+		return nil, 0, nil, err
+	}
+	return e, size, nil, nil
+}
+
+// setTemplateDigest sets e's template digest in bank from r, checked against
+// the template data unless trusted (a sealed journal's record,
+// journalseal.go); an all-zero digest is a violation.
+func setTemplateDigest(e *Entry, t *compiled, r *rawRecord, bank Algo, trusted bool) error {
+	switch {
+	case allZero(r.digest):
 		e.Violation = true
-	} else if a.trusted {
-		e.sums.set(bank, digest) // a sealed journal's record (journalseal.go)
-	} else {
+	case trusted:
+		e.sums.set(bank, r.digest)
+	default:
 		var buf [64]byte
 		var want []byte
-		if td != nil {
-			want = bank.appendSum(buf[:0], td) // the template data as hashed
+		if r.td != nil {
+			want = bank.appendSum(buf[:0], r.td) // the template data as hashed
 		} else {
 			want = templateDigest(buf[:0], t.ima, e.Fields, bank)
 		}
-		if !bytes.Equal(want, digest) {
-			return nil, 0, nil, fmt.Errorf("template digest %x does not match the template data (%s %x)", digest, bank, want)
+		if !bytes.Equal(want, r.digest) {
+			return fmt.Errorf("template digest %x does not match the template data (%s %x)", r.digest, bank, want)
 		}
 		e.sums.set(bank, want)
 	}
-	return e, off, nil, nil
+	return nil
 }
 
-// splitFields copies template data into n fields sharing one buffer.
+// splitFields splits template data into its n fields: slices of td if
+// a.retain, else copies sharing one buffer.
 func splitFields(td []byte, n int, a *arena) ([][]byte, error) {
 	var la [16]int
 	lens := la[:0]
 	rest := td
 	total := 0
 	for i := 0; i < n; i++ {
-		if len(rest) < 4 {
-			return nil, fmt.Errorf("template data ends in field %d's length (%d fields expected)", i, n)
+		f, after, ok := nextField(rest)
+		if !ok {
+			if len(rest) < 4 {
+				return nil, fmt.Errorf("template data ends in field %d's length (%d fields expected)", i, n)
+			}
+			return nil, fmt.Errorf("field %d claims %d bytes, %d left in the template data", i, binary.LittleEndian.Uint32(rest), len(rest)-4)
 		}
-		l := binary.LittleEndian.Uint32(rest)
-		rest = rest[4:]
-		if uint64(l) > uint64(len(rest)) {
-			return nil, fmt.Errorf("field %d claims %d bytes, %d left in the template data", i, l, len(rest))
-		}
-		lens = append(lens, int(l))
-		total += int(l)
-		rest = rest[l:]
+		lens = append(lens, len(f))
+		total += len(f)
+		rest = after
 	}
 	if len(rest) != 0 {
 		return nil, fmt.Errorf("%d bytes left after the template's %d fields", len(rest), n)

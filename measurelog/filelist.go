@@ -2,7 +2,6 @@ package measurelog
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -148,48 +147,31 @@ func (rs *recordReader) get(i int) ([]byte, bool, error) {
 var errJournalRecord = errors.New("malformed journal record")
 
 // parseJournal parses a journal record (the sha1 bank's binary-list
-// record) written by the daemon and checked at its start: bounds are
-// checked, digests are not. Fields are slices of rec. (Locals until the
-// end: a record built field by field makes the escape analysis move the
-// caller's fields array to the heap, an allocation per rendered entry.)
+// record, splitRecord) written by the daemon and checked at its start:
+// bounds are checked, digests are not. Fields are slices of rec. (Locals
+// until the end: a record built field by field makes the escape analysis
+// move the caller's fields array to the heap, an allocation per rendered
+// entry.)
 func (l *List) parseJournal(rec []byte, fields [][]byte) (record, error) {
-	if len(rec) < 4+SHA1.Size()+4 {
+	var r rawRecord
+	n, more, err := splitRecord(rec, SHA1.Size(), &r, true)
+	if more != nil || err != nil || n != len(rec) {
 		return record{}, errJournalRecord
 	}
-	digest := rec[4 : 4+SHA1.Size()]
-	p := 4 + SHA1.Size()
-	nl := int(binary.LittleEndian.Uint32(rec[p:]))
-	p += 4
-	if nl > len(rec)-p {
-		return record{}, errJournalRecord
-	}
-	t := l.template(rec[p : p+nl])
-	p += nl
-	var td []byte
-	if t.ima {
-		if len(rec) < p+SHA1.Size()+4 || int(binary.LittleEndian.Uint32(rec[p+SHA1.Size():])) != len(rec)-p-SHA1.Size()-4 {
-			return record{}, errJournalRecord
-		}
-		fields = append(fields, rec[p:p+SHA1.Size():p+SHA1.Size()], rec[p+SHA1.Size()+4:len(rec):len(rec)])
+	if r.ima {
+		fields = append(fields, r.d, r.n)
 	} else {
-		if len(rec) < p+4 || int(binary.LittleEndian.Uint32(rec[p:])) != len(rec)-p-4 {
-			return record{}, errJournalRecord
-		}
-		td = rec[p+4:]
-		for rest := td; len(rest) > 0; {
-			if len(rest) < 4 {
+		for rest := r.td; len(rest) > 0; {
+			f, after, ok := nextField(rest)
+			if !ok {
 				return record{}, errJournalRecord
 			}
-			n := binary.LittleEndian.Uint32(rest)
-			if uint64(n) > uint64(len(rest)-4) {
-				return record{}, errJournalRecord
-			}
-			fields = append(fields, rest[4:4+n:4+n])
-			rest = rest[4+n:]
+			fields = append(fields, f)
+			rest = after
 		}
 	}
-	return record{pcr: binary.LittleEndian.Uint32(rec), violation: allZero(digest), t: t,
-		digests: digest, td: td, journal: true, fields: fields}, nil
+	return record{pcr: r.pcr, violation: allZero(r.digest), t: l.template(r.name),
+		digests: r.digest, td: r.td, journal: true, fields: fields}, nil
 }
 
 // asciiLen returns the length of appendASCII's line without its digest,

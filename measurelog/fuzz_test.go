@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 )
 
@@ -65,6 +66,30 @@ func FuzzDecodeBinary(f *testing.F) {
 		}
 		if n != len(entries) {
 			t.Fatalf("Decoder read %d entries, DecodeBinary %d", n, len(entries))
+		}
+	})
+}
+
+// FuzzASCIILen: asciiLen, which a journal-backed list uses for its offsets
+// without rendering, equals the length of appendASCII's rendering, for
+// every template and any field bytes (digests with and without an
+// algorithm prefix, strings with NULs, numbers of any size).
+func FuzzASCIILen(f *testing.F) {
+	names := make([]string, 0, len(templates))
+	for name := range templates {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	f.Add(uint8(0), uint32(10), []byte("sha256:\x00\x01\x02|/usr/bin/true|\x05\x00\x00\x00"))
+	f.Add(uint8(3), uint32(3), []byte(":\x00|x\x00y|\x01|\x01\x02|\x01\x02\x03\x04|12345678"))
+	f.Add(uint8(5), uint32(0), []byte("|||"))
+	f.Fuzz(func(t *testing.T, sel uint8, pcr uint32, data []byte) {
+		tmpl := templates[names[int(sel)%len(names)]]
+		fields := bytes.Split(data, []byte("|"))
+		digest := make([]byte, SHA1.Size())
+		got := asciiLen(pcr, tmpl, fields) + 2*SHA1.Size()
+		if want := len(appendASCII(nil, pcr, tmpl, fields, digest)); got != want {
+			t.Fatalf("template %s, fields %q: asciiLen %d, rendering %d bytes", tmpl.name, fields, got, want)
 		}
 	})
 }
