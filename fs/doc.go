@@ -26,7 +26,7 @@
 // uid 0 with CAP_SYS_ADMIN) and binds the namespace to the file handle:
 // later READ/WRITE/FLUSH/RELEASE requests (RELEASE comes with pid 0) are
 // answered from the handle. The tree itself is immutable for every caller
-// (immutable.go); list reads are bounded per namespace (Fairness).
+// (immutable.go); list reads are bounded and shared per namespace (Fairness).
 //
 // The policy file follows the kernel's rules: O_RDWR is EACCES, one writer at
 // a time per namespace (EBUSY), one rule per write() through a
