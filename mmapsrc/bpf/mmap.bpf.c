@@ -87,6 +87,22 @@ static __always_inline int same_key(const struct key *a, const struct key *b)
 	return a->ino == b->ino && a->dev == b->dev && a->mntns == b->mntns;
 }
 
+// read_inode_btf is read_inode through a BTF pointer (direct loads, no
+// helper call) where the running kernel has the 6.11+ inode times.
+static __always_inline int read_inode_btf(struct inode *inode, struct key *k, struct stamp *st)
+{
+	if (!bpf_core_field_exists(inode->i_ctime_sec) || bpf_core_field_size(struct inode, i_mtime_nsec) != 4)
+		return read_inode(inode, k, st);
+	k->ino = inode->i_ino;
+	k->dev = inode->i_sb->s_dev;
+	st->size = inode->i_size;
+	st->mtime_sec = inode->i_mtime_sec;
+	st->ctime_sec = inode->i_ctime_sec;
+	st->mtime_nsec = inode->i_mtime_nsec;
+	st->ctime_nsec = inode->i_ctime_nsec & NSEC_MASK;
+	return 0;
+}
+
 static __always_inline void remember(struct last *last, struct task_struct *task, const struct event *ev, __u64 gen)
 {
 	if (!last)
@@ -110,10 +126,10 @@ static __always_inline int known(struct last *last, struct task_struct *task, __
 // were reported already, report it and remember it as reported (only once
 // the event is in the ring buffer). last: task's, if it has one (known:
 // valid).
-static __always_inline void report(struct task_struct *task, struct inode *inode, struct event *ev,
-				   struct last *last, int is_known, __u64 gen)
+static __always_inline void report(struct task_struct *task, struct inode *inode, struct file *mmapped,
+				   struct event *ev, struct last *last, int is_known, __u64 gen)
 {
-	if (read_inode(inode, &ev->key, &ev->stamp))
+	if (mmapped ? read_inode_btf(inode, &ev->key, &ev->stamp) : read_inode(inode, &ev->key, &ev->stamp))
 		return;
 	if (is_known) {
 		ev->key.mntns = last->key.mntns;
@@ -122,6 +138,10 @@ static __always_inline void report(struct task_struct *task, struct inode *inode
 	} else {
 		ev->key.mntns = task->nsproxy->mnt_ns->ns.inum;
 	}
+	// A noexec mount refuses mmap's PROT_EXEC (EPERM) right after the
+	// lock. (mprotect: no VM_MAYEXEC, checked already.)
+	if (mmapped && ((mmapped->f_path.mnt->mnt_flags & MNT_NOEXEC) || (inode->i_sb->s_iflags & SB_I_NOEXEC)))
+		return;
 	struct stamp *old = bpf_map_lookup_elem(&seen, &ev->key);
 	if (old && same_stamp(old, &ev->stamp)) {
 		remember(last, task, ev, gen);
@@ -165,8 +185,7 @@ static __always_inline void mmap_begin(struct task_struct *task, struct pt_regs 
 		return;
 	file = bpf_rdonly_cast(file, bpf_core_type_id_kernel(struct file));
 	struct inode *inode = file->f_inode;
-	// A noexec mount refuses PROT_EXEC (EPERM) right after the lock.
-	if (!inode || (file->f_path.mnt->mnt_flags & MNT_NOEXEC) || (inode->i_sb->s_iflags & SB_I_NOEXEC))
+	if (!inode)
 		return;
 	struct event ev = {
 		.kind = KIND_MMAP,
@@ -175,7 +194,7 @@ static __always_inline void mmap_begin(struct task_struct *task, struct pt_regs 
 		.fd = fd,
 		.prot = (__u32)prot,
 	};
-	report(task, inode, &ev, last, is_known, gen);
+	report(task, inode, file, &ev, last, is_known, gen);
 }
 
 struct vma_ctx {
@@ -223,7 +242,7 @@ static __always_inline void mprotect_begin(struct task_struct *task, struct pt_r
 		.fd = -1,
 		.prot = (__u32)prot,
 	};
-	report(task, inode, &ev, bpf_task_storage_get(&last_seen, task, 0, 0), 0, forget_gen);
+	report(task, inode, NULL, &ev, bpf_task_storage_get(&last_seen, task, 0, 0), 0, forget_gen);
 }
 
 // map_lock: a task is about to take an mmap_lock (tracepoint
