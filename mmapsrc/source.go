@@ -90,7 +90,8 @@ const (
 	// MechanismAuto (Options): the BPF LSM where the kernel loads and
 	// attaches it, else the tracepoints.
 	MechanismAuto Mechanism = "auto"
-	// MechanismTracepoint: syscall tracepoints, after the call; it cannot
+	// MechanismTracepoint: a tracepoint program in the call (at its
+	// mmap_lock), the receiver opens the file afterwards; it cannot
 	// deny a mapping, and the receiver hashes the file.
 	MechanismTracepoint Mechanism = "tracepoint"
 	// MechanismLSM: a sleepable BPF LSM program on mmap_file and
@@ -187,8 +188,7 @@ type Source struct {
 }
 
 // Open loads and attaches the BPF programs of Options.Mechanism. It needs
-// CAP_BPF and CAP_PERFMON (root); the tracepoints need tracefs, which it
-// mounts at /sys/kernel/tracing when no tracefs is mounted.
+// CAP_BPF and CAP_PERFMON (root).
 func Open(opts Options) (*Source, error) {
 	opts = opts.withDefaults()
 	removeMemlock()
@@ -201,7 +201,7 @@ func Open(opts Options) (*Source, error) {
 	case MechanismAuto, "":
 		if err := s.openLSM(); err != nil {
 			s.fallback = err
-			opts.Log.WithError(err).Info("mmap source: BPF LSM mechanism refused, falling back to the syscall tracepoints (no in-kernel hash, cannot deny)")
+			opts.Log.WithError(err).Info("mmap source: BPF LSM mechanism refused, falling back to the tracepoint mechanism (no in-kernel hash, cannot deny)")
 			if err := s.openTracepoints(); err != nil {
 				return nil, fmt.Errorf("%w (and the BPF LSM: %w)", err, s.fallback)
 			}
@@ -458,8 +458,7 @@ type ProgramStat struct {
 }
 
 // ProgramStats returns the run counts and times of the programs by name
-// (tracepoints: enter_mmap, enter_mprotect, enter_pkey_mprotect, exit_map;
-// BPF LSM: mmap_file, file_mprotect).
+// (tracepoint: map_lock; BPF LSM: mmap_file, file_mprotect).
 func (s *Source) ProgramStats() (map[string]ProgramStat, error) {
 	out := map[string]ProgramStat{}
 	for name, p := range s.progs {
