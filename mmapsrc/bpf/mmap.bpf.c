@@ -115,8 +115,11 @@ static __always_inline void remember(struct last *last, struct task_struct *task
 	last->gen = gen;
 }
 
-// known: last (task's) is valid and task is in its namespaces (so wanted,
-// in last's mount namespace).
+// known: last (task's) is valid and task has its nsproxy, so the same
+// namespaces (wanted). An nsproxy freed and allocated again at the same
+// address after setns can make this wrong: then at most a mapping of an
+// unwatched task is reported, never one missed (report compares the
+// mount namespace read now).
 static __always_inline int known(struct last *last, struct task_struct *task, __u64 gen)
 {
 	return last && last->gen == gen && last->nsproxy == (__u64)task->nsproxy;
@@ -131,13 +134,11 @@ static __always_inline void report(struct task_struct *task, struct inode *inode
 {
 	if (mmapped ? read_inode_btf(inode, &ev->key, &ev->stamp) : read_inode(inode, &ev->key, &ev->stamp))
 		return;
-	if (is_known) {
-		ev->key.mntns = last->key.mntns;
-		if (same_key(&last->key, &ev->key) && same_stamp(&last->stamp, &ev->stamp))
-			return;
-	} else {
-		ev->key.mntns = task->nsproxy->mnt_ns->ns.inum;
-	}
+	// (The mount namespace read again, not taken from last: an nsproxy
+	// freed and allocated again at the same address may be another.)
+	ev->key.mntns = task->nsproxy->mnt_ns->ns.inum;
+	if (is_known && same_key(&last->key, &ev->key) && same_stamp(&last->stamp, &ev->stamp))
+		return;
 	// A noexec mount refuses mmap's PROT_EXEC (EPERM) right after the
 	// lock. (mprotect: no VM_MAYEXEC, checked already.)
 	if (mmapped && ((mmapped->f_path.mnt->mnt_flags & MNT_NOEXEC) || (inode->i_sb->s_iflags & SB_I_NOEXEC)))
