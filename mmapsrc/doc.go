@@ -11,9 +11,10 @@
 //     namespace that appraises (SetAppraise), refuse with EACCES a file
 //     whose digest was not allowed in that mount namespace (Allow):
 //     Event.Denied. KernelAlgo is the algorithm the kernel hashes in.
-//   - MechanismTracepoint (bpf/mmap.bpf.c): the syscall tracepoints of
-//     mmap, mprotect and pkey_mprotect report a mapping after the call
-//     succeeded; the source opens the mapped file (/proc/TID/map_files,
+//   - MechanismTracepoint (bpf/mmap.bpf.c): a tp_btf program on the
+//     tracepoint mmap_lock_start_locking reports mmap, mprotect and
+//     pkey_mprotect with PROT_EXEC where the call takes its mmap_lock
+//     (x86-64); the source opens the mapped file (/proc/TID/map_files,
 //     else the mmap's /proc/TID/fd/N, checked against the event's device
 //     and inode) for the receiver to hash. It cannot deny.
 //

@@ -1,7 +1,10 @@
 package mmapsrc
 
 import (
+	"errors"
 	"fmt"
+
+	"github.com/cilium/ebpf/btf"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,6 +29,31 @@ func fmodeBacking() uint32 {
 		return 1 << 25
 	}
 	return 0
+}
+
+// lockWriteArg is the index of the "write" argument of the running
+// kernel's tracepoint mmap_lock_start_locking: 1 from 6.12 (mm, write), 2
+// before (mm, memcg_path, write). Read from the kernel's BTF, where the
+// tracepoint's typed signature is btf_trace_mmap_lock_start_locking (with
+// a leading context argument).
+func lockWriteArg() (uint32, error) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return 0, fmt.Errorf("mmap source: kernel BTF: %w", err)
+	}
+	var td *btf.Typedef
+	if err := spec.TypeByName("btf_trace_mmap_lock_start_locking", &td); err != nil {
+		return 0, fmt.Errorf("mmap source: tracepoint mmap_lock_start_locking: %w", err)
+	}
+	ptr, ok := td.Type.(*btf.Pointer)
+	var proto *btf.FuncProto
+	if ok {
+		proto, ok = ptr.Target.(*btf.FuncProto)
+	}
+	if !ok || len(proto.Params) < 3 || len(proto.Params) > 4 {
+		return 0, fmt.Errorf("mmap source: tracepoint mmap_lock_start_locking has an unknown signature %v: %w", td.Type, errors.ErrUnsupported)
+	}
+	return uint32(len(proto.Params) - 2), nil
 }
 
 // kernelDev converts a stat(2) device number to the kernel's encoding

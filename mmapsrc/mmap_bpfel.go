@@ -34,6 +34,14 @@ type mmapKey struct {
 	Mntns uint32
 }
 
+type mmapLast struct {
+	_       structs.HostLayout
+	Nsproxy uint64
+	Key     mmapKey
+	Stamp   mmapStamp
+	Gen     uint64
+}
+
 type mmapStamp struct {
 	_         structs.HostLayout
 	Size      int64
@@ -47,19 +55,18 @@ type mmapStamp struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	mmapMapEvents             = "events"
-	mmapMapLost               = "lost"
-	mmapMapLostTotal          = "lost_total"
-	mmapMapPending            = "pending"
-	mmapMapSeen               = "seen"
-	mmapMapWatched            = "watched"
-	mmapProgEnterMmap         = "enter_mmap"
-	mmapProgEnterMprotect     = "enter_mprotect"
-	mmapProgEnterPkeyMprotect = "enter_pkey_mprotect"
-	mmapProgExitMap           = "exit_map"
-	mmapVarFilterPidns        = "filter_pidns"
-	mmapVarFmodeBacking       = "fmode_backing"
-	mmapVarNpending           = "npending"
+	mmapMapEvents       = "events"
+	mmapMapLastSeen     = "last_seen"
+	mmapMapLost         = "lost"
+	mmapMapLostTotal    = "lost_total"
+	mmapMapSeen         = "seen"
+	mmapMapWatched      = "watched"
+	mmapProgMapLock     = "map_lock"
+	mmapVarFilterPidns  = "filter_pidns"
+	mmapVarFmodeBacking = "fmode_backing"
+	mmapVarForgetGen    = "forget_gen"
+	mmapVarLockWriteArg = "lock_write_arg"
+	mmapVarUnusedEvent  = "unused_event"
 )
 
 // loadMmap returns the embedded CollectionSpec for mmap.
@@ -104,10 +111,7 @@ type mmapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type mmapProgramSpecs struct {
-	EnterMmap         *ebpf.ProgramSpec `ebpf:"enter_mmap"`
-	EnterMprotect     *ebpf.ProgramSpec `ebpf:"enter_mprotect"`
-	EnterPkeyMprotect *ebpf.ProgramSpec `ebpf:"enter_pkey_mprotect"`
-	ExitMap           *ebpf.ProgramSpec `ebpf:"exit_map"`
+	MapLock *ebpf.ProgramSpec `ebpf:"map_lock"`
 }
 
 // mmapMapSpecs contains maps before they are loaded into the kernel.
@@ -115,9 +119,9 @@ type mmapProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type mmapMapSpecs struct {
 	Events    *ebpf.MapSpec `ebpf:"events"`
+	LastSeen  *ebpf.MapSpec `ebpf:"last_seen"`
 	Lost      *ebpf.MapSpec `ebpf:"lost"`
 	LostTotal *ebpf.MapSpec `ebpf:"lost_total"`
-	Pending   *ebpf.MapSpec `ebpf:"pending"`
 	Seen      *ebpf.MapSpec `ebpf:"seen"`
 	Watched   *ebpf.MapSpec `ebpf:"watched"`
 }
@@ -128,7 +132,9 @@ type mmapMapSpecs struct {
 type mmapVariableSpecs struct {
 	FilterPidns  *ebpf.VariableSpec `ebpf:"filter_pidns"`
 	FmodeBacking *ebpf.VariableSpec `ebpf:"fmode_backing"`
-	Npending     *ebpf.VariableSpec `ebpf:"npending"`
+	ForgetGen    *ebpf.VariableSpec `ebpf:"forget_gen"`
+	LockWriteArg *ebpf.VariableSpec `ebpf:"lock_write_arg"`
+	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
 // mmapObjects contains all objects after they have been loaded into the kernel.
@@ -152,9 +158,9 @@ func (o *mmapObjects) Close() error {
 // It can be passed to loadMmapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mmapMaps struct {
 	Events    *ebpf.Map `ebpf:"events"`
+	LastSeen  *ebpf.Map `ebpf:"last_seen"`
 	Lost      *ebpf.Map `ebpf:"lost"`
 	LostTotal *ebpf.Map `ebpf:"lost_total"`
-	Pending   *ebpf.Map `ebpf:"pending"`
 	Seen      *ebpf.Map `ebpf:"seen"`
 	Watched   *ebpf.Map `ebpf:"watched"`
 }
@@ -162,9 +168,9 @@ type mmapMaps struct {
 func (m *mmapMaps) Close() error {
 	return _MmapClose(
 		m.Events,
+		m.LastSeen,
 		m.Lost,
 		m.LostTotal,
-		m.Pending,
 		m.Seen,
 		m.Watched,
 	)
@@ -176,25 +182,21 @@ func (m *mmapMaps) Close() error {
 type mmapVariables struct {
 	FilterPidns  *ebpf.Variable `ebpf:"filter_pidns"`
 	FmodeBacking *ebpf.Variable `ebpf:"fmode_backing"`
-	Npending     *ebpf.Variable `ebpf:"npending"`
+	ForgetGen    *ebpf.Variable `ebpf:"forget_gen"`
+	LockWriteArg *ebpf.Variable `ebpf:"lock_write_arg"`
+	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
 }
 
 // mmapPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadMmapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mmapPrograms struct {
-	EnterMmap         *ebpf.Program `ebpf:"enter_mmap"`
-	EnterMprotect     *ebpf.Program `ebpf:"enter_mprotect"`
-	EnterPkeyMprotect *ebpf.Program `ebpf:"enter_pkey_mprotect"`
-	ExitMap           *ebpf.Program `ebpf:"exit_map"`
+	MapLock *ebpf.Program `ebpf:"map_lock"`
 }
 
 func (p *mmapPrograms) Close() error {
 	return _MmapClose(
-		p.EnterMmap,
-		p.EnterMprotect,
-		p.EnterPkeyMprotect,
-		p.ExitMap,
+		p.MapLock,
 	)
 }
 

@@ -12,18 +12,28 @@ import (
 )
 
 // resolve opens the mapped file of ev: the map_files entry of the mapping
-// that holds ev.Addr (valid as long as the mapping exists), else for mmap
-// the descriptor it was mapped from (valid until the task closes it, and
-// checked, as the number may be reused). Either is checked against the
-// event's device and inode.
+// that holds ev.Addr, or (an mmap without MAP_FIXED, Addr 0: reported
+// before the kernel chose the address) of a mapping of ev's inode (valid
+// as long as the mapping exists), else for mmap the descriptor it was
+// mapped from (valid until the task closes it, and checked, as the number
+// may be reused), else (Addr 0: the mmap may have completed and the task
+// closed the descriptor meanwhile) the mappings once more. Each is
+// checked against the event's device and inode.
 func (s *Source) resolve(ev *Event) {
 	f, err := s.openMapFile(ev)
 	if err != nil && ev.Kind == Mmap && ev.Fd >= 0 {
 		var ferr error
-		if f, ferr = s.openChecked(ev, fmt.Sprintf("%s/%d/fd/%d", s.opts.Proc, ev.Tid, ev.Fd)); ferr != nil {
-			err = fmt.Errorf("%w; %w", err, ferr)
-		} else {
+		if f, ferr = s.openChecked(ev, fmt.Sprintf("%s/%d/fd/%d", s.opts.Proc, ev.Tid, ev.Fd)); ferr == nil {
 			err = nil
+		} else if ev.Addr == 0 {
+			var merr error
+			if f, merr = s.openMapFile(ev); merr == nil {
+				err = nil
+			} else {
+				err = fmt.Errorf("%w; %w; %w", err, ferr, merr)
+			}
+		} else {
+			err = fmt.Errorf("%w; %w", err, ferr)
 		}
 	}
 	if err != nil {
@@ -41,17 +51,19 @@ func (s *Source) resolve(ev *Event) {
 }
 
 // openMapFile opens /proc/TID/map_files/START-END of the mapping that
-// holds ev.Addr (as /proc/TID/maps lists it now).
+// holds ev.Addr, or with Addr 0 of the first mapping of ev.Ino (as
+// /proc/TID/maps lists them now).
 func (s *Source) openMapFile(ev *Event) (*os.File, error) {
-	name, err := s.vmaName(ev.Tid, ev.Addr)
+	name, err := s.vmaName(ev.Tid, ev.Addr, ev.Ino)
 	if err != nil {
 		return nil, err
 	}
 	return s.openChecked(ev, fmt.Sprintf("%s/%d/map_files/%s", s.opts.Proc, ev.Tid, name))
 }
 
-// vmaName finds the "start-end" of the mapping of task tid holding addr.
-func (s *Source) vmaName(tid int, addr uint64) (string, error) {
+// vmaName finds the "start-end" of the mapping of task tid holding addr,
+// or (addr 0) mapping inode ino.
+func (s *Source) vmaName(tid int, addr, ino uint64) (string, error) {
 	f, err := os.Open(fmt.Sprintf("%s/%d/maps", s.opts.Proc, tid))
 	if err != nil {
 		return "", err
@@ -59,6 +71,13 @@ func (s *Source) vmaName(tid int, addr uint64) (string, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
+		if addr == 0 {
+			// start-end perms offset dev inode path
+			if f := strings.Fields(sc.Text()); len(f) >= 5 && f[4] == strconv.FormatUint(ino, 10) {
+				return f[0], nil
+			}
+			continue
+		}
 		rng, _, _ := strings.Cut(sc.Text(), " ")
 		lo, hi, ok := strings.Cut(rng, "-")
 		if !ok {
@@ -72,6 +91,9 @@ func (s *Source) vmaName(tid int, addr uint64) (string, error) {
 	}
 	if err := sc.Err(); err != nil {
 		return "", fmt.Errorf("read %s: %w", f.Name(), err)
+	}
+	if addr == 0 {
+		return "", fmt.Errorf("no mapping of inode %d in %s: %w", ino, f.Name(), os.ErrNotExist)
 	}
 	return "", fmt.Errorf("no mapping at %#x in %s: %w", addr, f.Name(), os.ErrNotExist)
 }

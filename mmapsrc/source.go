@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,8 +14,6 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/sirupsen/logrus"
-
-	"github.com/imafs/imafs/mountns"
 )
 
 // Kind says what an Event reports.
@@ -92,7 +90,8 @@ const (
 	// MechanismAuto (Options): the BPF LSM where the kernel loads and
 	// attaches it, else the tracepoints.
 	MechanismAuto Mechanism = "auto"
-	// MechanismTracepoint: syscall tracepoints, after the call; it cannot
+	// MechanismTracepoint: a tracepoint program in the call (at its
+	// mmap_lock), the receiver opens the file afterwards; it cannot
 	// deny a mapping, and the receiver hashes the file.
 	MechanismTracepoint Mechanism = "tracepoint"
 	// MechanismLSM: a sleepable BPF LSM program on mmap_file and
@@ -181,13 +180,15 @@ type Source struct {
 	kernelAlgo      atomic.Value // string: see KernelAlgo
 	algoFromCmdline bool
 
+	forgetMu  sync.Mutex
+	forgetGen uint64 // see invalidate
+
 	lostMu   sync.Mutex
 	lostSeen map[uint32]uint64 // per mount ns, as last reported
 }
 
 // Open loads and attaches the BPF programs of Options.Mechanism. It needs
-// CAP_BPF and CAP_PERFMON (root); the tracepoints need tracefs, which it
-// mounts at /sys/kernel/tracing when no tracefs is mounted.
+// CAP_BPF and CAP_PERFMON (root).
 func Open(opts Options) (*Source, error) {
 	opts = opts.withDefaults()
 	removeMemlock()
@@ -200,7 +201,7 @@ func Open(opts Options) (*Source, error) {
 	case MechanismAuto, "":
 		if err := s.openLSM(); err != nil {
 			s.fallback = err
-			opts.Log.WithError(err).Info("mmap source: BPF LSM mechanism refused, falling back to the syscall tracepoints (no in-kernel hash, cannot deny)")
+			opts.Log.WithError(err).Info("mmap source: BPF LSM mechanism refused, falling back to the tracepoint mechanism (no in-kernel hash, cannot deny)")
 			if err := s.openTracepoints(); err != nil {
 				return nil, fmt.Errorf("%w (and the BPF LSM: %w)", err, s.fallback)
 			}
@@ -258,10 +259,8 @@ type maps struct {
 
 // openTracepoints loads and attaches the tracepoint programs.
 func (s *Source) openTracepoints() error {
-	if mounted, err := mountns.EnsureTracefs(); err != nil {
-		return fmt.Errorf("mmap source: %w", err)
-	} else if mounted {
-		s.log.WithField("dir", mountns.TracefsDir).Info("mmap source: mounted tracefs for the syscall tracepoints")
+	if runtime.GOARCH != "amd64" {
+		return fmt.Errorf("mmap source: the tracepoint mechanism reads x86-64 system call registers, not %s's: %w", runtime.GOARCH, errors.ErrUnsupported)
 	}
 	spec, err := loadMmap()
 	if err != nil {
@@ -272,6 +271,13 @@ func (s *Source) openTracepoints() error {
 	if err := setFilters(spec, s.opts.All); err != nil {
 		return err
 	}
+	arg, err := lockWriteArg()
+	if err != nil {
+		return err
+	}
+	if err := spec.Variables["lock_write_arg"].Set(arg); err != nil {
+		return fmt.Errorf("mmap source: set lock_write_arg: %w", err)
+	}
 	if err := spec.LoadAndAssign(&s.tp, nil); err != nil {
 		logVerifier(s.log, err)
 		return fmt.Errorf("mmap source: load programs: %w", err)
@@ -279,10 +285,7 @@ func (s *Source) openTracepoints() error {
 	o := &s.tp
 	s.mech = MechanismTracepoint
 	s.maps = maps{events: o.Events, seen: o.Seen, watched: o.Watched, lost: o.Lost, lostTotal: o.LostTotal}
-	s.progs = map[string]*ebpf.Program{
-		mmapProgEnterMmap: o.EnterMmap, mmapProgEnterMprotect: o.EnterMprotect,
-		mmapProgEnterPkeyMprotect: o.EnterPkeyMprotect, mmapProgExitMap: o.ExitMap,
-	}
+	s.progs = map[string]*ebpf.Program{mmapProgMapLock: o.MapLock}
 	if err := s.attach(); err != nil {
 		s.detach()
 		return err
@@ -313,33 +316,14 @@ func logVerifier(log *logrus.Logger, err error) {
 	}
 }
 
-// attach attaches the exit program first, so no entry misses its exit.
-// A kernel without memory protection keys (no
-// CONFIG_X86_INTEL_MEMORY_PROTECTION_KEYS) has no pkey_mprotect system
-// call (ENOSYS) and no tracepoints for it: nothing to miss, so they are
-// skipped there.
+// attach attaches the tracepoint program (tp_btf: no tracefs, no perf
+// event; the kernel's tracepoint is named in the program).
 func (s *Source) attach() error {
-	for _, a := range []struct {
-		name string
-		prog *ebpf.Program
-	}{
-		{"sys_exit_mmap", s.tp.ExitMap},
-		{"sys_exit_mprotect", s.tp.ExitMap},
-		{"sys_exit_pkey_mprotect", s.tp.ExitMap},
-		{"sys_enter_mmap", s.tp.EnterMmap},
-		{"sys_enter_mprotect", s.tp.EnterMprotect},
-		{"sys_enter_pkey_mprotect", s.tp.EnterPkeyMprotect},
-	} {
-		l, err := link.Tracepoint("syscalls", a.name, a.prog, nil)
-		if err != nil && errors.Is(err, os.ErrNotExist) && strings.HasSuffix(a.name, "_pkey_mprotect") {
-			s.log.WithField("tracepoint", a.name).Info("mmap source: no pkey_mprotect in this kernel, its tracepoint not attached")
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("mmap source: attach tracepoint syscalls/%s: %w", a.name, err)
-		}
-		s.links = append(s.links, l)
+	l, err := link.AttachTracing(link.TracingOptions{Program: s.tp.MapLock, AttachType: ebpf.AttachTraceRawTp})
+	if err != nil {
+		return fmt.Errorf("mmap source: attach tracepoint mmap_lock_start_locking: %w", err)
 	}
+	s.links = append(s.links, l)
 	return nil
 }
 
@@ -402,11 +386,14 @@ func (s *Source) Watch(pidns uint64) (func() error, error) {
 	if err := s.maps.watched.Put(k, uint8(1)); err != nil {
 		return nil, fmt.Errorf("mmap source: watch pid ns %d: %w", pidns, err)
 	}
+	if err := s.invalidate(); err != nil {
+		return nil, err
+	}
 	return func() error {
 		if err := s.maps.watched.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("mmap source: unwatch pid ns %d: %w", pidns, err)
 		}
-		return nil
+		return s.invalidate()
 	}, nil
 }
 
@@ -416,6 +403,21 @@ func (s *Source) Forget(dev, ino, mntns uint64) error {
 	k := mmapKey{Ino: ino, Dev: kernelDev(dev), Mntns: uint32(mntns)}
 	if err := s.maps.seen.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("mmap source: forget %d:%d in mnt ns %d: %w", dev, ino, mntns, err)
+	}
+	return s.invalidate()
+}
+
+// invalidate invalidates the tracepoint program's per-CPU copy of the
+// last mapping found reported, after a change of seen or watched.
+func (s *Source) invalidate() error {
+	if s.tp.ForgetGen == nil {
+		return nil
+	}
+	s.forgetMu.Lock()
+	defer s.forgetMu.Unlock()
+	s.forgetGen++
+	if err := s.tp.ForgetGen.Set(s.forgetGen); err != nil {
+		return fmt.Errorf("mmap source: invalidate the last mapping seen: %w", err)
 	}
 	return nil
 }
@@ -445,7 +447,7 @@ func (s *Source) ForgetMntNS(mntns uint64) error {
 			return fmt.Errorf("mmap source: forget mnt ns %d: %w", mntns, err)
 		}
 	}
-	return nil
+	return s.invalidate()
 }
 
 // ProgramStat is one BPF program's run count and total run time (the
@@ -456,8 +458,7 @@ type ProgramStat struct {
 }
 
 // ProgramStats returns the run counts and times of the programs by name
-// (tracepoints: enter_mmap, enter_mprotect, enter_pkey_mprotect, exit_map;
-// BPF LSM: mmap_file, file_mprotect).
+// (tracepoint: map_lock; BPF LSM: mmap_file, file_mprotect).
 func (s *Source) ProgramStats() (map[string]ProgramStat, error) {
 	out := map[string]ProgramStat{}
 	for name, p := range s.progs {

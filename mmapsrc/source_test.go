@@ -56,14 +56,22 @@ func TestReportsExecMappingOnce(t *testing.T) {
 	}
 }
 
-// A mapping without PROT_EXEC, and any mapping of a task outside the
-// watched pid namespaces, is not reported.
+// A mapping without PROT_EXEC, an mmap the kernel refuses (a noexec
+// mount: EPERM, after the lock the program runs at), and any mapping of a
+// task outside the watched pid namespaces, is not reported.
 func TestNotReported(t *testing.T) {
-	dir := tmpfs(t)
+	dir, noexecDir := tmpfs(t), tmpfs(t)
 	readonly, other, fence := copyLib(t, dir, "libr.so"), copyLib(t, dir, "libo.so"), copyLib(t, dir, "fence.so")
+	noexec := copyLib(t, noexecDir, "libn.so")
+	if err := unix.Mount("", noexecDir, "", unix.MS_REMOUNT|unix.MS_NOEXEC, "size=64m"); err != nil {
+		t.Fatal(err)
+	}
 	m, unwatched := startMapper(t), startMapper(t)
 	s := open(t, mmapsrc.Options{})
 	watch(t, s, m)
+	if got := m.Ask(t, "mmapx "+noexec); got != "err Operation not permitted" {
+		t.Errorf("mmap(PROT_EXEC) on a noexec mount: %q, want EPERM", got)
+	}
 	m.Do(t, "mmapr "+readonly)
 	unwatched.Do(t, "mmapx "+other)
 	unwatched.Do(t, "dlopen "+other)
@@ -71,6 +79,9 @@ func TestNotReported(t *testing.T) {
 	evs := until(t, s, fence, m.MntNS)
 	if got := of(t, evs, readonly, m.MntNS); len(got) != 0 {
 		t.Errorf("read-only mapping reported: %+v", got)
+	}
+	if got := of(t, evs, noexec, m.MntNS); len(got) != 0 {
+		t.Errorf("refused mapping (noexec mount) reported: %+v", got)
 	}
 	for _, ev := range evs {
 		if ev.MntNS == unwatched.MntNS || ev.Pid == unwatched.Pid {

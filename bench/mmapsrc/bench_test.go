@@ -91,7 +91,7 @@ func TestMmapSourceBench(t *testing.T) {
 	fmt.Printf("  mmap(PROT_EXEC)+munmap, source detached: %.3f us/map (CPU; elapsed %.3f us)\n", us(d), us(median(wall(detached))))
 	fmt.Printf("  mmap(PROT_EXEC)+munmap, source attached, already reported: %.3f us/map (CPU; elapsed %.3f us); ratio %.3f\n", us(a), us(median(wall(attached))), median(ratioA))
 	fmt.Printf("  mmap(PROT_EXEC)+munmap, source attached, task not watched: %.3f us/map (CPU; elapsed %.3f us); ratio %.3f\n", us(u), us(median(wall(unwatched))), median(ratioU))
-	fmt.Printf("  BPF programs' own run time per mmap+munmap (enter+exit, already reported): %.0f ns; ratio %.3f (detached + this)\n",
+	fmt.Printf("  BPF programs' own run time per mmap+munmap (already reported): %.0f ns; ratio %.3f (detached + this)\n",
 		median(progNs), 1+median(progNs)/float64(d))
 	t.Logf("%d rounds of %d maps, CPU per map: detached %v, attached %v, unwatched %v; ratios %.3f, %.3f",
 		rounds, maps, cpu(detached), cpu(attached), cpu(unwatched), ratioA, ratioU)

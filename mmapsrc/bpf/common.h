@@ -39,15 +39,21 @@ struct upid { int nr; struct pid_namespace *ns; } PAI;
 struct pid { unsigned int level; struct upid numbers[1]; } PAI;
 struct fdtable { unsigned int max_fds; struct file **fd; } PAI;
 struct files_struct { struct fdtable *fdt; } PAI;
+struct maple_tree { unsigned int ma_flags; } PAI;
+struct ma_state { struct maple_tree *tree; } PAI;
+struct mm_struct { struct maple_tree mm_mt; } PAI;
 struct task_struct {
 	struct pid *thread_pid;
 	struct nsproxy *nsproxy;
 	struct files_struct *files;
+	struct mm_struct *mm;
 } PAI;
 struct super_block {
 	__u32 s_dev;
 	unsigned long s_magic;
+	unsigned long s_iflags;
 } PAI;
+struct vfsmount { int mnt_flags; } PAI;
 struct timespec64 { long long tv_sec; long tv_nsec; } PAI;
 struct inode {
 	struct super_block *i_sb;
@@ -67,7 +73,10 @@ struct inode___v65 { // before 6.6 (i_mtime until 6.6)
 	struct timespec64 i_ctime;
 } PAI;
 struct dentry { struct inode *d_inode; } PAI;
-struct path { struct dentry *dentry; } PAI;
+struct path {
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+} PAI;
 struct file {
 	unsigned int f_mode;
 	struct inode *f_inode;
