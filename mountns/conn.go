@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 
@@ -268,3 +269,34 @@ func (r inPlaceResult) Readv(dst [][]byte) (int, fuse.Status) {
 	}
 	return n, fuse.OK
 }
+
+// DisablePoll makes the kernel stop sending POLL requests to the FUSE
+// connection mounted at target in pid's mount namespace (resolved against
+// pid's root, like MountFUSE), as go-fuse's own mounts do (its "poll
+// hack"): it opens go-fuse's hidden file there and polls it once, and the
+// ENOSYS answer turns POLL off for the connection. Without it, this
+// process adding a file of a mount it serves with a Conn to the Go
+// runtime's epoll set (os.Open does, for any file) would deadlock: the
+// kernel asks the server for POLL while holding the epoll set's lock, and
+// the Conn only hears of the request through that epoll set. Call it once
+// the connection is served.
+func DisablePoll(pid int, target string) error {
+	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("disable poll: root of pid %d: %w", pid, err)
+	}
+	defer unix.Close(root)
+	how := unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT}
+	fd, err := unix.Openat2(root, filepath.Join(target, pollHackName), &how)
+	if err != nil {
+		return fmt.Errorf("disable poll: open %s in pid %d's root: %w", target, pid, err)
+	}
+	defer unix.Close(fd)
+	// The answer does not matter, only that the kernel asked.
+	unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLPRI | unix.POLLOUT}}, 0)
+	return nil
+}
+
+// pollHackName is the file go-fuse's protocol handler answers in every
+// tree's root for DisablePoll (fuse/poll.go).
+const pollHackName = ".go-fuse-epoll-hack"

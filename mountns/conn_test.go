@@ -44,6 +44,9 @@ func serveConn(t *testing.T, pid int, target string, root fs.InodeEmbedder) *Con
 		t.Fatalf("ServeConn: %v", err)
 	}
 	t.Cleanup(func() { Unmount(pid, target, true) })
+	if err := DisablePoll(pid, target); err != nil {
+		t.Fatalf("DisablePoll: %v", err)
+	}
 	return c
 }
 
@@ -141,4 +144,35 @@ func threads(t *testing.T) int {
 	}
 	t.Fatal("no Threads: in /proc/self/status")
 	return 0
+}
+
+// TestConnOpenInProcess: this process opens files of a tree it serves with
+// a Conn through os.Open, which adds every file to the runtime's epoll set.
+// After DisablePoll the kernel no longer asks the server for POLL under the
+// epoll set's lock, which the Conn itself waits on: the opens return.
+func TestConnOpenInProcess(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	pid := sleeper(t, "mount -t tmpfs imafs-test-tmp "+dir, "-m", "--propagation", "private")
+	target := filepath.Join(dir, "t")
+	serveConn(t, pid, target, &helloRoot{})
+	done := make(chan error, 1)
+	go func() {
+		for range 100 {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root%s/hello", pid, target))
+			if err != nil || string(b) != "hello from imafs\n" {
+				done <- fmt.Errorf("read: %q, %v", b, err)
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("os.ReadFile of a file this process serves hangs")
+	}
 }
