@@ -108,8 +108,7 @@ type MountedServer interface {
 }
 
 // Serve serves r on dev, a /dev/fuse file already mounted (see
-// mountns.MountFUSE); it takes ownership of dev. Call
-// mountns.DisablePoll for a container's tree once it is served. The server runs in a
+// mountns.MountFUSE); it takes ownership of dev. The server runs in a
 // goroutine; Wait for it. A container's tree (Options.Owner set) is served
 // by a mountns.Conn, which costs an idle connection no reader thread and
 // no buffer; the host's tree by go-fuse's own server, whose readers keep
@@ -152,10 +151,6 @@ func mountConn(dir string, r *Root) (MountedServer, error) {
 	}
 	c, err := mountns.ServeConn(dev, r.RawFileSystem(), r.MountOptions().MountOptions)
 	if err != nil {
-		unix.Unmount(dir, unix.MNT_DETACH)
-		return nil, fmt.Errorf("mount %s: %w", dir, err)
-	}
-	if err := mountns.DisablePoll(os.Getpid(), dir); err != nil {
 		unix.Unmount(dir, unix.MNT_DETACH)
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}

@@ -5,20 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
+	"runtime"
 	"sync"
-	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
 
 // Conn serves one FUSE connection the way an idle container's connection
-// should cost little: the /dev/fuse descriptor is non-blocking and waits in
-// the Go runtime's poller (no OS thread blocked in read(2), one parked
-// goroutine), and request and reply buffers are taken from a pool shared by
-// every Conn only once the kernel has a request, and given back when it is
-// answered. go-fuse's Server instead keeps, per connection, a reader blocked
+// should cost little: its /dev/fuse descriptor is non-blocking and waits,
+// with every other Conn's, in one epoll set (one thread blocked in
+// epoll_wait for all of them; its goroutine parked on a channel), and
+// request and reply buffers are taken from a pool shared by every Conn only
+// once the kernel has a request, and given back when it is answered.
+// go-fuse's Server instead keeps, per connection, a reader thread blocked
 // in read(2) holding a buffer of MaxWrite plus a page (docs/benchmarks.md,
 // "Issue 14, fourth step"). The FUSE protocol itself is go-fuse's
 // (fuse.ProtocolServer): the same handlers, the same replies.
@@ -30,8 +30,9 @@ import (
 type Conn struct {
 	ps      *fuse.ProtocolServer
 	raw     fuse.RawFileSystem
-	file    *os.File
-	rc      syscall.RawConn
+	fd      int
+	id      int32         // key in the poller
+	ready   chan struct{} // the poller's wake-up: fd readable
 	bufs    *sync.Pool
 	slots   chan struct{}
 	serving sync.WaitGroup
@@ -72,13 +73,12 @@ func bufPool(size int) *sync.Pool {
 // dead (ENOTCONN); Unmount it.
 func ServeConn(dev *os.File, raw fuse.RawFileSystem, mo fuse.MountOptions) (*Conn, error) {
 	defer dev.Close()
-	file, err := nonblockingDup(dev)
+	p, err := getPoller()
 	if err != nil {
 		return nil, fmt.Errorf("serve fuse: %w", err)
 	}
-	rc, err := file.SyscallConn()
+	fd, err := nonblockingDup(dev)
 	if err != nil {
-		file.Close()
 		return nil, fmt.Errorf("serve fuse: %w", err)
 	}
 	if mo.MaxWrite <= 0 {
@@ -88,14 +88,19 @@ func ServeConn(dev *os.File, raw fuse.RawFileSystem, mo fuse.MountOptions) (*Con
 	c := &Conn{
 		ps:    fuse.NewProtocolServer(raw, &mo),
 		raw:   raw,
-		file:  file,
-		rc:    rc,
+		fd:    fd,
+		ready: make(chan struct{}, 1),
 		bufs:  bufPool(connBufSize(mo.MaxWrite)),
 		slots: make(chan struct{}, ConnRequests),
 		done:  make(chan struct{}),
 	}
+	if err := p.add(c); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("serve fuse: %w", err)
+	}
 	if err := c.init(); err != nil {
-		file.Close()
+		p.remove(c)
+		unix.Close(fd)
 		return nil, fmt.Errorf("serve fuse: init: %w", err)
 	}
 	go c.loop()
@@ -103,26 +108,26 @@ func ServeConn(dev *os.File, raw fuse.RawFileSystem, mo fuse.MountOptions) (*Con
 }
 
 // nonblockingDup returns a non-blocking, close-on-exec duplicate of dev's
-// descriptor, registered with the runtime's poller (/dev/fuse polls).
-func nonblockingDup(dev *os.File) (*os.File, error) {
+// descriptor.
+func nonblockingDup(dev *os.File) (int, error) {
 	sc, err := dev.SyscallConn()
 	if err != nil {
-		return nil, err
+		return -1, err
 	}
 	dup, dupErr := -1, error(nil)
 	if err := sc.Control(func(fd uintptr) {
 		dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3)
 	}); err != nil {
-		return nil, err
+		return -1, err
 	}
 	if dupErr != nil {
-		return nil, fmt.Errorf("dup /dev/fuse fd: %w", dupErr)
+		return -1, fmt.Errorf("dup /dev/fuse fd: %w", dupErr)
 	}
 	if err := unix.SetNonblock(dup, true); err != nil {
 		unix.Close(dup)
-		return nil, fmt.Errorf("/dev/fuse fd: set non-blocking: %w", err)
+		return -1, fmt.Errorf("/dev/fuse fd: set non-blocking: %w", err)
 	}
-	return os.NewFile(uintptr(dup), "/dev/fuse"), nil
+	return dup, nil
 }
 
 // init answers the connection's first request, INIT.
@@ -168,26 +173,21 @@ func (c *Conn) loop() {
 // read waits until the kernel has a request and reads it into a pooled
 // buffer. While it waits it holds no buffer.
 func (c *Conn) read() (*[]byte, int, error) {
-	var buf *[]byte
-	var n int
-	var rerr error
-	err := c.rc.Read(func(fd uintptr) bool {
-		buf = c.bufs.Get().(*[]byte)
-		n, rerr = unix.Read(int(fd), *buf)
-		if rerr == unix.EAGAIN {
-			c.bufs.Put(buf)
-			return false
+	for {
+		buf := c.bufs.Get().(*[]byte)
+		n, err := unix.Read(c.fd, *buf)
+		if err == nil {
+			return buf, n, nil
 		}
-		return true
-	})
-	if err == nil {
-		err = rerr
-	}
-	if err != nil {
 		c.bufs.Put(buf)
-		return nil, 0, err
+		if err != unix.EAGAIN {
+			return nil, 0, err
+		}
+		if err := thePoller.arm(c); err != nil {
+			return nil, 0, err
+		}
+		<-c.ready
 	}
-	return buf, n, nil
 }
 
 // handle answers one request and gives its slot and buffers back.
@@ -217,17 +217,15 @@ func (c *Conn) handle(in *[]byte, n int) {
 	}
 	// Errors are the caller's: ENOENT when its request was interrupted
 	// and answered meanwhile, ENODEV once the connection is gone.
-	c.rc.Write(func(fd uintptr) bool {
-		_, err := unix.Write(int(fd), reply)
-		return err != unix.EAGAIN
-	})
+	unix.Write(c.fd, reply)
 }
 
 // end runs once the connection is gone: in-flight requests are answered
 // (their replies fail), then the file system hears of the unmount.
 func (c *Conn) end() {
 	c.serving.Wait()
-	c.file.Close()
+	thePoller.remove(c)
+	unix.Close(c.fd)
 	c.raw.OnUnmount()
 	close(c.done)
 }
@@ -270,33 +268,89 @@ func (r inPlaceResult) Readv(dst [][]byte) (int, fuse.Status) {
 	return n, fuse.OK
 }
 
-// DisablePoll makes the kernel stop sending POLL requests to the FUSE
-// connection mounted at target in pid's mount namespace (resolved against
-// pid's root, like MountFUSE), as go-fuse's own mounts do (its "poll
-// hack"): it opens go-fuse's hidden file there and polls it once, and the
-// ENOSYS answer turns POLL off for the connection. Without it, this
-// process adding a file of a mount it serves with a Conn to the Go
-// runtime's epoll set (os.Open does, for any file) would deadlock: the
-// kernel asks the server for POLL while holding the epoll set's lock, and
-// the Conn only hears of the request through that epoll set. Call it once
-// the connection is served.
-func DisablePoll(pid int, target string) error {
-	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("disable poll: root of pid %d: %w", pid, err)
+// poller waits for every Conn's descriptor in one epoll set, on a thread
+// blocked in epoll_wait: a request wakes that thread at once, as it would
+// wake go-fuse's reader blocked in read(2). (The Go runtime's own poller
+// would do the waiting too, but it looks at its epoll set only when a
+// processor is idle or every 10 ms: under a flood of list reads, a quiet
+// container's request would wait for that.) Each descriptor is armed
+// one-shot by its Conn when a read finds nothing.
+type poller struct {
+	epfd  int
+	mu    sync.Mutex
+	next  int32
+	conns map[int32]*Conn
+}
+
+var (
+	pollerOnce sync.Once
+	thePoller  *poller
+	pollerErr  error
+)
+
+func getPoller() (*poller, error) {
+	pollerOnce.Do(func() {
+		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err != nil {
+			pollerErr = fmt.Errorf("epoll_create1: %w", err)
+			return
+		}
+		thePoller = &poller{epfd: fd, conns: map[int32]*Conn{}}
+		go thePoller.run()
+	})
+	return thePoller, pollerErr
+}
+
+func (p *poller) add(c *Conn) error {
+	p.mu.Lock()
+	p.next++
+	c.id = p.next
+	p.conns[c.id] = c
+	p.mu.Unlock()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: c.id}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+		p.remove(c)
+		return fmt.Errorf("epoll_ctl add: %w", err)
 	}
-	defer unix.Close(root)
-	how := unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT}
-	fd, err := unix.Openat2(root, filepath.Join(target, pollHackName), &how)
-	if err != nil {
-		return fmt.Errorf("disable poll: open %s in pid %d's root: %w", target, pid, err)
-	}
-	defer unix.Close(fd)
-	// The answer does not matter, only that the kernel asked.
-	unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLPRI | unix.POLLOUT}}, 0)
 	return nil
 }
 
-// pollHackName is the file go-fuse's protocol handler answers in every
-// tree's root for DisablePoll (fuse/poll.go).
-const pollHackName = ".go-fuse-epoll-hack"
+// arm asks for one wake-up of c once its descriptor is readable (at once
+// if it already is).
+func (p *poller) arm(c *Conn) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: c.id}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev); err != nil {
+		return fmt.Errorf("epoll_ctl mod: %w", err)
+	}
+	return nil
+}
+
+func (p *poller) remove(c *Conn) {
+	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	p.mu.Lock()
+	delete(p.conns, c.id)
+	p.mu.Unlock()
+}
+
+func (p *poller) run() {
+	events := make([]unix.EpollEvent, 128)
+	for {
+		n, err := unix.EpollWait(p.epfd, events, -1)
+		if err != nil {
+			continue // EINTR
+		}
+		p.mu.Lock()
+		for _, ev := range events[:n] {
+			if c := p.conns[ev.Fd]; c != nil {
+				select {
+				case c.ready <- struct{}{}:
+				default:
+				}
+			}
+		}
+		p.mu.Unlock()
+		// The Conns just woken wait on this processor; let them run
+		// before this goroutine blocks in epoll_wait again with it.
+		runtime.Gosched()
+	}
+}

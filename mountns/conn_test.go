@@ -44,9 +44,6 @@ func serveConn(t *testing.T, pid int, target string, root fs.InodeEmbedder) *Con
 		t.Fatalf("ServeConn: %v", err)
 	}
 	t.Cleanup(func() { Unmount(pid, target, true) })
-	if err := DisablePoll(pid, target); err != nil {
-		t.Fatalf("DisablePoll: %v", err)
-	}
 	return c
 }
 
@@ -147,9 +144,10 @@ func threads(t *testing.T) int {
 }
 
 // TestConnOpenInProcess: this process opens files of a tree it serves with
-// a Conn through os.Open, which adds every file to the runtime's epoll set.
-// After DisablePoll the kernel no longer asks the server for POLL under the
-// epoll set's lock, which the Conn itself waits on: the opens return.
+// a Conn through os.Open, which adds every file to the runtime's epoll set:
+// the kernel asks the server for POLL while holding that set's lock. A
+// Conn waiting in the runtime's poller deadlocked there; it waits in an
+// epoll set of its own.
 func TestConnOpenInProcess(t *testing.T) {
 	needRoot(t)
 	dir := t.TempDir()

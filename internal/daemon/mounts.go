@@ -207,13 +207,6 @@ func (ms *mounts) serveAt(owner *imans.Namespace, pid int, target string, swap b
 		}
 		return nil, err
 	}
-	if owner != nil {
-		// Served by a mountns.Conn: the daemon never epolls a file of the
-		// container's tree, but if it did, it must not deadlock.
-		if err := mountns.DisablePoll(pid, target); err != nil {
-			ms.log.WithError(err).WithFields(fields).Warn("fuse poll not disabled")
-		}
-	}
 	m := &mount{id: id, pid: pid, target: target, srv: srv, root: root, ended: make(chan struct{})}
 	go func() {
 		srv.Wait()
