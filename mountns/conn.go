@@ -183,9 +183,6 @@ func (c *Conn) read() (*[]byte, int, error) {
 		if err != unix.EAGAIN {
 			return nil, 0, err
 		}
-		if err := thePoller.arm(c); err != nil {
-			return nil, 0, err
-		}
 		<-c.ready
 	}
 }
@@ -273,8 +270,10 @@ func (r inPlaceResult) Readv(dst [][]byte) (int, fuse.Status) {
 // wake go-fuse's reader blocked in read(2). (The Go runtime's own poller
 // would do the waiting too, but it looks at its epoll set only when a
 // processor is idle or every 10 ms: under a flood of list reads, a quiet
-// container's request would wait for that.) Each descriptor is armed
-// one-shot by its Conn when a read finds nothing.
+// container's request would wait for that.) Descriptors are
+// edge-triggered: a Conn reads until a read finds nothing, then waits for
+// the next request's wake-up (a wake-up for a request it has read already
+// costs one read that finds nothing).
 type poller struct {
 	epfd  int
 	mu    sync.Mutex
@@ -307,20 +306,10 @@ func (p *poller) add(c *Conn) error {
 	c.id = p.next
 	p.conns[c.id] = c
 	p.mu.Unlock()
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: c.id}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: c.id}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
 		p.remove(c)
 		return fmt.Errorf("epoll_ctl add: %w", err)
-	}
-	return nil
-}
-
-// arm asks for one wake-up of c once its descriptor is readable (at once
-// if it already is).
-func (p *poller) arm(c *Conn) error {
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: c.id}
-	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev); err != nil {
-		return fmt.Errorf("epoll_ctl mod: %w", err)
 	}
 	return nil
 }
