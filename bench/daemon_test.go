@@ -37,6 +37,21 @@ func statusKiB(b *testing.B, pid int, key string) int64 {
 	return 0
 }
 
+// procCPU returns the CPU time (user + system) pid has used, in ns.
+func procCPU(b *testing.B, pid int) int64 {
+	b.Helper()
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name (which may hold spaces): state is
+	// field 3, utime 14, stime 15.
+	f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	stm, _ := strconv.ParseInt(f[12], 10, 64)
+	return (ut + stm) * int64(time.Second) / 100 // USER_HZ
+}
+
 // startDaemon builds imafs and runs `imafs serve` with a private socket and
 // state directory (and extra flags) until cleanup; it returns once the
 // daemon answers. The measurement sources (on by default) are off: these
@@ -96,22 +111,27 @@ func BenchmarkDaemonAttached(b *testing.B) {
 			pids = append(pids, pid)
 		}
 	}
-	loop := func(b *testing.B, pid int) float64 {
+	// loop returns the wall time of an open+read+close in the container,
+	// and the CPU time it cost the daemon and the container's side.
+	loop := func(b *testing.B, pid int) (wall, daemonCPU, loopCPU float64) {
 		cmd := exec.Command("nsenter", "--target", strconv.Itoa(pid), "--pid", "--mount", "--",
 			os.Args[0], "-test.run=^TestLoopHelper$", "-test.count=1")
 		cmd.Env = append(os.Environ(), "BENCH_LOOP_FILE=/sys/kernel/security/ima/runtime_measurements_count", "BENCH_LOOP_N="+strconv.Itoa(b.N))
+		cpu0 := procCPU(b, daemon.Process.Pid)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			b.Fatalf("loop in container: %v: %s", err, out)
 		}
+		daemonCPU = float64(procCPU(b, daemon.Process.Pid)-cpu0) / float64(b.N)
+		loopCPU = float64(cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime()) / float64(b.N)
 		for _, l := range strings.Split(string(out), "\n") {
 			if v, ok := strings.CutPrefix(l, "LOOP "); ok {
-				ns, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-				return ns
+				wall, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+				return wall, daemonCPU, loopCPU
 			}
 		}
 		b.Fatalf("no timing: %s", out)
-		return 0
+		return 0, 0, 0
 	}
 	for _, upto := range []int{1, n} {
 		start := time.Now()
@@ -120,7 +140,11 @@ func BenchmarkDaemonAttached(b *testing.B) {
 		rss := rssKiB(b, daemon.Process.Pid)
 		anon := statusKiB(b, daemon.Process.Pid, "RssAnon:")
 		b.Run(fmt.Sprintf("attached=%d", upto), func(b *testing.B) {
-			b.ReportMetric(loop(b, pids[0]), "container-ns/op")
+			wall, daemonCPU, loopCPU := loop(b, pids[0])
+			b.ReportMetric(wall, "container-ns/op")
+			b.ReportMetric(daemonCPU, "daemon-cpu-ns/op")
+			b.ReportMetric(daemonCPU+loopCPU, "cpu-ns/op")
+			b.ReportMetric(float64(statusKiB(b, daemon.Process.Pid, "Threads:"))/float64(upto), "threads/container")
 			b.ReportMetric(float64(rss-base)/float64(upto), "rss-KiB/container")
 			b.ReportMetric(float64(anon-baseAnon)/float64(upto), "rssanon-KiB/container")
 			b.ReportMetric(float64(took.Microseconds())/float64(upto)/1000, "spawn+attach-ms")

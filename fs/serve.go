@@ -97,16 +97,36 @@ func (r *Root) LastOpen() time.Time {
 	return time.Time{}
 }
 
+// Server is a served tree; Wait returns once its connection has ended.
+type Server interface{ Wait() }
+
+// MountedServer is a tree Mount mounted; Unmount unmounts it and waits for
+// its connection to end.
+type MountedServer interface {
+	Server
+	Unmount() error
+}
+
 // Serve serves r on dev, a /dev/fuse file already mounted (see
-// mountns.MountFUSE), through go-fuse's "/dev/fd/N" convention; it takes
-// ownership of dev. The server runs in a goroutine; Wait for it.
-func Serve(dev *os.File, r *Root) (*fuse.Server, error) {
-	return mountns.ServeRaw(dev, r.RawFileSystem(), r.MountOptions().MountOptions)
+// mountns.MountFUSE); it takes ownership of dev. The server runs in a
+// goroutine; Wait for it. A container's tree (Options.Owner set) is served
+// by a mountns.Conn, which costs an idle connection no reader thread and
+// no buffer; the host's tree by go-fuse's own server, whose readers keep
+// their 1 MiB buffers (one tree pays for them).
+func Serve(dev *os.File, r *Root) (Server, error) {
+	mo := r.MountOptions().MountOptions
+	if r.opts.Owner != nil {
+		return mountns.ServeConn(dev, r.RawFileSystem(), mo)
+	}
+	return mountns.ServeRaw(dev, r.RawFileSystem(), mo)
 }
 
 // Mount mounts r at dir in the daemon's own mount namespace (the host view,
-// tests) and serves it.
-func Mount(dir string, r *Root) (*fuse.Server, error) {
+// tests) and serves it as Serve does.
+func Mount(dir string, r *Root) (MountedServer, error) {
+	if r.opts.Owner != nil {
+		return mountConn(dir, r)
+	}
 	mo := r.MountOptions().MountOptions
 	mo.DirectMount = true
 	srv, err := fuse.NewServer(r.RawFileSystem(), dir, &mo)
@@ -120,6 +140,45 @@ func Mount(dir string, r *Root) (*fuse.Server, error) {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	return srv, nil
+}
+
+// mountConn is Mount for a container's tree: mounted by mountns, served
+// by a mountns.Conn.
+func mountConn(dir string, r *Root) (MountedServer, error) {
+	dev, err := mountns.MountFUSE(os.Getpid(), dir, mountns.Options{AllowOther: true, AllowShared: true})
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	c, err := mountns.ServeConn(dev, r.RawFileSystem(), r.MountOptions().MountOptions)
+	if err != nil {
+		unix.Unmount(dir, unix.MNT_DETACH)
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	return connMount{Conn: c, dir: dir}, nil
+}
+
+type connMount struct {
+	*mountns.Conn
+	dir string
+}
+
+// Unmount unmounts the tree (retrying while the kernel still counts a
+// just-closed file, as go-fuse's Unmount does) and waits for its
+// connection to end.
+func (m connMount) Unmount() error {
+	var err error
+	for try, delay := 0, time.Duration(0); try < 5; try++ {
+		if err = unix.Unmount(m.dir, 0); err == nil {
+			break
+		}
+		delay = 2*delay + 5*time.Millisecond
+		time.Sleep(delay)
+	}
+	if err != nil {
+		return fmt.Errorf("unmount %s: %w", m.dir, err)
+	}
+	m.Wait()
+	return nil
 }
 
 // closeOnExecFUSE marks the process's /dev/fuse descriptors close-on-exec:

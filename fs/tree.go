@@ -57,9 +57,9 @@ type Options struct {
 }
 
 // DefaultMaxRead is a container tree's largest READ: go-fuse's default,
-// 128 KiB. go-fuse gives each request reader of a connection an input
-// buffer of this size (MaxWrite), so it is paid per mount: a thousand
-// containers mean a thousand such buffers.
+// 128 KiB. A container's connection (mountns.Conn) takes buffers of this
+// size from a pool shared by all connections only while it answers a
+// request, so the size costs memory per request in flight, not per mount.
 const DefaultMaxRead = 128 << 10
 
 // HostMaxRead is the host tree's largest READ: 1 MiB, the kernel's limit

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
@@ -26,7 +25,7 @@ type mount struct {
 	id     string
 	pid    int    // process whose namespace holds the mount
 	target string // mount point as resolved at mount time
-	srv    *fuse.Server
+	srv    imafsfs.Server
 	root   *imafsfs.Root
 	ended  chan struct{} // closed when the connection ended (no user left)
 }
