@@ -3,7 +3,6 @@ package fs
 import (
 	"fmt"
 	"os"
-	"strconv"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -122,50 +121,30 @@ func Serve(dev *os.File, r *Root) (Server, error) {
 }
 
 // Mount mounts r at dir in the daemon's own mount namespace (the host view,
-// tests) and serves it as Serve does.
+// tests), through mountns as the daemon mounts (its /dev/fuse close-on-exec:
+// no child keeps the connection alive), and serves it as Serve does.
 func Mount(dir string, r *Root) (MountedServer, error) {
-	if r.opts.Owner != nil {
-		return mountConn(dir, r)
-	}
-	mo := r.MountOptions().MountOptions
-	mo.DirectMount = true
-	srv, err := fuse.NewServer(r.RawFileSystem(), dir, &mo)
-	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", dir, err)
-	}
-	closeOnExecFUSE()
-	go srv.Serve()
-	if err := srv.WaitMount(); err != nil {
-		srv.Unmount()
-		return nil, fmt.Errorf("mount %s: %w", dir, err)
-	}
-	return srv, nil
-}
-
-// mountConn is Mount for a container's tree: mounted by mountns, served
-// by a mountns.Conn.
-func mountConn(dir string, r *Root) (MountedServer, error) {
 	dev, err := mountns.MountFUSE(os.Getpid(), dir, mountns.Options{AllowOther: true, AllowShared: true})
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	c, err := mountns.ServeConn(dev, r.RawFileSystem(), r.MountOptions().MountOptions)
+	srv, err := Serve(dev, r)
 	if err != nil {
 		unix.Unmount(dir, unix.MNT_DETACH)
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	return connMount{Conn: c, dir: dir}, nil
+	return mounted{Server: srv, dir: dir}, nil
 }
 
-type connMount struct {
-	*mountns.Conn
+type mounted struct {
+	Server
 	dir string
 }
 
 // Unmount unmounts the tree (retrying while the kernel still counts a
 // just-closed file, as go-fuse's Unmount does) and waits for its
 // connection to end.
-func (m connMount) Unmount() error {
+func (m mounted) Unmount() error {
 	var err error
 	for try, delay := 0, time.Duration(0); try < 5; try++ {
 		if err = unix.Unmount(m.dir, 0); err == nil {
@@ -179,25 +158,4 @@ func (m connMount) Unmount() error {
 	}
 	m.Wait()
 	return nil
-}
-
-// closeOnExecFUSE marks the process's /dev/fuse descriptors close-on-exec:
-// go-fuse's direct mount opens /dev/fuse without O_CLOEXEC, and a child
-// that inherits it (a container process a test starts) keeps the
-// connection alive after the server is gone, so its own read of the mount
-// never returns. The daemon's mounts (mountns) open it with O_CLOEXEC.
-func closeOnExecFUSE() {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/fuse" {
-			unix.CloseOnExec(fd)
-		}
-	}
 }
