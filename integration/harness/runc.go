@@ -267,9 +267,7 @@ func (c *RuncContainer) Alive() bool {
 	if c.pidfd < 0 {
 		return false
 	}
-	fds := []unix.PollFd{{Fd: int32(c.pidfd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	return err == nil && n == 0
+	return !pidfdExited(c.pidfd, 0)
 }
 
 // Kill sends SIGKILL to the container (`runc kill`) and waits until its
@@ -281,8 +279,7 @@ func (c *RuncContainer) Kill() error {
 	if _, err := c.runc("kill", c.ID, "KILL"); err != nil && c.Alive() {
 		return err
 	}
-	fds := []unix.PollFd{{Fd: int32(c.pidfd), Events: unix.POLLIN}}
-	if n, err := unix.Poll(fds, int(DefaultTimeout/time.Millisecond)); err != nil || n == 0 {
+	if !pidfdExited(c.pidfd, DefaultTimeout) {
 		return fmt.Errorf("runc container %s: init %d did not exit after SIGKILL", c.ID, c.Pid)
 	}
 	return nil

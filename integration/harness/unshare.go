@@ -309,9 +309,7 @@ func (u *Unshare) Alive() bool {
 	if u.pidfd < 0 {
 		return false
 	}
-	fds := []unix.PollFd{{Fd: int32(u.pidfd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	return err == nil && n == 0
+	return !pidfdExited(u.pidfd, 0)
 }
 
 // Kill stops u: SIGKILL to its init (through a pidfd, so never another
@@ -321,8 +319,7 @@ func (u *Unshare) Kill() {
 	u.once.Do(func() {
 		if u.pidfd >= 0 {
 			unix.PidfdSendSignal(u.pidfd, unix.SIGKILL, nil, 0)
-			fds := []unix.PollFd{{Fd: int32(u.pidfd), Events: unix.POLLIN}}
-			unix.Poll(fds, int(DefaultTimeout/time.Millisecond))
+			pidfdExited(u.pidfd, DefaultTimeout)
 			unix.Close(u.pidfd)
 			u.pidfd = -1
 		}
