@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -204,68 +203,29 @@ func summarize(times []time.Duration) lat {
 	return lat{float64(times[len(times)/2]), float64(sum) / float64(len(times)), float64(times[len(times)*99/100])}
 }
 
-// ctl is a helper process driven line by line: a command on its stdin, one
-// line of answer on its stdout.
-type ctl struct {
-	cmd *exec.Cmd
-	in  io.WriteCloser
-	out *bufio.Scanner
-}
-
-func startCtl(b *testing.B, cmd *exec.Cmd) *ctl {
-	b.Helper()
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	c := &ctl{cmd: cmd, in: in, out: bufio.NewScanner(out)}
-	c.out.Buffer(nil, 1<<20)
-	b.Cleanup(func() { c.close() })
-	return c
-}
-
-// ask sends line and returns the answer, which starts with want.
-func (c *ctl) ask(b *testing.B, line, want string) string {
-	b.Helper()
-	if _, err := fmt.Fprintln(c.in, line); err != nil {
-		b.Fatalf("%s: %v", line, err)
-	}
-	if !c.out.Scan() {
-		b.Fatalf("%s: no answer: %v", line, c.out.Err())
-	}
-	ans, ok := strings.CutPrefix(c.out.Text(), want)
-	if !ok {
-		b.Fatalf("%s: answer %q", line, c.out.Text())
-	}
-	return ans
-}
-
-// close ends the helper (EOF on its stdin) and waits for it.
-func (c *ctl) close() error {
-	c.in.Close()
-	return c.cmd.Wait()
-}
-
 // latencyCtl times open+read+close of a file in a container.
-type latencyCtl struct{ *ctl }
+type latencyCtl struct{ *harness.Mapper }
 
 func startLatency(b *testing.B, pid int, file, cgroupProcs string) latencyCtl {
-	return latencyCtl{startCtl(b, helper(pid, cgroupProcs, "TestLatencyHelper", "BENCH_LAT_FILE="+file))}
+	return latencyCtl{harness.StartLines(b, helper(pid, cgroupProcs, "TestLatencyHelper", "BENCH_LAT_FILE="+file))}
+}
+
+// ask runs one command of a helper and returns its answer, which starts
+// with want.
+func ask(b *testing.B, m *harness.Mapper, line, want string) string {
+	b.Helper()
+	ans, ok := strings.CutPrefix(m.Ask(b, line), want)
+	if !ok {
+		b.Fatalf("%s: answer %q, want %s...", line, ans, want)
+	}
+	return ans
 }
 
 // measure times n reads.
 func (l latencyCtl) measure(b *testing.B, n int) []time.Duration {
 	b.Helper()
 	var times []time.Duration
-	for _, f := range strings.Fields(l.ask(b, strconv.Itoa(n), "LAT")) {
+	for _, f := range strings.Fields(ask(b, l.Mapper, strconv.Itoa(n), "LAT")) {
 		ns, err := strconv.ParseInt(f, 10, 64)
 		if err != nil {
 			b.Fatal(err)
@@ -280,30 +240,30 @@ func (l latencyCtl) measure(b *testing.B, n int) []time.Duration {
 
 // floodCtl runs floodReaders readers of a file in a container, paused
 // until run.
-type floodCtl struct{ *ctl }
+type floodCtl struct{ *harness.Mapper }
 
 func startFlood(b *testing.B, pid int, file, cgroupProcs string) floodCtl {
-	return floodCtl{startCtl(b, helper(pid, cgroupProcs, "TestFloodHelper",
+	return floodCtl{harness.StartLines(b, helper(pid, cgroupProcs, "TestFloodHelper",
 		"BENCH_FLOOD_FILE="+file, "BENCH_FLOOD_READERS="+strconv.Itoa(floodReaders)))}
 }
 
 // run starts the readers and lets them reach their loop.
 func (f floodCtl) run(b *testing.B) {
-	f.ask(b, "run", "OK")
+	ask(b, f.Mapper, "run", "OK")
 	time.Sleep(100 * time.Millisecond)
 }
 
 // pause returns once every reader waits.
-func (f floodCtl) pause(b *testing.B) { f.ask(b, "pause", "OK") }
+func (f floodCtl) pause(b *testing.B) { ask(b, f.Mapper, "pause", "OK") }
 
 // stop ends the helper and returns the bytes its readers read.
 func (f floodCtl) stop(b *testing.B) int64 {
 	b.Helper()
-	v, err := strconv.ParseInt(strings.TrimSpace(f.ask(b, "total", "FLOOD")), 10, 64)
+	v, err := strconv.ParseInt(strings.TrimSpace(ask(b, f.Mapper, "total", "FLOOD")), 10, 64)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := f.close(); err != nil {
+	if err := f.Close(); err != nil {
 		b.Errorf("flood: %v", err)
 	}
 	return v

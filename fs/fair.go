@@ -17,7 +17,7 @@ import (
 //   - A bound: at most limit READs of one namespace are rendered at once;
 //     the others queue behind their own namespace (a flood of 16 readers is
 //     one READ in the daemon, not 16). An interrupted wait answers EINTR.
-//   - A share: while another namespace is reading (a READ started within
+//   - A share: while another namespace is reading (a READ arrived within
 //     contendedFor), a namespace whose READs took more than heavyAfter in
 //     the last one to two shareWindows, and more than twice the other's,
 //     waits after each READ as long as the READ took, keeping its slot: it
@@ -33,7 +33,7 @@ type Fairness struct {
 	mu     sync.Mutex
 	slots  map[*imans.Namespace]*nsSlots
 	use    map[*imans.Namespace]*nsUse
-	recent [2]nsStart // the latest READ starts of two distinct namespaces, newest first
+	recent [2]nsStart // the latest READ arrivals of two distinct namespaces, newest first
 	pruned time.Time
 
 	now   func() time.Time                           // tests replace the clock
@@ -49,7 +49,7 @@ type nsSlots struct {
 type nsUse struct {
 	win       int64 // index of the current window
 	cur, prev time.Duration
-	last      time.Time // its latest READ start
+	last      time.Time // its latest READ's arrival
 }
 
 type nsStart struct {
@@ -93,10 +93,11 @@ func (f *Fairness) acquire(ctx context.Context, ns *imans.Namespace) (func(), sy
 		f.slots[ns] = s
 	}
 	s.users++
+	f.arrived(ns, f.now())
 	f.mu.Unlock()
 	select {
 	case s.sem <- struct{}{}:
-		start := f.started(ns)
+		start := f.now()
 		return func() {
 			if d := f.now().Sub(start); f.overShare(ns, d) {
 				f.sleep(ctx, d)
@@ -110,17 +111,15 @@ func (f *Fairness) acquire(ctx context.Context, ns *imans.Namespace) (func(), sy
 	}
 }
 
-// started records that a READ of ns starts now.
-func (f *Fairness) started(ns *imans.Namespace) time.Time {
-	now := f.now()
-	f.mu.Lock()
-	defer f.mu.Unlock()
+// arrived records that a READ of ns arrived at now (another namespace
+// reading contends from then on, also while ns waits for a slot). f.mu is
+// held.
+func (f *Fairness) arrived(ns *imans.Namespace, now time.Time) {
 	f.usage(ns, now).last = now
 	if f.recent[0].ns != ns {
 		f.recent[1] = f.recent[0]
 	}
 	f.recent[0] = nsStart{ns, now}
-	return now
 }
 
 // overShare adds a READ of d to ns's time and reports whether ns is over

@@ -407,7 +407,7 @@ func (s *Source) Forget(dev, ino, mntns uint64) error {
 	return s.invalidate()
 }
 
-// invalidate invalidates the tracepoint program's per-CPU copy of the
+// invalidate invalidates the tracepoint program's per-task copies of the
 // last mapping found reported, after a change of seen or watched.
 func (s *Source) invalidate() error {
 	if s.tp.ForgetGen == nil {

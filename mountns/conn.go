@@ -110,18 +110,9 @@ func ServeConn(dev *os.File, raw fuse.RawFileSystem, mo fuse.MountOptions) (*Con
 // nonblockingDup returns a non-blocking, close-on-exec duplicate of dev's
 // descriptor.
 func nonblockingDup(dev *os.File) (int, error) {
-	sc, err := dev.SyscallConn()
+	dup, err := dupCloexec(dev)
 	if err != nil {
 		return -1, err
-	}
-	dup, dupErr := -1, error(nil)
-	if err := sc.Control(func(fd uintptr) {
-		dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3)
-	}); err != nil {
-		return -1, err
-	}
-	if dupErr != nil {
-		return -1, fmt.Errorf("dup /dev/fuse fd: %w", dupErr)
 	}
 	if err := unix.SetNonblock(dup, true); err != nil {
 		unix.Close(dup)

@@ -345,19 +345,9 @@ func Serve(dev *os.File, root fs.InodeEmbedder, opts *fs.Options) (*fuse.Server,
 // wraps go-fuse's node file system, say).
 func ServeRaw(dev *os.File, raw fuse.RawFileSystem, mo fuse.MountOptions) (*fuse.Server, error) {
 	defer dev.Close()
-	sc, err := dev.SyscallConn()
+	dup, err := dupCloexec(dev)
 	if err != nil {
 		return nil, fmt.Errorf("serve fuse: %w", err)
-	}
-	dup := -1
-	var dupErr error
-	if err := sc.Control(func(fd uintptr) {
-		dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3)
-	}); err != nil {
-		return nil, fmt.Errorf("serve fuse: %w", err)
-	}
-	if dupErr != nil {
-		return nil, fmt.Errorf("serve fuse: dup /dev/fuse fd: %w", dupErr)
 	}
 	mo.DirectMount, mo.DirectMountStrict = false, false
 	// With an absolute "/dev/fd/N" mountpoint NewServer can only fail in
@@ -368,4 +358,23 @@ func ServeRaw(dev *os.File, raw fuse.RawFileSystem, mo fuse.MountOptions) (*fuse
 	}
 	go srv.Serve()
 	return srv, nil
+}
+
+// dupCloexec returns a close-on-exec duplicate of dev's descriptor (at 3
+// or above), which the caller owns.
+func dupCloexec(dev *os.File) (int, error) {
+	sc, err := dev.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	dup, dupErr := -1, error(nil)
+	if err := sc.Control(func(fd uintptr) {
+		dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3)
+	}); err != nil {
+		return -1, err
+	}
+	if dupErr != nil {
+		return -1, fmt.Errorf("dup /dev/fuse fd: %w", dupErr)
+	}
+	return dup, nil
 }

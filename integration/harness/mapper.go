@@ -72,6 +72,22 @@ func StartMapper(t testing.TB, bin string) *Mapper {
 func StartWorkload(t testing.TB, cmd *exec.Cmd) *Mapper {
 	t.Helper()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
+	m := StartLines(t, cmd)
+	var err error
+	if m.PidNS, err = NSIno(m.Pid, "pid"); err != nil {
+		t.Fatal(err)
+	}
+	if m.MntNS, err = NSIno(m.Pid, "mnt"); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// StartLines starts cmd, a process that answers a line per command on
+// stdout (Ask), where cmd says (its namespaces are left as they are:
+// PidNS and MntNS stay 0); Cleanup kills it.
+func StartLines(t testing.TB, cmd *exec.Cmd) *Mapper {
+	t.Helper()
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -85,14 +101,14 @@ func StartWorkload(t testing.TB, cmd *exec.Cmd) *Mapper {
 		t.Fatalf("harness: start %s: %v", cmd.Path, err)
 	}
 	t.Cleanup(func() { in.Close(); cmd.Process.Kill(); cmd.Wait() })
-	m := &Mapper{Pid: cmd.Process.Pid, in: in, out: bufio.NewReader(out), cmd: cmd}
-	if m.PidNS, err = NSIno(m.Pid, "pid"); err != nil {
-		t.Fatal(err)
-	}
-	if m.MntNS, err = NSIno(m.Pid, "mnt"); err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return &Mapper{Pid: cmd.Process.Pid, in: in, out: bufio.NewReader(out), cmd: cmd}
+}
+
+// Close ends the workload's stdin (a workload that stops at EOF) and
+// waits for it to exit.
+func (m *Mapper) Close() error {
+	m.in.Close()
+	return m.cmd.Wait()
 }
 
 // Do runs one command (see csrc/mapper.c) and returns what follows "ok"
